@@ -1,0 +1,77 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2025, psscript.infra developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment(object):
+
+    # Connection to a Redis Sentinel set (psscript.infra.sentinel);
+    # spec: module_utils/_redis.py sentinel_connection_spec().
+    DOCUMENTATION = r'''
+options:
+  sentinels:
+    description:
+      - Every Sentinel that monitors the master, as C(host:port) (IPv6 as C([::1]:26379)).
+      - List all of them, not just one; majorities and agreement are computed over this list, so
+        a Sentinel left out cannot be reported as unreachable or outvoted.
+    type: list
+    elements: str
+    required: true
+  master_name:
+    description:
+      - Name under which the Sentinels monitor the master (C(sentinel monitor <name> ...)).
+    type: str
+    default: mymaster
+  sentinel_password:
+    description:
+      - Password of the Sentinels themselves (their C(requirepass)), the same on every Sentinel.
+      - If not set, the environment variable E(REDIS_SENTINEL_PASSWORD) is used.
+      - Leave unset when the Sentinels have no password.
+    type: str
+  redis_password:
+    description:
+      - Password of the Redis data nodes (their C(requirepass), the Sentinels' C(auth-pass)). Used
+        to read C(INFO replication) from the master and the replicas and to pause writes.
+      - If not set, the environment variable E(REDIS_PASSWORD) is used.
+    type: str
+  socket_timeout:
+    description:
+      - Seconds to wait for a connection and for each reply from any Sentinel or Redis node.
+      - There are no retries, so a dead node costs at most this long per attempt.
+    type: float
+    default: 2.0
+requirements:
+  - redis (the Python library, redis-py) >= 4.0 on the host that runs the module
+notes:
+  - Connections are plain TCP; TLS is not supported.
+'''
+
+    # Connection to one Redis node (psscript.infra.sentinel.redis_node);
+    # spec: module_utils/_redis.py redis_connection_spec().
+    REDIS_NODE = r'''
+options:
+  login_host:
+    description:
+      - Host name or IP address of the Redis node.
+    type: str
+    default: 127.0.0.1
+  login_port:
+    description:
+      - TCP port of the Redis node.
+    type: int
+    default: 6379
+  login_password:
+    description:
+      - Password of the Redis node (its C(requirepass)).
+      - If not set, the environment variable E(REDISCLI_AUTH) is used, as by C(redis-cli).
+    type: str
+  socket_timeout:
+    description:
+      - Seconds to wait for the connection and for each reply; there are no retries.
+    type: float
+    default: 2.0
+requirements:
+  - redis (the Python library, redis-py) >= 4.0 on the host that runs the module
+'''

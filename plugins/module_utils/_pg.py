@@ -1,0 +1,199 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) psscript.infra developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The one place that connects to PostgreSQL and to the PgBouncer admin console.
+
+Modules extend the shared argument specs::
+
+    argument_spec = pgbouncer_console_spec()
+    argument_spec.update(...)
+
+and document them with the ``psscript.infra.pgbouncer`` (or ``psscript.infra.postgres``)
+doc fragment. Every psycopg2 error is turned into ``PgConnectionError`` whose message names
+the cause and the fix, so modules only call ``module.fail_json(msg=str(err))``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import traceback
+
+from ansible.module_utils.basic import env_fallback
+
+try:
+    import psycopg2
+    import psycopg2.extensions
+except ImportError:
+    HAS_PSYCOPG2 = False
+    PSYCOPG2_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_PSYCOPG2 = True
+    PSYCOPG2_IMPORT_ERROR = None
+
+# What the module tells the operator to install when psycopg2 is missing.
+PSYCOPG2_REQUIREMENT = 'psycopg2 (pip install psycopg2-binary)'
+
+# The admin console database of PgBouncer; it is not configurable in PgBouncer.
+CONSOLE_DB = 'pgbouncer'
+
+# SHOW commands this collection may send to the console. Anything else is refused before it is
+# sent, so no user input ever reaches the console unchecked.
+SHOW_COMMANDS = frozenset((
+    'clients', 'config', 'databases', 'dns_hosts', 'dns_zones', 'lists', 'mem', 'peer_pools',
+    'peers', 'pools', 'servers', 'sockets', 'state', 'stats', 'stats_averages', 'stats_totals',
+    'totals', 'users', 'version',
+))
+
+
+class PgConnectionError(Exception):
+    """A connection or console error, with an operator-readable message (cause and fix)."""
+
+    def __init__(self, msg):
+        super(PgConnectionError, self).__init__(msg)
+        self.msg = msg
+
+
+def pg_connection_spec():
+    """Return a fresh argument spec for a PostgreSQL connection (document with psscript.infra.postgres)."""
+    return dict(
+        login_host=dict(type='str'),
+        login_port=dict(type='int', default=5432),
+        login_user=dict(type='str'),
+        login_password=dict(type='str', no_log=True, fallback=(env_fallback, ['PGPASSWORD'])),
+        connect_timeout=dict(type='int', default=5),
+        db=dict(type='str'),
+    )
+
+
+def pgbouncer_console_spec():
+    """Return a fresh argument spec for the PgBouncer admin console (document with psscript.infra.pgbouncer)."""
+    return dict(
+        login_host=dict(type='str'),
+        login_port=dict(type='int', default=6432),
+        login_user=dict(type='str'),
+        login_password=dict(type='str', no_log=True, fallback=(env_fallback, ['PGBOUNCER_PASSWORD'])),
+        connect_timeout=dict(type='int', default=5),
+        db=dict(type='str', default=CONSOLE_DB, choices=[CONSOLE_DB]),
+    )
+
+
+def _require(params, what):
+    """Fail with a readable message when a connection option that has no safe default is missing."""
+    if not params.get('login_host'):
+        raise PgConnectionError(
+            "login_host is not set: give the address of the %s to connect to "
+            "(for example 127.0.0.1, or a Unix socket directory)" % what)
+    if not params.get('login_user'):
+        raise PgConnectionError("login_user is not set: give the role to log in to the %s as" % what)
+    if params.get('connect_timeout') is not None and params['connect_timeout'] < 1:
+        raise PgConnectionError("connect_timeout must be at least 1 second, got %s" % params['connect_timeout'])
+
+
+def _explain(err, params, console):
+    """Turn a psycopg2 connection error into a sentence naming the cause and the fix."""
+    text = str(err).strip()
+    detail = text.splitlines()[-1].strip() if text else type(err).__name__
+    host, port, user = params.get('login_host'), params.get('login_port'), params.get('login_user')
+    service = 'PgBouncer console' if console else 'PostgreSQL'
+    where = '%s at %s:%s' % (service, host, port)
+    lowered = text.lower()
+    if 'could not translate host name' in lowered:
+        return "Cannot resolve login_host '%s' (%s): check the host name or use an IP address" % (host, detail)
+    if 'connection refused' in lowered or 'no such file or directory' in lowered:
+        fix = 'check that PgBouncer runs and listens there (listen_addr/listen_port)' if console else \
+            'check that PostgreSQL runs and listens there (listen_addresses/port)'
+        return 'Cannot connect to %s: connection refused; %s' % (where, fix)
+    if 'timeout expired' in lowered:
+        return ('%s did not answer within connect_timeout=%ss: check the address, firewalls, and that the '
+                'process is not overloaded' % (where, params.get('connect_timeout')))
+    if 'no password supplied' in lowered:
+        env = 'PGBOUNCER_PASSWORD' if console else 'PGPASSWORD'
+        return "%s asked for a password for user '%s' and none was given: set login_password or %s" % (where, user, env)
+    if console and 'not allowed' in lowered:
+        return ("PgBouncer console refused user '%s' (not allowed): add it to stats_users or admin_users "
+                "(pgbouncer_stats_users / pgbouncer_admin_users) and reload PgBouncer" % user)
+    if any(s in lowered for s in ('authentication failed', 'no such user', 'password authentication')):
+        if console:
+            return ("PgBouncer console refused login for user '%s': check pgbouncer_stats_users and userlist.txt "
+                    "(the password or SCRAM secret there must match login_password) [%s]" % (user, detail))
+        return ("PostgreSQL refused login for user '%s' at %s:%s: check the password and pg_hba.conf [%s]"
+                % (user, host, port, detail))
+    if 'pg_hba.conf' in lowered:
+        return "PostgreSQL at %s:%s has no pg_hba.conf entry for user '%s': add one and reload [%s]" % (host, port, user, detail)
+    if 'no such database' in lowered or 'does not exist' in lowered:
+        return 'Connected to %s but: %s; check the db option' % (where, detail)
+    return 'Cannot connect to %s as user %s: %s' % (where, user, detail)
+
+
+def _connect(params, dbname, console):
+    kwargs = dict(
+        host=params['login_host'],
+        port=params['login_port'],
+        user=params['login_user'],
+        connect_timeout=params['connect_timeout'],
+    )
+    if dbname:
+        kwargs['dbname'] = dbname
+    if params.get('login_password') is not None:
+        kwargs['password'] = params['login_password']
+    try:
+        conn = psycopg2.connect(**kwargs)
+        # autocommit: psycopg2 must never send BEGIN (the console answers "invalid command 'BEGIN'").
+        conn.autocommit = True
+    except psycopg2.Error as err:
+        raise PgConnectionError(_explain(err, params, console))
+    return conn
+
+
+def connect_postgres(params):
+    """Open an autocommit psycopg2 connection to PostgreSQL from pg_connection_spec() params."""
+    _require(params, 'PostgreSQL server')
+    return _connect(params, params.get('db'), console=False)
+
+
+def connect_console(params):
+    """Open an autocommit psycopg2 connection to the PgBouncer admin console (database pgbouncer).
+
+    The console speaks only the simple query protocol: use show() (plain cursor.execute, no bind
+    parameters), never a transaction.
+    """
+    _require(params, 'PgBouncer console')
+    return _connect(params, CONSOLE_DB, console=True)
+
+
+def show(conn, what):
+    """Run ``SHOW <WHAT>`` on the console and return its rows as dicts keyed by column name.
+
+    ``what`` must be one of SHOW_COMMANDS; values are returned as psycopg2 decoded them
+    (statistics columns arrive as Decimal: PgBouncer sends them as numeric).
+    """
+    name = str(what).strip().lower()
+    if name not in SHOW_COMMANDS:
+        raise PgConnectionError('SHOW %s is not an allowed console command (allowed: %s)'
+                                % (what, ', '.join(sorted(SHOW_COMMANDS))))
+    query = 'SHOW ' + name.upper()
+    try:
+        cur = conn.cursor()
+        try:
+            cur.execute(query)
+            columns = [col[0] for col in cur.description or ()]
+            rows = cur.fetchall() if columns else []
+        finally:
+            cur.close()
+    except psycopg2.Error as err:
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if 'admin access needed' in detail:
+            detail += ' (this SHOW needs a user listed in admin_users)'
+        raise PgConnectionError('%s failed on the PgBouncer console: %s' % (query, detail))
+    return [dict(zip(columns, row)) for row in rows]
+
+
+def console_show_all(params, commands):
+    """Connect to the console, run SHOW for each command, close; return {command: rows}."""
+    conn = connect_console(params)
+    try:
+        return dict((name, show(conn, name)) for name in commands)
+    finally:
+        conn.close()

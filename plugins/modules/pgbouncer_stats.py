@@ -1,0 +1,374 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) psscript.infra developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: pgbouncer_stats
+short_description: Read PgBouncer pool statistics, check thresholds, and export them to Prometheus
+version_added: 0.1.0
+description:
+  - Connects to the PgBouncer admin console, runs the requested C(SHOW) commands and returns their
+    rows typed by column name (integers, floats, text), so the same tasks work across PgBouncer
+    versions whose column sets differ (1.18 to 1.24 and later).
+  - Every time column given by PgBouncer in microseconds is also returned in seconds, as
+    C(<column>_seconds) (for example C(total_wait_time_seconds) in RV(stats)); C(maxwait) and C(maxwait_us)
+    of C(SHOW POOLS) are joined into C(maxwait_seconds) in RV(pools).
+  - Optionally compares every pool with limits on waiting clients, the oldest wait, and server
+    connection use, and fails (or only reports) when one is exceeded.
+  - Optionally writes the metrics, under the names used by C(prometheus-community/pgbouncer_exporter),
+    to a file for the node_exporter textfile collector. The file is replaced atomically.
+author:
+  - psscript.infra developers (!UNKNOWN)
+extends_documentation_fragment:
+  - psscript.infra.pgbouncer
+  - psscript.infra.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - The console is only read. In check mode the textfile is not written; the task reports C(changed) when it would change.
+  diff_mode:
+    support: full
+    details:
+      - Shows the textfile before and after.
+options:
+  show:
+    description:
+      - The C(SHOW) commands to run and return, each under its own key.
+      - V(clients) and V(servers) list one row per connection and can be large on busy instances.
+    type: list
+    elements: str
+    choices: [pools, stats, databases, lists, config, clients, servers]
+    default: [pools, stats, databases, lists]
+  max_cl_waiting:
+    description:
+      - Largest acceptable number of clients waiting for a server connection in one pool (C(cl_waiting)).
+    type: int
+  max_wait_seconds:
+    description:
+      - Largest acceptable age, in seconds, of the oldest client waiting in one pool
+        (C(maxwait) plus C(maxwait_us) of C(SHOW POOLS)).
+    type: float
+  max_server_utilisation:
+    description:
+      - Largest acceptable share of a pool's server connections in use, between V(0) and V(1).
+      - Use is (C(sv_active) + C(sv_used)) / C(pool_size), where C(pool_size) comes from C(SHOW DATABASES)
+        for the pool's database, or from C(default_pool_size) in C(SHOW CONFIG).
+      - Per-user C(pool_size) overrides (C([users]) section) are not taken into account.
+    type: float
+  fail_on_threshold:
+    description:
+      - Fail the task when a threshold is exceeded. The message lists every breach.
+      - When V(false), breaches are only returned in RV(breaches).
+    type: bool
+    default: true
+  prometheus_textfile:
+    description:
+      - File to write the metrics to, in the Prometheus text exposition format, for example
+        C(/var/lib/node_exporter/textfile/pgbouncer.prom). Its directory must exist.
+      - The file is written before thresholds are evaluated, so it is current even when the task fails.
+      - When the console cannot be reached, the file is replaced by one holding C(pgbouncer_up 0).
+      - The console's own pseudo-database V(pgbouncer) is left out of the file. Its counters count only the C(SHOW)
+        commands of this module, so they would rewrite the file, and report C(changed), on every run.
+      - The task reports C(changed) when the file content changed. Counters of real databases move with traffic,
+        so on a busy instance that is almost every run; on an idle one a rerun reports no change.
+    type: path
+seealso:
+  - name: PgBouncer admin console
+    description: Meaning of every SHOW column.
+    link: https://www.pgbouncer.org/usage.html#admin-console
+  - name: pgbouncer_exporter
+    description: The exporter whose metric names the textfile uses.
+    link: https://github.com/prometheus-community/pgbouncer_exporter
+'''
+
+EXAMPLES = r'''
+- name: Read pools and stats through the stats user
+  psscript.infra.pgbouncer_stats:
+    login_host: 127.0.0.1
+    login_port: 6432
+    login_user: stats
+    login_password: "{{ pgbouncer_stats_password }}"
+  register: pgbouncer
+
+- name: Show how long clients of psscript waited in total
+  ansible.builtin.debug:
+    msg: "{{ pgbouncer.stats | selectattr('database', 'equalto', 'psscript') | map(attribute='total_wait_time_seconds') | first }}"
+
+- name: Fail when clients queue up or servers run out
+  psscript.infra.pgbouncer_stats:
+    login_host: 127.0.0.1
+    login_user: stats
+    show: [pools]
+    max_cl_waiting: 10
+    max_wait_seconds: 2.5
+    max_server_utilisation: 0.9
+  environment:
+    PGBOUNCER_PASSWORD: "{{ pgbouncer_stats_password }}"
+
+- name: Export metrics for node_exporter every run, and only report breaches
+  psscript.infra.pgbouncer_stats:
+    login_host: 127.0.0.1
+    login_user: stats
+    login_password: "{{ pgbouncer_stats_password }}"
+    max_cl_waiting: 10
+    fail_on_threshold: false
+    prometheus_textfile: /var/lib/node_exporter/textfile/pgbouncer.prom
+  register: pgbouncer_health
+'''
+
+RETURN = r'''
+version:
+  description: Version reported by C(SHOW VERSION).
+  returned: success
+  type: str
+  sample: PgBouncer 1.24.1
+pools:
+  description:
+    - Rows of C(SHOW POOLS), one per (database, user) pool, with every column PgBouncer sent, typed.
+    - C(maxwait_seconds) joins C(maxwait) and C(maxwait_us).
+  returned: when V(pools) is in O(show)
+  type: list
+  elements: dict
+  sample:
+    - database: psscript
+      user: app
+      cl_active: 3
+      cl_waiting: 2
+      cl_active_cancel_req: 0
+      cl_waiting_cancel_req: 0
+      sv_active: 3
+      sv_active_cancel: 0
+      sv_being_canceled: 0
+      sv_idle: 0
+      sv_used: 0
+      sv_tested: 0
+      sv_login: 0
+      maxwait: 1
+      maxwait_us: 407365
+      maxwait_seconds: 1.407365
+      pool_mode: transaction
+      load_balance_hosts: null
+stats:
+  description:
+    - Rows of C(SHOW STATS), one per database. Counters are totals since PgBouncer started; C(avg_*)
+      values cover the last C(stats_period).
+    - Each microsecond column also appears in seconds as C(<column>_seconds).
+  returned: when V(stats) is in O(show)
+  type: list
+  elements: dict
+  sample:
+    - database: psscript
+      total_xact_count: 55
+      total_query_count: 55
+      total_received: 1062
+      total_sent: 3140
+      total_xact_time: 4679
+      total_xact_time_seconds: 0.004679
+      total_query_time: 4679
+      total_query_time_seconds: 0.004679
+      total_wait_time: 24009
+      total_wait_time_seconds: 0.024009
+      avg_xact_count: 2
+      avg_query_count: 2
+      avg_recv: 32
+      avg_sent: 0
+      avg_xact_time: 0
+      avg_xact_time_seconds: 0.0
+      avg_query_time: 0
+      avg_query_time_seconds: 0.0
+      avg_wait_time: 2912
+      avg_wait_time_seconds: 0.002912
+databases:
+  description: Rows of C(SHOW DATABASES), one per configured or automatic database, typed.
+  returned: when V(databases) is in O(show)
+  type: list
+  elements: dict
+  sample:
+    - name: psscript
+      host: 127.0.0.1
+      port: 5432
+      database: psscript
+      force_user: null
+      pool_size: 20
+      min_pool_size: 0
+      reserve_pool_size: 0
+      server_lifetime: 3600
+      pool_mode: null
+      max_connections: 0
+      current_connections: 3
+      paused: 0
+      disabled: 0
+lists:
+  description: C(SHOW LISTS) as a mapping of list name to item count.
+  returned: when V(lists) is in O(show)
+  type: dict
+  sample:
+    databases: 3
+    users: 4
+    pools: 3
+    free_clients: 44
+    used_clients: 6
+    login_clients: 0
+    free_servers: 46
+    used_servers: 4
+    dns_names: 0
+    dns_zones: 0
+    dns_queries: 0
+config:
+  description: C(SHOW CONFIG) as a mapping of setting to its current value; numbers are integers or floats.
+  returned: when V(config) is in O(show)
+  type: dict
+  sample:
+    default_pool_size: 20
+    max_client_conn: 100
+    pool_mode: transaction
+    listen_addr: 127.0.0.1
+clients:
+  description: Rows of C(SHOW CLIENTS), one per client connection, typed; C(wait_seconds) joins C(wait) and C(wait_us).
+  returned: when V(clients) is in O(show)
+  type: list
+  elements: dict
+  sample:
+    - type: C
+      user: app
+      database: psscript
+      state: waiting
+      addr: 127.0.0.1
+      port: 47258
+      wait: 1
+      wait_us: 409024
+      wait_seconds: 1.409024
+servers:
+  description: Rows of C(SHOW SERVERS), one per server connection, typed.
+  returned: when V(servers) is in O(show)
+  type: list
+  elements: dict
+  sample:
+    - type: S
+      user: app
+      database: psscript
+      state: active
+      addr: 127.0.0.1
+      port: 5432
+breaches:
+  description:
+    - Thresholds exceeded, one item per pool and metric. Empty when no threshold is set or none is exceeded.
+    - O(max_cl_waiting) is checked against metric C(cl_waiting), O(max_wait_seconds) against C(maxwait_seconds),
+      O(max_server_utilisation) against C(server_utilisation).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    pool:
+      description: The pool, as C(database/user).
+      type: str
+    database:
+      description: Database of the pool.
+      type: str
+    user:
+      description: User of the pool.
+      type: str
+    metric:
+      description: What was measured.
+      type: str
+    value:
+      description: The measured value.
+      type: float
+    limit:
+      description: The limit it exceeded.
+      type: float
+    message:
+      description: One line for humans.
+      type: str
+  sample:
+    - pool: psscript/app
+      database: psscript
+      user: app
+      metric: cl_waiting
+      value: 12
+      limit: 10
+      message: "pool psscript/app: cl_waiting 12 > max_cl_waiting 10"
+prometheus_textfile:
+  description: Path of the metrics file written (or, in check mode, that would be written).
+  returned: when O(prometheus_textfile) is set
+  type: str
+  sample: /var/lib/node_exporter/textfile/pgbouncer.prom
+'''
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.psscript.infra.plugins.module_utils import _pgbouncer
+from ansible_collections.psscript.infra.plugins.module_utils._pg import (
+    HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR, PSYCOPG2_REQUIREMENT, PgConnectionError, console_show_all, pgbouncer_console_spec,
+)
+
+
+def publish(module, result, path, content):
+    """Write (or, in check mode, compare) the textfile; return whether it changes."""
+    before = _pgbouncer.read_text(path)
+    if module._diff:
+        result['diff'] = dict(before=before or '', after=content, before_header=path, after_header=path)
+    if module.check_mode:
+        return before != content
+    return _pgbouncer.write_file_atomic(path, content)
+
+
+def main():
+    argument_spec = pgbouncer_console_spec()
+    argument_spec.update(
+        show=dict(type='list', elements='str', choices=list(_pgbouncer.SHOW_CHOICES), default=list(_pgbouncer.DEFAULT_SHOW)),
+        max_cl_waiting=dict(type='int'),
+        max_wait_seconds=dict(type='float'),
+        max_server_utilisation=dict(type='float'),
+        fail_on_threshold=dict(type='bool', default=True),
+        prometheus_textfile=dict(type='path'),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    if not HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib(PSYCOPG2_REQUIREMENT), exception=PSYCOPG2_IMPORT_ERROR)
+    p = module.params
+    limits = dict((k, p[k]) for k in ('max_cl_waiting', 'max_wait_seconds', 'max_server_utilisation'))
+    error = _pgbouncer.check_thresholds(**limits)
+    if error:
+        module.fail_json(msg=error)
+    textfile = p['prometheus_textfile']
+    result = dict(changed=False, breaches=[])
+    if textfile:
+        result['prometheus_textfile'] = textfile
+
+    try:
+        raw = console_show_all(p, _pgbouncer.commands_needed(p['show'], prometheus=bool(textfile), **limits))
+    except PgConnectionError as err:
+        if textfile:
+            try:
+                result['changed'] = publish(module, result, textfile, _pgbouncer.render_prometheus(None, up=False))
+            except (IOError, OSError) as write_err:
+                module.warn('could not record pgbouncer_up 0 in %s: %s' % (textfile, write_err))
+        module.fail_json(msg=err.msg, **result)
+
+    typed = _pgbouncer.type_results(raw)
+    result['version'] = typed.get('version')
+    result.update((name, typed[name]) for name in p['show'])
+    if textfile:
+        try:
+            result['changed'] = publish(module, result, textfile, _pgbouncer.render_prometheus(typed))
+        except (IOError, OSError) as err:
+            module.fail_json(msg='Cannot write prometheus_textfile %s: %s; check that its directory exists and is writable'
+                             % (textfile, err), **result)
+
+    result['breaches'] = _pgbouncer.evaluate_thresholds(
+        typed.get('pools'), typed.get('databases'), typed.get('config'), **limits)
+    if result['breaches'] and p['fail_on_threshold']:
+        module.fail_json(msg='PgBouncer thresholds exceeded: ' + '; '.join(b['message'] for b in result['breaches']),
+                         **result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
