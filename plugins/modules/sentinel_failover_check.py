@@ -11,9 +11,9 @@ short_description: Check a Redis Sentinel set, switch its master over, or wait f
 version_added: 0.1.0
 description:
   - With O(action=check) (the default), asks every Sentinel about the master and reports what would
-    stop a failover from working: unreachable Sentinels, Sentinels that disagree on the master or
-    its config epoch, a failing C(SENTINEL CKQUORUM), missing or disconnected replicas, replicas that
-    lag, and Sentinels in TILT mode. Fails listing the problems unless O(fail_on_problems=false).
+    stop a failover from working, that is unreachable Sentinels, Sentinels that disagree on the master
+    or its config epoch, a failing C(SENTINEL CKQUORUM), missing or disconnected replicas, replicas
+    that lag, and Sentinels in TILT mode. Fails listing the problems unless O(fail_on_problems=false).
   - With O(action=switchover), performs a planned failover. It briefly pauses writes on the master
     (C(CLIENT PAUSE <ms> WRITE)) so replicas can catch up, asks one Sentinel for
     C(SENTINEL FAILOVER), and waits until every answering Sentinel names the new master, the new
@@ -56,7 +56,7 @@ options:
   max_replica_lag:
     description:
       - Largest acceptable replica lag in seconds, as the master reports it in C(INFO replication)
-        (C(lag) of each C(slaveN) line: seconds since the replica last acknowledged; the measure
+        (C(lag) of each C(slaveN) line, the seconds since the replica last acknowledged; the measure
         C(min-replicas-max-lag) uses). The byte gap to the master's offset is returned beside it.
     type: float
     default: 10

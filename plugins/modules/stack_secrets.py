@@ -12,7 +12,10 @@ DOCUMENTATION = r"""
 module: stack_secrets
 short_description: Generate the stack's passwords once and reuse them
 version_added: 0.1.0
-author: psscript.infra contributors
+author:
+  - psscript.infra developers (!UNKNOWN)
+extends_documentation_fragment:
+  - psscript.infra.attributes
 description:
   - Reads the stack's secrets file on the controller, generates every password named in O(names)
     that it does not hold yet, and writes the file back atomically with mode C(0600).
@@ -35,7 +38,7 @@ options:
 attributes:
   check_mode:
     support: full
-    description: In check mode nothing is written; missing passwords are generated for the run only and RV(added) lists them.
+    details: In check mode nothing is written; missing passwords are generated for the run only and RV(added) lists them.
   diff_mode:
     support: none
 """

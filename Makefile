@@ -1,0 +1,63 @@
+# psscript.infra: two commands do everything on a fresh machine.
+#   make up     deploy the whole stack on this machine (inventories/local)
+#   make test   every test: lint, sanity, unit, molecule scenarios
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+BIN         := $(VENV)/bin
+INVENTORY   ?= inventories/local
+SCENARIOS   ?= default
+# The repo is the collection: expose it as ansible_collections/psscript/infra.
+COLLECTIONS := $(CURDIR)/.cache/collections
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help venv engine collection up down lint sanity unit molecule test bench clean
+
+help:
+	@echo "make up        deploy the whole stack on this machine"
+	@echo "make down      remove the stack's containers, keep data (PURGE=1 removes volumes too)"
+	@echo "make test      lint + sanity + unit + molecule ($(SCENARIOS))"
+	@echo "make lint | sanity | unit | molecule [SCENARIOS='default failover']"
+
+$(VENV)/.stamp: requirements.txt requirements-dev.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	@touch $@
+
+venv: $(VENV)/.stamp
+
+engine:
+	@scripts/docker-engine.sh
+
+collection:
+	@mkdir -p $(COLLECTIONS)/ansible_collections/psscript
+	@ln -sfn $(CURDIR) $(COLLECTIONS)/ansible_collections/psscript/infra
+
+up: venv engine collection
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml
+
+down: venv engine collection
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/teardown.yml $(if $(PURGE),-e purge=true,)
+
+lint: venv collection
+	$(BIN)/ansible-lint --profile production
+	$(PY) scripts/role-readme.py --check
+
+sanity: venv
+	scripts/sanity.sh
+
+unit: venv collection
+	$(PY) -m pytest tests/unit -q
+
+molecule: venv engine collection
+	@set -e; for s in $(SCENARIOS); do echo "=== molecule scenario $$s"; $(BIN)/molecule test -s $$s; done
+
+test: lint sanity unit molecule
+
+clean:
+	rm -rf .cache tests/output
