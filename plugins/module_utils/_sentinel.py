@@ -443,7 +443,7 @@ def _replicas(agreeing, master, replication, master_error, max_lag_seconds, prob
                     problems.append("replica %s is not online on master %s (state=%s)"
                                     % (address, master, entry['state']))
                 if entry['lag_seconds'] is not None and entry['lag_seconds'] > max_lag_seconds:
-                    problems.append("replica %s lags %d s behind master %s (max_replica_lag %s)"
+                    problems.append("replica %s lags %s s behind master %s (max_replica_lag %s)"
                                     % (address, entry['lag_seconds'], master, max_lag_seconds))
         out.append(entry)
     return out

@@ -24,7 +24,7 @@ description:
   - Unreachable Sentinels, wrong passwords and an unknown O(master_name) are reported in words, with
     what to fix.
 author:
-  - psscript.infra developers
+  - psscript.infra developers (!UNKNOWN)
 extends_documentation_fragment:
   - psscript.infra.sentinel
   - psscript.infra.attributes
@@ -82,8 +82,13 @@ options:
     description:
       - For O(action=switchover), milliseconds of C(CLIENT PAUSE ... WRITE) on the master before
         C(SENTINEL FAILOVER), so that replicas receive the last writes before one is promoted.
-        Writes that arrive after the pause ends and before the old master is turned into a replica
-        may be lost, so cover the time a promotion takes (about 1 to 3 seconds).
+        Cover the time a promotion takes (about 1 to 3 seconds); writes are resumed as soon as the
+        Sentinels agree on the new master.
+      - Sentinel turns the old master into a replica only some 8 to 10 seconds after the switch,
+        and not while its writes stay paused. Writes that clients still send straight to the old
+        master in that window are lost, unless the data nodes set C(min-replicas-to-write 1) with a
+        short C(min-replicas-max-lag), which makes the old master refuse them once its replicas
+        have moved to the new master.
       - Needs Redis 6.2 or later. V(0) skips the pause.
     type: int
     default: 3000
@@ -333,16 +338,14 @@ def run_switchover(module, sset):
 
     state = {'paused': False}
 
-    def unpause(strict=False):
-        if not state['paused']:
-            return
-        try:
-            sset.unpause(old)
-            state['paused'] = False
-        except _redis.RedisOpError:
-            if strict:
-                raise
-            # The pause expires by itself after pause_writes_ms anyway.
+    def unpause():
+        # Best effort: the pause expires by itself after pause_writes_ms.
+        if state['paused']:
+            try:
+                sset.unpause(old)
+                state['paused'] = False
+            except _redis.RedisOpError:
+                pass
 
     def snapshot():
         current = sset.views(full=False)
@@ -369,7 +372,8 @@ def run_switchover(module, sset):
         unpause()
     result['duration_ms'] = int((time.monotonic() - start) * 1000)
     if status != _sentinel.DONE:
-        module.fail_json(msg="Switchover of '%s' from %s asked of Sentinel %s did not complete: %s"
+        module.fail_json(msg="Switchover of '%s' from %s asked of Sentinel %s did not complete: %s; Sentinel may "
+                             "still finish it: see action=check or action=wait_for_failover"
                              % (name, old, sentinel, detail), **result)
     result['new_master'] = _sentinel.address_dict(detail)
     result['msg'] = ("Switched '%s' over from %s to %s in %d ms" % (name, old, detail, result['duration_ms']))

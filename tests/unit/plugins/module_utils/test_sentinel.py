@@ -444,3 +444,86 @@ def test_build_view_parses_sentinel_fields():
     assert v['replicas'][0]['priority'] == 100 and v['replicas'][0]['link_status'] == 'ok'
     assert v['tilt'] is True and v['tilt_since_seconds'] == 4
     assert view(S[0])['tilt_since_seconds'] is None
+
+
+# ----------------------------------------- error wording of _redis (no server)
+# _redis is the I/O side; only its pure error mapping is tested here.
+
+redis_exc = pytest.importorskip('redis.exceptions')
+
+
+def _describe(exc, password_given=True, kind='Sentinel', command='SENTINEL MASTER'):
+    from ansible_collections.psscript.infra.plugins.module_utils import _redis
+    return _redis.describe_error(exc, kind, '127.0.0.1:26379', 'sentinel_password', password_given, command,
+                                 'mymaster')
+
+
+@pytest.mark.parametrize('exc, given, expected, reason', [
+    (redis_exc.AuthenticationError('invalid username-password pair or user is disabled.'), True,
+     'Sentinel 127.0.0.1:26379 refused the password: check sentinel_password', 'auth'),
+    (redis_exc.AuthenticationError('Authentication required.'), False,
+     'Sentinel 127.0.0.1:26379 requires a password: set sentinel_password', 'auth'),
+    (redis_exc.AuthenticationError('AUTH <password> called without any password configured for the default '
+                                   'user. Are you sure your configuration is correct?'), True,
+     'has no password configured but sentinel_password is set', 'auth'),
+    (redis_exc.ResponseError('No such master with that name'), True,
+     "does not monitor a master named 'mymaster': check master_name", 'no_such_master'),
+    (redis_exc.TimeoutError('Timeout reading from socket'), True, 'did not answer within socket_timeout',
+     'timeout'),
+    (redis_exc.ConnectionError('Error 111 connecting to 127.0.0.1:26379. Connection refused.'), True,
+     'cannot connect to Sentinel 127.0.0.1:26379 (Error 111', 'unreachable'),
+    (redis_exc.ResponseError('INPROG Failover already in progress'), True, '-INPROG', 'response'),
+    (redis_exc.ResponseError('NOGOODSLAVE No suitable replica to promote'), True, '-NOGOODSLAVE', 'response'),
+    (redis_exc.NoPermissionError("this user has no permissions to run the 'sentinel|master' command"), True,
+     'denied SENTINEL MASTER for this user', 'denied'),
+    (redis_exc.BusyLoadingError('Redis is loading the dataset in memory'), True, 'still loading', 'loading'),
+    (redis_exc.ResponseError('ERR unknown command'), True, 'answered SENTINEL MASTER with an error', 'response'),
+])
+def test_redis_errors_say_cause_and_fix(exc, given, expected, reason):
+    msg, got_reason = _describe(exc, given)
+    assert expected in msg
+    assert got_reason == reason
+
+
+def test_redis_parse_address_raises_redis_op_error():
+    from ansible_collections.psscript.infra.plugins.module_utils import _redis
+    with pytest.raises(_redis.RedisOpError, match='brackets') as info:
+        _redis.parse_address('::1:26379', 'sentinels entry')
+    assert info.value.reason == 'address'
+
+
+def test_connection_specs_are_fresh_and_secret():
+    from ansible_collections.psscript.infra.plugins.module_utils import _redis
+    one, two = _redis.sentinel_connection_spec(), _redis.sentinel_connection_spec()
+    one['master_name']['default'] = 'changed'
+    assert two['master_name']['default'] == 'mymaster'
+    assert two['sentinel_password']['no_log'] and two['redis_password']['no_log']
+    assert _redis.redis_connection_spec()['login_password']['no_log']
+
+
+# --------------------------------------------- sentinel_majority_master filter
+
+def _filter(value, quorum=None):
+    from ansible_collections.psscript.infra.plugins.filter.sentinel import sentinel_majority_master
+    return sentinel_majority_master(value, quorum)
+
+
+def test_filter_majority_first_deploy_and_split():
+    from ansible.errors import AnsibleFilterError
+    assert _filter([M, ['10.0.0.21', '6379'], None]) == M
+    assert _filter([None, '', []]) is None
+    with pytest.raises(AnsibleFilterError, match='no Sentinel majority'):
+        _filter({'a': M, 'b': R1})
+    with pytest.raises(AnsibleFilterError, match='expects a list or dict'):
+        _filter('10.0.0.21:6379')
+
+
+def test_filter_accepts_the_modules_sentinels_list():
+    sentinels = [{'address': S[0], 'reachable': True, 'master': M},
+                 {'address': S[1], 'reachable': False, 'master': None},
+                 {'address': S[2], 'reachable': True, 'master': M}]
+    assert _filter(sentinels) == M
+    from ansible.errors import AnsibleFilterError
+    with pytest.raises(AnsibleFilterError, match=r'no answer from 10\.0\.0\.12:26379, 10\.0\.0\.13:26379'):
+        _filter(sentinels[:2] + [{'address': S[2], 'reachable': False, 'master': None, 'error': 'x'}]
+                + [{'address': '10.0.0.14:26379', 'reachable': True, 'master': R1}])

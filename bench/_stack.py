@@ -1,0 +1,29 @@
+"""Shared helpers for the benchmark scripts: read the deployed stack's facts."""
+import json
+import os
+import subprocess
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def inventory(inventory_path):
+    """{instance: hostvars} for the instances of an inventory, as ansible-inventory reports them."""
+    out = subprocess.run(
+        [os.path.join(ROOT, ".venv", "bin", "ansible-inventory"), "-i", inventory_path, "--list"],
+        check=True, capture_output=True, text=True, cwd=ROOT,
+    ).stdout
+    data = json.loads(out)
+    return data["_meta"]["hostvars"], data
+
+
+def secrets(stack_name, path=None):
+    path = path or os.path.expanduser("~/.config/psscript/%s/secrets.yml" % stack_name)
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def address(subnet, index):
+    import ipaddress
+    return str(ipaddress.ip_network(subnet).network_address + int(index))
