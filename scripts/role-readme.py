@@ -8,6 +8,11 @@
 The argument specs are the single source: edit them, then run this script. Roles
 without meta/argument_specs.yml are skipped (with a note on stderr). Output is
 deterministic: same specs, same bytes.
+
+Both modes also check each spec against the role's defaults/main.yml and exit 1 on a
+mismatch: every variable there needs an option in the `main` entry point, whose
+`default` must equal a literal value exactly and must be left out when the value is
+a Jinja template.
 """
 
 from __future__ import annotations
@@ -162,6 +167,55 @@ def _example(role: str, main: dict) -> str:
     )
 
 
+def _has_template(value) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, list):
+        return any(_has_template(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_template(k) or _has_template(v) for k, v in value.items())
+    return False
+
+
+def _same(left, right) -> bool:
+    """Equal, and of the same YAML types all the way down (so 1 is not true, nor 1.0)."""
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, list):
+        return len(left) == len(right) and all(_same(a, b) for a, b in zip(left, right))
+    if isinstance(left, dict):
+        return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
+    return left == right
+
+
+def check_defaults(role_dir: Path, specs: dict) -> list[str]:
+    """Where meta/argument_specs.yml (entry point main) disagrees with defaults/main.yml."""
+    path = role_dir / "defaults" / "main.yml"
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8") as handle:
+        defaults = yaml.safe_load(handle) or {}
+    if not isinstance(defaults, dict):
+        return [f"{path}: not a mapping of variables"]
+    options = specs["main"].get("options") or {}
+    problems = []
+    for name, value in defaults.items():
+        option = options.get(name)
+        if not isinstance(option, dict):
+            problems.append(f"{name} is in defaults/main.yml but not an option of argument_specs.main")
+        elif _has_template(value):
+            if "default" in option:
+                problems.append(
+                    f"{name}: defaults/main.yml sets a template, so the spec must not give a default "
+                    "(say in the description what it defaults to)"
+                )
+        elif "default" not in option:
+            problems.append(f"{name}: the spec has no default; defaults/main.yml has {value!r}")
+        elif not _same(option["default"], value):
+            problems.append(f"{name}: the spec's default {option['default']!r} is not defaults/main.yml's {value!r}")
+    return problems
+
+
 def load_specs(role_dir: Path) -> dict:
     path = role_dir / "meta" / "argument_specs.yml"
     with path.open(encoding="utf-8") as handle:
@@ -240,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
 
     roles_dir: Path = args.roles_dir
     names = args.roles or sorted(p.name for p in roles_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    stale, errors = [], 0
+    stale, inconsistent, errors = [], [], 0
     for role in names:
         role_dir = roles_dir / role
         if not role_dir.is_dir():
@@ -251,11 +305,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"role-readme: {role}: no meta/argument_specs.yml, skipped", file=sys.stderr)
             continue
         try:
-            text = render(role, load_specs(role_dir))
+            specs = load_specs(role_dir)
+            text = render(role, specs)
+            problems = check_defaults(role_dir, specs)
         except (SpecError, yaml.YAMLError, OSError) as exc:
             print(f"role-readme: {role}: {exc}", file=sys.stderr)
             errors += 1
             continue
+        for problem in problems:
+            print(f"role-readme: {role}: {problem}", file=sys.stderr)
+        if problems:
+            inconsistent.append(role)
         readme = role_dir / "README.md"
         current = readme.read_text(encoding="utf-8") if readme.is_file() else None
         if current == text:
@@ -277,8 +337,14 @@ def main(argv: list[str] | None = None) -> int:
             "role-readme: out of date: " + ", ".join(stale) + " (run scripts/role-readme.py to regenerate)",
             file=sys.stderr,
         )
-        return 1
-    return 2 if errors else 0
+    if inconsistent:
+        print(
+            "role-readme: argument specs disagree with defaults/main.yml: " + ", ".join(inconsistent),
+            file=sys.stderr,
+        )
+    if errors:
+        return 2
+    return 1 if stale or inconsistent else 0
 
 
 if __name__ == "__main__":
