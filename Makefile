@@ -15,13 +15,13 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv engine collection up down lint sanity unit molecule test bench clean
+.PHONY: help venv engine collection images up down lint sanity unit integration molecule test clean
 
 help:
 	@echo "make up        deploy the whole stack on this machine"
 	@echo "make down      remove the stack's containers, keep data (PURGE=1 removes volumes too)"
 	@echo "make test      lint + sanity + unit + molecule ($(SCENARIOS))"
-	@echo "make lint | sanity | unit | molecule [SCENARIOS='default failover']"
+	@echo "make lint | sanity | unit | integration | molecule [SCENARIOS='default failover']"
 
 $(VENV)/.stamp: requirements.txt requirements-dev.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -37,6 +37,10 @@ engine:
 collection:
 	@mkdir -p $(COLLECTIONS)/ansible_collections/psscript
 	@ln -sfn $(CURDIR) $(COLLECTIONS)/ansible_collections/psscript/infra
+
+# The stack's images on this machine's engine (built only when their inputs changed).
+images: venv engine collection
+	$(BIN)/ansible-playbook -i inventories/local playbooks/images.yml
 
 up: venv engine collection
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml
@@ -54,10 +58,14 @@ sanity: venv
 unit: venv collection
 	$(PY) -m pytest tests/unit -q
 
+# Module tests against real PostgreSQL 17 containers of the stack's own images.
+integration: images
+	$(PY) -m pytest tests/integration -q
+
 molecule: venv engine collection
 	@set -e; for s in $(SCENARIOS); do echo "=== molecule scenario $$s"; $(BIN)/molecule test -s $$s; done
 
-test: lint sanity unit molecule
+test: lint sanity unit integration molecule
 
 clean:
 	rm -rf .cache tests/output

@@ -1,0 +1,677 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) psscript.infra developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The backup catalog: ids, entries, atomic publish, listing, retention, restore choice, hashes.
+
+Pure logic plus plain file operations, shared by pg_backup and (later) redis_snapshot. No
+subprocess, no database: everything here is unit-tested.
+
+Layout of a backup root::
+
+    <root>/.lock                 flock held by a module that writes into the root
+    <root>/.tmp-<id>/            a backup being written (never listed)
+    <root>/.scratch-<name>/      scratch space of verify/restore (never listed)
+    <root>/<id>/                 a published backup ...
+    <root>/<id>/catalog.json     ... complete only once this marker exists (written last)
+
+A backup is listed only when its ``catalog.json`` exists and parses. An interrupted backup is
+therefore never listed, wherever it stopped: before the rename it is a ``.tmp-*`` directory,
+after the rename but before the marker it is an id directory without marker. Both are
+*leftovers*: reported by listing, removed only when asked and only when older than a grace period.
+
+Backups are ordered by their recorded stop time (server clock), never by name: ids sort by the
+client's clock at start, which says nothing about when a backup became consistent.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+
+CATALOG_FILE = 'catalog.json'
+CATALOG_FORMAT = 1
+TMP_PREFIX = '.tmp-'
+SCRATCH_PREFIX = '.scratch-'
+LOCK_FILE = '.lock'
+TYPES = ('full', 'incremental')
+ID_RE = re.compile(r'^(?P<stamp>\d{8}T\d{6}Z)-(?P<type>full|incremental)$')
+WAL_FILE_RE = re.compile(r'^(?P<tli>[0-9A-F]{8})(?P<log>[0-9A-F]{8})(?P<seg>[0-9A-F]{8})'
+                         r'(?P<suffix>\.partial|\.[0-9A-F]{8}\.backup)?$')
+_HASH_CHUNK = 1024 * 1024
+
+
+class CatalogError(Exception):
+    """A catalog problem with an operator-readable message (cause and fix)."""
+
+    def __init__(self, msg):
+        super(CatalogError, self).__init__(msg)
+        self.msg = msg
+
+
+# ---------------------------------------------------------------------------------------------
+# Time and ids
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def format_time(moment):
+    """ISO 8601 in UTC with microseconds and a Z: sortable as text, exact as a value."""
+    if moment.tzinfo is None:
+        raise ValueError('refusing a naive datetime: %r' % (moment,))
+    return moment.astimezone(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')
+
+
+def parse_time(text):
+    """Parse an ISO 8601 time that names its offset (``Z``, ``+00:00``, ``+02``); naive is refused.
+
+    A time without offset is ambiguous (the server would read it in its own TimeZone), so the
+    caller must say which one it means.
+    """
+    if isinstance(text, datetime.datetime):
+        value = text
+    else:
+        raw = str(text).strip()
+        if raw.endswith('Z') or raw.endswith('z'):
+            raw = raw[:-1] + '+00:00'
+        raw = raw.replace(' ', 'T', 1) if 'T' not in raw else raw
+        # Python < 3.11 wants "+HH:MM"; accept "+HH" and "+HHMM" as PostgreSQL prints them.
+        match = re.match(r'^(.*[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)([+-])(\d{2})(?::?(\d{2}))?$', raw)
+        if match:
+            raw = '%s%s%s:%s' % (match.group(1), match.group(2), match.group(3), match.group(4) or '00')
+        frac = re.search(r'\.(\d+)', raw)
+        if frac and len(frac.group(1)) != 6:
+            digits = (frac.group(1) + '000000')[:6]
+            raw = raw[:frac.start(1)] + digits + raw[frac.end(1):]
+        try:
+            value = datetime.datetime.fromisoformat(raw)
+        except ValueError:
+            raise CatalogError("Cannot read the time '%s': use ISO 8601 with an offset, for example "
+                               "2025-01-31T13:45:00Z or 2025-01-31 14:45:00+01:00" % text)
+    if value.tzinfo is None:
+        raise CatalogError("The time '%s' has no UTC offset: add one (Z or +HH:MM) so it is not read in "
+                           "another time zone" % text)
+    return value.astimezone(datetime.timezone.utc)
+
+
+def new_backup_id(backup_type, now=None):
+    """``YYYYmmddTHHMMSSZ-<type>``: sortable UTC start stamp plus the type, a valid directory name."""
+    if backup_type not in TYPES:
+        raise CatalogError('Unknown backup type %r: use one of %s' % (backup_type, ', '.join(TYPES)))
+    moment = (now or utc_now()).astimezone(datetime.timezone.utc)
+    return '%s-%s' % (moment.strftime('%Y%m%dT%H%M%SZ'), backup_type)
+
+
+def is_backup_id(name):
+    return bool(ID_RE.match(name or ''))
+
+
+# ---------------------------------------------------------------------------------------------
+# LSNs and WAL file names (PostgreSQL)
+
+
+def parse_lsn(text):
+    """``'16/B374D848'`` -> int."""
+    match = re.match(r'^\s*([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})\s*$', str(text))
+    if not match:
+        raise CatalogError('Not an LSN: %r' % (text,))
+    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
+
+
+def format_lsn(value):
+    return '%X/%X' % (value >> 32, value & 0xFFFFFFFF)
+
+
+def _segments_per_id(seg_size):
+    if seg_size <= 0 or seg_size & (seg_size - 1):
+        raise CatalogError('WAL segment size must be a power of two, got %r' % (seg_size,))
+    return 0x100000000 // seg_size
+
+
+def wal_file_name(timeline, segno, seg_size):
+    per_id = _segments_per_id(seg_size)
+    return '%08X%08X%08X' % (timeline, segno // per_id, segno % per_id)
+
+
+def wal_segments(timeline, start_lsn, stop_lsn, seg_size):
+    """Names of the WAL segments holding [start_lsn, stop_lsn) on one timeline.
+
+    The stop LSN is the end of the last record; when it falls exactly on a segment boundary the
+    last record ended in the previous segment (PostgreSQL's XLByteToPrevSeg).
+    """
+    if isinstance(start_lsn, str):
+        start_lsn = parse_lsn(start_lsn)
+    if isinstance(stop_lsn, str):
+        stop_lsn = parse_lsn(stop_lsn)
+    if stop_lsn < start_lsn:
+        raise CatalogError('WAL range ends (%s) before it starts (%s)' % (format_lsn(stop_lsn), format_lsn(start_lsn)))
+    first = start_lsn // seg_size
+    last = (stop_lsn - 1) // seg_size if stop_lsn > start_lsn else first
+    return [wal_file_name(timeline, segno, seg_size) for segno in range(first, last + 1)]
+
+
+def wal_position(name):
+    """The position part of a WAL file name (log + seg), comparable across timelines, or None."""
+    match = WAL_FILE_RE.match(name)
+    if not match:
+        return None
+    return match.group('log') + match.group('seg')
+
+
+def wal_files_to_remove(names, oldest_needed):
+    """WAL archive files that lie wholly before ``oldest_needed`` (a segment name), sorted.
+
+    Compared by position (log, seg), not by full name: the timeline comes first in the name, so
+    ``000000020000000000000003`` sorts after ``000000010000000000000009`` although it is older.
+    Timeline history files (``*.history``) and anything that is not a WAL file are always kept.
+    """
+    if not oldest_needed:
+        return []
+    limit = wal_position(oldest_needed)
+    if limit is None:
+        raise CatalogError('Not a WAL segment name: %r' % (oldest_needed,))
+    return sorted(name for name in names if wal_position(name) is not None and wal_position(name) < limit)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading PostgreSQL backup metadata
+
+
+def parse_backup_label(text):
+    """Fields of a ``backup_label`` file: start LSN/WAL file, timeline, label, incremental parent LSN."""
+    fields = {}
+    for line in text.splitlines():
+        if ':' in line:
+            key, value = line.split(':', 1)
+            fields[key.strip()] = value.strip()
+    match = re.match(r'^([0-9A-F]+/[0-9A-F]+) \(file ([0-9A-F]{24})\)$', fields.get('START WAL LOCATION', ''))
+    if not match:
+        raise CatalogError('backup_label has no readable START WAL LOCATION: the backup is damaged')
+    result = dict(
+        start_lsn=match.group(1),
+        start_wal=match.group(2),
+        timeline=int(fields.get('START TIMELINE', '0') or 0),
+        label=fields.get('LABEL'),
+        backup_from=fields.get('BACKUP FROM'),
+    )
+    if 'INCREMENTAL FROM LSN' in fields:
+        result['incremental_from_lsn'] = fields['INCREMENTAL FROM LSN']
+    return result
+
+
+def parse_manifest(text):
+    """System identifier and WAL ranges of a ``backup_manifest`` (version 1 or 2)."""
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise CatalogError('backup_manifest is not valid JSON (%s): the backup is damaged' % err)
+    ranges = []
+    for item in data.get('WAL-Ranges') or []:
+        ranges.append(dict(timeline=int(item['Timeline']), start_lsn=item['Start-LSN'], end_lsn=item['End-LSN']))
+    if not ranges:
+        raise CatalogError('backup_manifest lists no WAL range: the backup is damaged')
+    sysid = data.get('System-Identifier')
+    return dict(
+        manifest_version=data.get('PostgreSQL-Backup-Manifest-Version'),
+        system_identifier=str(sysid) if sysid is not None else None,
+        wal_ranges=ranges,
+        file_count=len(data.get('Files') or []),
+    )
+
+
+def required_wal(wal_ranges, seg_size):
+    """Every WAL file a backup needs to become consistent: its segments, plus history files past timeline 1."""
+    names = []
+    for item in wal_ranges:
+        names.extend(wal_segments(item['timeline'], item['start_lsn'], item['end_lsn'], seg_size))
+        if item['timeline'] > 1:
+            names.append('%08X.history' % item['timeline'])
+    seen = set()
+    return [n for n in names if not (n in seen or seen.add(n))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Files: hashing, fsync, atomic writes
+
+
+def hash_file(path):
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, 'rb') as handle:
+        while True:
+            chunk = handle.read(_HASH_CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            digest.update(chunk)
+    return digest.hexdigest(), size
+
+
+def _walk_files(top):
+    """Relative paths (with '/') of the regular files under top, sorted; symlinks are refused."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames.sort()
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, top).replace(os.sep, '/')
+            if os.path.islink(full):
+                raise CatalogError('%s is a symbolic link; backups must hold plain files only '
+                                   '(tablespaces are not supported)' % full)
+            found.append(rel)
+    return sorted(found)
+
+
+def hash_tree(top, exclude=(CATALOG_FILE,)):
+    """``{relative path: {'sha256': hex, 'size': bytes}}`` for every file under top."""
+    result = {}
+    for rel in _walk_files(top):
+        if rel in exclude:
+            continue
+        digest, size = hash_file(os.path.join(top, rel))
+        result[rel] = dict(sha256=digest, size=size)
+    return result
+
+
+def check_hashes(backup_path, entry):
+    """Compare a backup directory with the files its entry records; return the problems found."""
+    problems = []
+    recorded = entry.get('files') or {}
+    if not recorded:
+        return ['the catalog entry records no files: it cannot be checked']
+    try:
+        present = set(r for r in _walk_files(backup_path) if r != CATALOG_FILE)
+    except (OSError, CatalogError) as err:
+        return ['cannot read %s: %s' % (backup_path, err)]
+    for rel in sorted(recorded):
+        want = recorded[rel]
+        full = os.path.join(backup_path, rel)
+        if rel not in present:
+            problems.append('%s: missing' % rel)
+            continue
+        size = os.path.getsize(full)
+        if size != want['size']:
+            problems.append('%s: size %d, recorded %d' % (rel, size, want['size']))
+            continue
+        digest, dummy = hash_file(full)
+        if digest != want['sha256']:
+            problems.append('%s: SHA-256 %s, recorded %s' % (rel, digest, want['sha256']))
+    for rel in sorted(present - set(recorded)):
+        problems.append('%s: not recorded in the catalog (added after the backup)' % rel)
+    return problems
+
+
+def fsync_path(path, directory=False):
+    flags = os.O_RDONLY
+    if directory and hasattr(os, 'O_DIRECTORY'):
+        flags |= os.O_DIRECTORY
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(top):
+    """fsync every file, then every directory bottom-up, then top itself."""
+    for dirpath, dirnames, filenames in os.walk(top, topdown=False):
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                fsync_path(full)
+        fsync_path(dirpath, directory=True)
+
+
+def write_json_atomic(path, data):
+    """Write JSON to ``path`` through a temporary file, fsync it, rename, fsync the directory."""
+    directory = os.path.dirname(path) or '.'
+    tmp = os.path.join(directory, '.%s.tmp.%d' % (os.path.basename(path), os.getpid()))
+    try:
+        with open(tmp, 'w') as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write('\n')
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    fsync_path(directory, directory=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entries and publishing
+
+
+def make_entry(backup_id, backup_type, started_at, stopped_at, files, parent=None, **extra):
+    """A catalog entry. ``extra`` carries service-specific fields (LSNs, versions, durations...)."""
+    if backup_type not in TYPES:
+        raise CatalogError('Unknown backup type %r' % (backup_type,))
+    if backup_type == 'incremental' and not parent:
+        raise CatalogError('An incremental backup needs a parent id')
+    if backup_type == 'full' and parent:
+        raise CatalogError('A full backup has no parent')
+    entry = dict(
+        format=CATALOG_FORMAT,
+        id=backup_id,
+        type=backup_type,
+        parent=parent,
+        started_at=format_time(started_at) if isinstance(started_at, datetime.datetime) else started_at,
+        stopped_at=format_time(stopped_at) if isinstance(stopped_at, datetime.datetime) else stopped_at,
+        files=files,
+        bytes=sum(item['size'] for item in files.values()),
+        verified=None,
+        verified_at=None,
+        verify_error=None,
+    )
+    entry.update(extra)
+    return entry
+
+
+def tmp_path(root, backup_id):
+    return os.path.join(root, TMP_PREFIX + backup_id)
+
+
+def start_backup(root, backup_id):
+    """Create and return ``<root>/.tmp-<id>/``; refuse when the id is taken."""
+    if not is_backup_id(backup_id):
+        raise CatalogError('Invalid backup id %r' % (backup_id,))
+    if os.path.exists(os.path.join(root, backup_id)):
+        raise CatalogError('A backup named %s already exists in %s: wait a second and retry' % (backup_id, root))
+    path = tmp_path(root, backup_id)
+    os.mkdir(path, 0o700)
+    return path
+
+
+def publish(root, entry, staged, write_marker=None):
+    """Make a staged backup visible: fsync files and dirs, rename to ``<root>/<id>``, marker last.
+
+    ``write_marker`` is for tests (simulate a crash before the marker); normally write_entry.
+    Returns the final path.
+    """
+    backup_id = entry['id']
+    final = os.path.join(root, backup_id)
+    if os.path.exists(final):
+        raise CatalogError('Cannot publish %s: %s already exists' % (backup_id, final))
+    fsync_tree(staged)
+    os.rename(staged, final)
+    fsync_path(root, directory=True)
+    (write_marker or write_entry)(final, entry)
+    return final
+
+
+def write_entry(backup_path, entry):
+    """(Re)write the marker of a backup atomically; used by publish and by verify to record results."""
+    write_json_atomic(os.path.join(backup_path, CATALOG_FILE), entry)
+
+
+def read_entry(backup_path):
+    with open(os.path.join(backup_path, CATALOG_FILE)) as handle:
+        entry = json.load(handle)
+    if not isinstance(entry, dict) or entry.get('id') != os.path.basename(os.path.normpath(backup_path)):
+        raise CatalogError('%s/%s does not describe this backup' % (backup_path, CATALOG_FILE))
+    return entry
+
+
+def remove_backup(root, backup_id):
+    """Unpublish first (remove the marker, fsync), then delete: a crash leaves a leftover, never a listed half."""
+    path = os.path.join(root, backup_id)
+    marker = os.path.join(path, CATALOG_FILE)
+    if os.path.exists(marker):
+        os.unlink(marker)
+        fsync_path(path, directory=True)
+    shutil.rmtree(path)
+    fsync_path(root, directory=True)
+
+
+def _newest_mtime(path):
+    newest = os.lstat(path).st_mtime
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            try:
+                newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
+            except OSError:
+                pass
+    return newest
+
+
+def stop_time(entry):
+    return parse_time(entry['stopped_at'])
+
+
+def sort_by_stop(entries):
+    """Oldest first by recorded stop time (then start time, then id), never by name alone."""
+    return sorted(entries, key=lambda e: (stop_time(e), parse_time(e.get('started_at') or e['stopped_at']), e['id']))
+
+
+def list_backups(root, remove_leftovers_older_than=None, now=None):
+    """Read the catalog of ``root``.
+
+    Returns ``dict(backups=[entries oldest->newest by stop time], leftovers=[...], removed=[...],
+    unreadable=[...])``. Leftovers are ``.tmp-*``/``.scratch-*`` directories and id directories
+    without marker; with ``remove_leftovers_older_than`` (seconds) those whose newest file is
+    older than that are deleted. Other names (``logs``, ``.lock``) are ignored.
+    """
+    result = dict(backups=[], leftovers=[], removed=[], unreadable=[])
+    if not os.path.isdir(root):
+        return result
+    clock = time.time() if now is None else now
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        if not os.path.isdir(path) or os.path.islink(path):
+            continue
+        leftover = name.startswith(TMP_PREFIX) or name.startswith(SCRATCH_PREFIX)
+        if not leftover and is_backup_id(name):
+            if not os.path.exists(os.path.join(path, CATALOG_FILE)):
+                leftover = True
+            else:
+                try:
+                    result['backups'].append(read_entry(path))
+                except (ValueError, OSError, CatalogError) as err:
+                    result['unreadable'].append(dict(path=path, error=str(err)))
+                continue
+        if not leftover:
+            continue
+        age = clock - _newest_mtime(path)
+        item = dict(path=path, name=name, age_seconds=int(age))
+        if remove_leftovers_older_than is not None and age >= remove_leftovers_older_than:
+            shutil.rmtree(path)
+            result['removed'].append(item)
+        else:
+            result['leftovers'].append(item)
+    if result['removed']:
+        fsync_path(root, directory=True)
+    result['backups'] = sort_by_stop(result['backups'])
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Chains, restore choice, retention
+
+
+def by_id(entries):
+    return dict((e['id'], e) for e in entries)
+
+
+def chain(entries, backup_id):
+    """The backups a restore of ``backup_id`` needs, full first. Raises when a parent is missing."""
+    index = by_id(entries)
+    if backup_id not in index:
+        raise CatalogError('Backup %s is not in the catalog' % backup_id)
+    result = []
+    current = index[backup_id]
+    seen = set()
+    while True:
+        if current['id'] in seen:
+            raise CatalogError('The parents of %s form a loop at %s: the catalog is damaged' % (backup_id, current['id']))
+        seen.add(current['id'])
+        result.append(current)
+        if current['type'] == 'full':
+            break
+        parent = current.get('parent')
+        if parent not in index:
+            raise CatalogError('Backup %s needs %s, which is not in the catalog: it cannot be restored; '
+                               'take a new full backup' % (backup_id, parent))
+        current = index[parent]
+    result.reverse()
+    return result
+
+
+def usable(entry):
+    """A backup that did not fail verification (never verified counts as usable)."""
+    return entry.get('verified') is not False
+
+
+def restorable(entries, entry):
+    try:
+        return all(usable(e) for e in chain(entries, entry['id']))
+    except CatalogError:
+        return False
+
+
+def select_backup(entries, target='latest', target_time=None):
+    """Choose what to restore; return its chain (full first).
+
+    ``target_time``: the newest backup whose recorded stop time is strictly before it (a backup that
+    ended after the target cannot stop before it: recovery would silently replay to its end).
+    ``target``: ``latest`` or a backup id. Backups that failed verification, or whose chain is
+    broken, are never chosen.
+    """
+    ordered = sort_by_stop(entries)
+    if target_time is not None:
+        when = parse_time(target_time)
+        candidates = [e for e in ordered if stop_time(e) < when and restorable(entries, e)]
+        if not candidates:
+            good = [e for e in ordered if restorable(entries, e)]
+            if not good:
+                raise CatalogError('No restorable backup in the catalog: take a full backup first')
+            raise CatalogError('No backup ended before %s: the oldest restorable one (%s) ended at %s; choose a later '
+                               'target_time' % (format_time(when), good[0]['id'], good[0]['stopped_at']))
+        return chain(entries, candidates[-1]['id'])
+    if target in (None, '', 'latest'):
+        candidates = [e for e in ordered if restorable(entries, e)]
+        if not candidates:
+            raise CatalogError('No restorable backup in the catalog: take a full backup first')
+        return chain(entries, candidates[-1]['id'])
+    index = by_id(entries)
+    if target not in index:
+        known = ', '.join(e['id'] for e in ordered[-5:]) or 'none'
+        raise CatalogError('Backup %s is not in the catalog (newest: %s)' % (target, known))
+    result = chain(entries, target)
+    bad = [e['id'] for e in result if not usable(e)]
+    if bad:
+        raise CatalogError('Backup %s cannot be restored: %s failed verification' % (target, ', '.join(bad)))
+    return result
+
+
+def plan_retention(entries, keep_days=None, keep_count=None, now=None):
+    """Decide which backups to keep and which to remove.
+
+    A backup is kept when any rule keeps it:
+
+    * ``keep_count``: it is among the newest ``keep_count`` restorable backups (by stop time);
+    * ``keep_days``: it stopped within the last ``keep_days`` days, or it is the newest restorable
+      backup that stopped before that window (without it, the start of the window cannot be restored);
+    * it is the newest verified full backup (or, when none is verified, the newest restorable full);
+    * it is a parent (transitively) of a kept incremental.
+
+    Restorable: the backup and every parent it needs are in the catalog and did not fail
+    verification. A backup that failed verification is kept only by the window (for inspection).
+
+    Returns ``dict(keep=[ids], remove=[ids], reasons={id: [why]}, oldest_wal_needed=name|None,
+    warnings=[...])``; ``keep`` and ``remove`` are ordered by stop time.
+    """
+    if keep_days is None and keep_count is None:
+        raise CatalogError('Retention needs keep_days or keep_count: without either, every backup but one would go')
+    if keep_count is not None and keep_count < 1:
+        raise CatalogError('keep_count must be at least 1, got %s' % keep_count)
+    if keep_days is not None and keep_days < 0:
+        raise CatalogError('keep_days cannot be negative, got %s' % keep_days)
+    now = now or utc_now()
+    ordered = sort_by_stop(entries)
+    index = by_id(ordered)
+    good = [e for e in ordered if restorable(ordered, e)]
+    reasons = dict((e['id'], []) for e in ordered)
+    warnings = []
+
+    if keep_count is not None:
+        for e in good[-keep_count:]:
+            reasons[e['id']].append('among the newest %d restorable backups' % keep_count)
+    if keep_days is not None:
+        cutoff = now - datetime.timedelta(days=keep_days)
+        for e in ordered:
+            if stop_time(e) >= cutoff:
+                reasons[e['id']].append('stopped within the last %s days' % keep_days)
+        before = [e for e in good if stop_time(e) < cutoff]
+        if before:
+            reasons[before[-1]['id']].append('newest backup before the %s-day window: restores its start' % keep_days)
+    verified_fulls = [e for e in ordered if e['type'] == 'full' and e.get('verified') is True]
+    if verified_fulls:
+        reasons[verified_fulls[-1]['id']].append('newest verified full backup')
+    else:
+        fulls = [e for e in good if e['type'] == 'full']
+        if fulls:
+            reasons[fulls[-1]['id']].append('newest restorable full backup (no full backup is verified yet)')
+            warnings.append('No full backup is verified: run the verify action so retention can rely on one')
+
+    # Parents of kept incrementals, transitively (newest first so a chain is walked once).
+    for e in reversed(ordered):
+        if not reasons[e['id']] or e['type'] != 'incremental':
+            continue
+        child, parent = e, e.get('parent')
+        while child['type'] == 'incremental':
+            if parent not in index:
+                warnings.append('Backup %s needs %s, which is missing: it cannot be restored' % (child['id'], parent))
+                break
+            why = 'parent of kept %s' % child['id']
+            if why not in reasons[parent]:
+                reasons[parent].append(why)
+            child = index[parent]
+            parent = child.get('parent')
+
+    keep = [e['id'] for e in ordered if reasons[e['id']]]
+    remove = [e['id'] for e in ordered if not reasons[e['id']]]
+    oldest = None
+    for backup_id in keep:
+        start = index[backup_id].get('wal_start')
+        if start and (oldest is None or wal_position(start) < wal_position(oldest)):
+            oldest = start
+    return dict(keep=keep, remove=remove, reasons=dict((k, v) for k, v in reasons.items() if v),
+                oldest_wal_needed=oldest, warnings=warnings)
+
+
+def summary(entry):
+    """An entry without its per-file map (which can hold thousands of files), for module results."""
+    result = dict((k, v) for k, v in entry.items() if k != 'files')
+    result['file_count'] = len(entry.get('files') or {})
+    return result
+
+
+def ensure_dir(path, mode=0o750):
+    try:
+        os.makedirs(path, mode)
+        return True
+    except OSError as err:
+        if err.errno != errno.EEXIST or not os.path.isdir(path):
+            raise
+        return False
+
+
+def catalog_spec():
+    """Argument spec shared by the backup modules (document with psscript.infra.backup)."""
+    return dict(
+        backup_dir=dict(type='path', required=True),
+        keep_days=dict(type='int', default=30),
+        keep_count=dict(type='int'),
+        stale_after_hours=dict(type='int', default=24),
+    )

@@ -1,0 +1,743 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) psscript.infra developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""PostgreSQL 17 base backups into the catalog: pg_basebackup, WAL check, compression, verify.
+
+Decisions (and why):
+
+* **Plain format, no WAL in the backup** (``-Fp -X none``). pg_combinebackup only reads plain
+  backups, and the WAL archive is the point-in-time-recovery layer that every restore reads
+  anyway; copying WAL into each backup would make every incremental at least one 16 MB segment.
+  Without WAL a backup is only usable once the WAL from its start to its end is archived, so:
+  with ``-X none`` the server itself waits for that WAL to be archived before pg_basebackup
+  returns, and we then check that every segment of the backup's WAL range (read from its
+  ``backup_manifest``, timeline history files included) is present in ``wal_archive_dir``,
+  waiting a bounded time (and asking for ``pg_switch_wal()`` once, when the role may). Only
+  then is the backup published.
+* **Compression = one ``data.tar.zst`` per backup**, written after pg_basebackup finished (so
+  its ``backup_manifest`` is complete), with a plain copy of ``backup_manifest`` beside it.
+  pg_verifybackup and pg_combinebackup of PostgreSQL 17 read only plain directories, so any
+  compressed backup must be unpacked to be checked or restored; one archive does that in one
+  stream and compresses better than thousands of small per-file archives, and our SHA-256 of a
+  single file detects damage without unpacking. The plain manifest copy is what the next
+  incremental (``--incremental=<parent>/backup_manifest``) needs, so compressed parents work.
+* **Free space is checked first**: the expected size is the plain size of the last full
+  backup, or the sum of ``pg_database_size()`` when there is none (doubled with compression:
+  the plain copy and the archive exist together for a moment).
+* **Any failure removes the partial backup** (``.tmp-<id>``); a crash that prevents even that
+  leaves a leftover that listing never shows and prune removes after a grace period.
+
+Every command goes through a ``run(args, environ_update=None) -> (rc, stdout, stderr)`` callable
+(``AnsibleModule.run_command`` in the module, a fake in tests). Passwords travel in the
+environment (``PGPASSWORD``), never on a command line.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import fcntl
+import os
+import pwd
+import re
+import shlex
+import shutil
+import tempfile
+import time
+
+from ansible_collections.psscript.infra.plugins.module_utils import _catalog
+
+DATA_DIR = 'data'
+ARCHIVE_FILE = 'data.tar.zst'
+MANIFEST_FILE = 'backup_manifest'
+TOOLS = ('pg_basebackup', 'pg_verifybackup', 'pg_combinebackup')
+APPLICATION_NAME = 'psscript.infra.pg_backup'
+
+
+class BackupError(Exception):
+    """A backup failure with an operator-readable message; ``kind`` lets callers react (fallback)."""
+
+    def __init__(self, msg, kind='error'):
+        super(BackupError, self).__init__(msg)
+        self.msg = msg
+        self.kind = kind
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pure helpers
+
+
+def tool_major(version_output):
+    """``'pg_basebackup (PostgreSQL) 17.12 (Debian ...)'`` -> 17."""
+    match = re.search(r'\(PostgreSQL\)\s+(\d+)', version_output or '')
+    if not match:
+        raise BackupError('Cannot read the PostgreSQL client version from %r' % (version_output,))
+    return int(match.group(1))
+
+
+def human_bytes(value):
+    value = float(value)
+    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
+        if abs(value) < 1024 or unit == 'TiB':
+            return ('%d %s' % (value, unit)) if unit == 'B' else ('%.1f %s' % (value, unit))
+        value /= 1024.0
+    return '%d B' % value
+
+
+def connection_env(params):
+    env = dict(PGAPPNAME=APPLICATION_NAME, PGCONNECT_TIMEOUT=str(params.get('connect_timeout') or 5))
+    if params.get('login_password') is not None:
+        env['PGPASSWORD'] = params['login_password']
+    return env
+
+
+def basebackup_command(binary, params, target, label, parent_manifest=None, max_rate=None):
+    """The pg_basebackup command line (no password on it; see connection_env)."""
+    cmd = [binary, '--pgdata', target, '--format', 'plain', '--wal-method', 'none',
+           '--checkpoint', 'fast', '--no-sync', '--label', label, '--no-password',
+           '--host', params['login_host'], '--port', str(params['login_port']),
+           '--username', params['login_user']]
+    if parent_manifest:
+        cmd += ['--incremental', parent_manifest]
+    if max_rate:
+        cmd += ['--max-rate', str(max_rate)]
+    return cmd
+
+
+def explain_basebackup_failure(rc, stderr, params, parent_id=None):
+    """Turn pg_basebackup's stderr into a BackupError naming cause and fix."""
+    text = (stderr or '').strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    detail = ' | '.join(lines[-3:]) if lines else 'exit code %s, no message' % rc
+    low = text.lower()
+    where = '%s:%s' % (params.get('login_host'), params.get('login_port'))
+    if 'wal summar' in low:
+        return BackupError(
+            'PostgreSQL cannot take an incremental backup on top of %s: the WAL summaries since that backup are '
+            'not available (summarize_wal was off then, or they were removed after wal_summary_keep_time). '
+            'A full backup is needed: run with type=full, or set fallback_to_full=true [%s]' % (parent_id, detail),
+            kind='wal_summaries')
+    if 'system identifier in backup manifest' in low or 'manifest requires wal from' in low \
+            or 'timeline' in low and 'manifest' in low:
+        return BackupError(
+            'The parent backup %s does not match this server (another cluster, or a timeline it does not have): '
+            'take a full backup (type=full or fallback_to_full=true) [%s]' % (parent_id, detail), kind='parent_mismatch')
+    if 'must be superuser or replication role' in low or 'permission denied to start wal sender' in low:
+        return BackupError("User '%s' may not take base backups: ALTER ROLE %s REPLICATION [%s]"
+                           % (params.get('login_user'), params.get('login_user'), detail))
+    if 'pg_hba.conf' in low:
+        return BackupError("PostgreSQL at %s has no pg_hba.conf entry for a replication connection of user '%s': "
+                           "add 'host replication %s <network> scram-sha-256' and reload [%s]"
+                           % (where, params.get('login_user'), params.get('login_user'), detail))
+    if 'password authentication failed' in low or 'no password supplied' in low:
+        return BackupError("PostgreSQL at %s refused the password of user '%s': check login_password (or PGPASSWORD) [%s]"
+                           % (where, params.get('login_user'), detail))
+    if 'max_wal_senders' in low or 'too many clients' in low or 'remaining connection slots' in low:
+        return BackupError('PostgreSQL at %s has no free WAL sender / connection slot: raise max_wal_senders (or '
+                           'wait for other backups and replicas) [%s]' % (where, detail))
+    if 'no space left on device' in low:
+        return BackupError('The backup directory ran out of space during pg_basebackup: free space or prune old '
+                           'backups (action=prune) [%s]' % detail)
+    if 'could not connect' in low or 'connection refused' in low or 'timeout expired' in low \
+            or 'could not translate host name' in low:
+        return BackupError('pg_basebackup cannot connect to PostgreSQL at %s: check login_host/login_port and that '
+                           'the server runs [%s]' % (where, detail))
+    if any(s in low for s in ('terminating', 'server closed the connection', 'unexpected termination',
+                              'copy stream ended', 'could not read copy data', 'could not receive data')):
+        return BackupError('PostgreSQL ended the base backup connection (server restart, or the walsender was '
+                           'terminated): run the backup again [%s]' % detail)
+    return BackupError('pg_basebackup failed (exit code %s): %s' % (rc, detail))
+
+
+def expected_size(entries, database_bytes, compress):
+    """Bytes needed for the next backup, and where the figure comes from."""
+    fulls = [e for e in _catalog.sort_by_stop(entries) if e['type'] == 'full' and e.get('data_bytes')]
+    if fulls:
+        base, source = int(fulls[-1]['data_bytes']), 'size of the last full backup %s' % fulls[-1]['id']
+    elif database_bytes:
+        base, source = int(database_bytes), 'sum of pg_database_size() on the server'
+    else:
+        return 0, 'unknown (no full backup yet and the database size could not be read)'
+    if compress:
+        return base * 2, source + ', doubled for compression (plain copy and archive exist together)'
+    return base, source
+
+
+def check_free_space(path, needed, source):
+    free = shutil.disk_usage(path).free
+    if needed and free < needed:
+        raise BackupError('Not enough free space in %s: %s free, about %s needed (%s). Free space there, prune old '
+                          'backups (action=prune), or move backup_dir' % (path, human_bytes(free), human_bytes(needed), source),
+                          kind='no_space')
+    return free
+
+
+def wait_for_wal(archive_dir, names, timeout, on_missing=None, sleep=time.sleep, clock=time.monotonic, poll=1.0):
+    """Wait until every file in ``names`` is in ``archive_dir``; return the ones still missing.
+
+    ``on_missing`` is called once, after the first poll that finds files missing (to ask for a WAL
+    switch); the wait never exceeds ``timeout`` seconds.
+    """
+    deadline = clock() + timeout
+    asked = False
+    while True:
+        missing = [n for n in names if not os.path.isfile(os.path.join(archive_dir, n))]
+        if not missing:
+            return []
+        if not asked and on_missing is not None:
+            asked = True
+            on_missing(missing)
+        if clock() >= deadline:
+            return missing
+        sleep(min(poll, max(0.0, deadline - clock())))
+
+
+# ---------------------------------------------------------------------------------------------
+# Lock
+
+
+class RootLock(object):
+    """An exclusive, non-blocking flock on ``<root>/.lock`` held while a job writes into the root."""
+
+    def __init__(self, root):
+        self.path = os.path.join(root, _catalog.LOCK_FILE)
+        self.handle = None
+
+    def acquire(self):
+        self.handle = open(self.path, 'a+')
+        try:
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (IOError, OSError):
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or 'unknown'
+            self.handle.close()
+            self.handle = None
+            raise BackupError('Another backup job holds %s (pid %s): wait for it to finish, then retry'
+                              % (self.path, holder), kind='locked')
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+        return self
+
+    def release(self):
+        if self.handle is not None:
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+# ---------------------------------------------------------------------------------------------
+# Server facts (psycopg2 connection from _pg.connect_postgres)
+
+
+def _one(conn, query):
+    cur = conn.cursor()
+    try:
+        cur.execute(query)
+        row = cur.fetchone()
+    finally:
+        cur.close()
+    return row
+
+
+def server_facts(conn):
+    """What a backup needs to know about the server; optional facts are None when not readable."""
+    try:
+        row = _server_settings(conn)
+    except Exception as err:  # pylint: disable=broad-except
+        # psycopg2 errors: this module_utils does not import psycopg2 itself (see _pg).
+        raise BackupError('Cannot read the server settings a backup needs: %s' % str(err).strip().splitlines()[0])
+    facts = dict(version_num=row[0], version=row[1], summarize_wal=row[2] == 'on', wal_segment_size=int(row[3]),
+                 in_recovery=row[4], archive_mode=row[5], system_identifier=None, database_bytes=None)
+    for key, query in (('system_identifier', 'SELECT system_identifier::text FROM pg_control_system()'),
+                       ('database_bytes', 'SELECT sum(pg_database_size(oid))::bigint FROM pg_database')):
+        try:
+            facts[key] = _one(conn, query)[0]
+        except Exception:  # pylint: disable=broad-except
+            # Optional facts: a role without the privilege still backs up, with fewer checks.
+            pass
+    return facts
+
+
+SERVER_SETTINGS_QUERY = (
+    "SELECT current_setting('server_version_num')::int, current_setting('server_version'), "
+    "current_setting('summarize_wal'), "
+    "(SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), "
+    "pg_is_in_recovery(), current_setting('archive_mode')")
+
+
+def _server_settings(conn):
+    return _one(conn, SERVER_SETTINGS_QUERY)
+
+
+def server_now(conn):
+    """The server's clock (UTC): recovery_target_time is judged against it, not ours.
+
+    Read just before pg_basebackup starts and just after it returns (with ``-X none`` it returns once
+    the end WAL is archived), so the recorded stop time is at or after the backup's real end: a
+    backup chosen as "ended before the target" really did.
+    """
+    try:
+        return _one(conn, 'SELECT clock_timestamp()')[0]
+    except Exception as err:  # pylint: disable=broad-except
+        raise BackupError('Lost the SQL connection to the server during the backup: %s; run the backup again'
+                          % str(err).strip().splitlines()[0])
+
+
+def archiver_status(conn):
+    try:
+        row = _one(conn, 'SELECT last_archived_wal, last_failed_wal, last_failed_time, failed_count FROM pg_stat_archiver')
+    except Exception:  # pylint: disable=broad-except
+        return ''
+    return ('pg_stat_archiver: last archived %s, last failed %s at %s, %s failures'
+            % (row[0], row[1], row[2], row[3]))
+
+
+def switch_wal(conn):
+    """Ask for a WAL switch; return None or why it was not possible (the role may lack the grant)."""
+    try:
+        _one(conn, 'SELECT pg_switch_wal()')
+    except Exception as err:  # pylint: disable=broad-except
+        return ('pg_switch_wal() failed (%s); to let the backup role close the current segment: '
+                'GRANT EXECUTE ON FUNCTION pg_switch_wal() TO <backup role>' % str(err).strip().splitlines()[0])
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout of a published backup
+
+
+def manifest_path(backup_path, entry):
+    return os.path.join(backup_path, MANIFEST_FILE)
+
+
+def compress_data(run, staged):
+    """Turn ``<staged>/data/`` into ``<staged>/data.tar.zst``; remove the plain copy."""
+    archive = os.path.join(staged, ARCHIVE_FILE)
+    rc, out, err = run(['tar', '--use-compress-program', 'zstd -T0 -q', '-C', os.path.join(staged, DATA_DIR),
+                        '-cf', archive, '.'])
+    if rc != 0:
+        raise BackupError('Compressing the backup failed (tar/zstd exit code %s): %s; check that zstd is installed and '
+                          'that there is space in %s' % (rc, (err or out).strip(), staged))
+    shutil.rmtree(os.path.join(staged, DATA_DIR))
+    return archive
+
+
+def extract_data(run, backup_path, dest):
+    """Unpack ``data.tar.zst`` of a compressed backup into ``dest`` (created)."""
+    os.makedirs(dest, 0o700)
+    rc, out, err = run(['tar', '--use-compress-program', 'zstd -q', '-C', dest, '-xf',
+                        os.path.join(backup_path, ARCHIVE_FILE)])
+    if rc != 0:
+        raise BackupError('Unpacking %s failed (exit code %s): %s' % (os.path.join(backup_path, ARCHIVE_FILE), rc,
+                                                                      (err or out).strip()))
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------
+# Backup
+
+
+def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, facts, compress,
+                clock_now, on_wal_missing, max_rate=None, wal_wait_timeout=120):
+    """Take, check and publish one base backup; return its catalog entry.
+
+    ``parent``: the catalog entry of the parent for an incremental (None for a full).
+    ``clock_now()``: the server's clock. ``on_wal_missing(missing)``: called once while waiting for
+    WAL (asks the server for a WAL switch). Raises BackupError; the staged directory is removed on
+    any failure.
+    """
+    backup_id = _catalog.new_backup_id(backup_type)
+    staged = _catalog.start_backup(root, backup_id)
+    durations = {}
+    try:
+        began = time.time()
+        started_at = clock_now()
+        parent_manifest = None
+        if backup_type == 'incremental':
+            parent_manifest = manifest_path(os.path.join(root, parent['id']), parent)
+        data = os.path.join(staged, DATA_DIR)
+        cmd = basebackup_command(tools['pg_basebackup'], params, data, backup_id, parent_manifest, max_rate)
+        rc, out, err = run(cmd, environ_update=connection_env(params))
+        if rc != 0:
+            raise explain_basebackup_failure(rc, err or out, params, parent and parent['id'])
+        stopped_at = clock_now()
+        durations['basebackup'] = round(time.time() - began, 3)
+
+        with open(os.path.join(data, 'backup_label')) as handle:
+            label = _catalog.parse_backup_label(handle.read())
+        with open(os.path.join(data, MANIFEST_FILE)) as handle:
+            manifest_text = handle.read()
+        manifest = _catalog.parse_manifest(manifest_text)
+        seg_size = facts['wal_segment_size']
+        needed = _catalog.required_wal(manifest['wal_ranges'], seg_size)
+
+        step = time.time()
+        missing = wait_for_wal(wal_archive_dir, needed, wal_wait_timeout, on_missing=on_wal_missing)
+        durations['wal_wait'] = round(time.time() - step, 3)
+        if missing:
+            raise BackupError('The backup is not usable yet: WAL file(s) %s did not reach %s within %ss. Check '
+                              'archive_command and that wal_archive_dir is the archive it writes to; the partial backup '
+                              'was removed' % (', '.join(missing), wal_archive_dir, wal_wait_timeout), kind='wal_missing')
+
+        step = time.time()
+        data_files = _catalog.hash_tree(data)  # plain sizes, also when compressed later
+        data_bytes = sum(item['size'] for item in data_files.values())
+        shutil.copyfile(os.path.join(data, MANIFEST_FILE), os.path.join(staged, MANIFEST_FILE))
+        if compress:
+            durations['hash'] = round(time.time() - step, 3)
+            step = time.time()
+            compress_data(run, staged)
+            durations['compress'] = round(time.time() - step, 3)
+            step = time.time()
+            files = _catalog.hash_tree(staged)
+            durations['hash'] += round(time.time() - step, 3)
+        else:
+            files = dict((DATA_DIR + '/' + rel, item) for rel, item in data_files.items())
+            digest, size = _catalog.hash_file(os.path.join(staged, MANIFEST_FILE))
+            files[MANIFEST_FILE] = dict(sha256=digest, size=size)
+            durations['hash'] = round(time.time() - step, 3)
+        # pg_basebackup ran with --no-sync: this is the one fsync of the files (publish repeats it
+        # cheaply); timed apart because on slow disks it is most of the cost.
+        step = time.time()
+        _catalog.fsync_tree(staged)
+        durations['sync'] = round(time.time() - step, 3)
+        last = manifest['wal_ranges'][-1]
+        entry = _catalog.make_entry(
+            backup_id, backup_type, started_at, stopped_at, files,
+            parent=parent['id'] if parent else None,
+            service='postgresql',
+            layout='tar.zst' if compress else 'plain',
+            compressed=bool(compress),
+            data_bytes=data_bytes,
+            start_lsn=label['start_lsn'],
+            stop_lsn=last['end_lsn'],
+            timeline=label['timeline'],
+            stop_timeline=last['timeline'],
+            wal_ranges=manifest['wal_ranges'],
+            wal_start=label['start_wal'],
+            wal_stop=[name for name in needed if not name.endswith('.history')][-1],
+            wal_segment_size=seg_size,
+            wal_files=needed,
+            system_identifier=manifest['system_identifier'] or facts.get('system_identifier'),
+            server_version=facts['version'],
+            server_version_num=facts['version_num'],
+            incremental_from_lsn=label.get('incremental_from_lsn'),
+            durations=durations,
+        )
+        durations['total'] = round(time.time() - began, 3)
+        _catalog.publish(root, entry, staged)
+        return entry
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Verify
+
+
+def _data_dir(run, root, entry, scratch):
+    """A plain data directory of the backup: in place, or unpacked into scratch."""
+    path = os.path.join(root, entry['id'])
+    if entry.get('layout') == 'tar.zst':
+        return extract_data(run, path, os.path.join(scratch, entry['id']))
+    return os.path.join(path, DATA_DIR)
+
+
+def verify_backup(run, tools, root, entry, entries, wal_archive_dir=None, scratch_root=None):
+    """Check one backup: our SHA-256 of every file, pg_verifybackup (with the archived WAL when given),
+    and for an incremental ``pg_combinebackup --dry-run`` over its chain.
+
+    Returns ``dict(id, ok, problems=[...], checks=[...])``; does not record anything.
+    """
+    result = dict(id=entry['id'], ok=False, problems=[], checks=[])
+    path = os.path.join(root, entry['id'])
+    problems = _catalog.check_hashes(path, entry)
+    result['checks'].append('sha256')
+    if problems:
+        result['problems'] = problems
+        return result
+    scratch = None
+    try:
+        needs_scratch = entry.get('layout') == 'tar.zst' or (
+            entry['type'] == 'incremental' and any(e.get('layout') == 'tar.zst' for e in _safe_chain(entries, entry)))
+        if needs_scratch:
+            base = scratch_root or root
+            packed = [m for m in (_safe_chain(entries, entry) if entry['type'] == 'incremental' else [entry])
+                      if m.get('layout') == 'tar.zst']
+            check_free_space(base, sum(int(m.get('data_bytes') or 0) for m in packed),
+                             'plain size of %s, unpacked to verify' % ', '.join(m['id'] for m in packed))
+            scratch = os.path.join(base, _catalog.SCRATCH_PREFIX + 'verify-%s-%d' % (entry['id'], os.getpid()))
+            os.makedirs(scratch, 0o700)
+        data = _data_dir(run, root, entry, scratch)
+        cmd = [tools['pg_verifybackup'], '--quiet']
+        cmd += ['--wal-directory', wal_archive_dir] if wal_archive_dir else ['--no-parse-wal']
+        cmd.append(data)
+        rc, out, err = run(cmd)
+        result['checks'].append('pg_verifybackup' + (' with WAL' if wal_archive_dir else ''))
+        if rc != 0:
+            result['problems'].extend(line.strip() for line in (err or out).splitlines() if line.strip())
+            if not result['problems']:
+                result['problems'].append('pg_verifybackup failed with exit code %s' % rc)
+            return result
+        if entry['type'] == 'incremental':
+            members = _catalog.chain(entries, entry['id'])
+            dirs = []
+            for member in members:
+                if member['id'] == entry['id']:
+                    dirs.append(data)
+                elif member.get('layout') == 'tar.zst':
+                    dirs.append(_data_dir(run, root, member, scratch))
+                else:
+                    dirs.append(os.path.join(root, member['id'], DATA_DIR))
+            out_dir = os.path.join(scratch or os.path.join(root, _catalog.SCRATCH_PREFIX + 'combine-%d' % os.getpid()), 'combined')
+            rc, out, err = run([tools['pg_combinebackup'], '--dry-run', '--output', out_dir] + dirs)
+            result['checks'].append('pg_combinebackup --dry-run over %s' % ' + '.join(m['id'] for m in members))
+            if rc != 0:
+                result['problems'].extend(line.strip() for line in (err or out).splitlines() if line.strip())
+                return result
+        result['ok'] = True
+        return result
+    except (BackupError, _catalog.CatalogError) as err:
+        result['problems'].append(err.msg)
+        return result
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _safe_chain(entries, entry):
+    try:
+        return _catalog.chain(entries, entry['id'])
+    except _catalog.CatalogError:
+        return [entry]
+
+
+# ---------------------------------------------------------------------------------------------
+# Restore into an empty directory, then prove it by recovering it with a temporary server
+
+RESTORE_TOOLS = ('pg_combinebackup', 'pg_ctl', 'psql')
+
+# What the startup process logs (PostgreSQL 13-17), and what each line means for the target.
+_STOPPING = re.compile(r'recovery stopping (before|after) .*')
+_NOT_REACHED = 'recovery ended before configured recovery target was reached'
+
+
+def recovery_settings(wal_archive_dir, socket_dir, hba_file, ident_file, target_time=None, immediate=False):
+    """Server options (``-c name=value``) for the temporary recovery: nothing is written to the
+    restored configuration, so the directory can later be started with the stack's own settings.
+
+    Promote at the target (so a reached target ends recovery, and one not reached is a FATAL
+    "recovery ended before configured recovery target was reached"); socket only; no archiving
+    (the real archive is only read, by ``restore_command``); hot_standby off so no parameter of the
+    restored cluster (max_connections...) can block recovery.
+    """
+    settings = [
+        ('restore_command', 'cp "%s/%%f" "%%p"' % wal_archive_dir.rstrip('/')),
+        ('recovery_target_action', 'promote'),
+        ('archive_mode', 'off'),
+        ('summarize_wal', 'off'),
+        ('hot_standby', 'off'),
+        ('listen_addresses', ''),
+        ('port', '5432'),
+        ('unix_socket_directories', socket_dir),
+        ('hba_file', hba_file),
+        ('ident_file', ident_file),
+        ('logging_collector', 'off'),
+        ('shared_preload_libraries', ''),
+    ]
+    if target_time is not None:
+        settings.append(('recovery_target_time', _catalog.format_time(target_time).replace('T', ' ').replace('Z', '+00')))
+    elif immediate:
+        settings.append(('recovery_target', 'immediate'))
+    return settings
+
+
+def recovery_outcome(log_text, target_time=None, immediate=False):
+    """Read the temporary server's log: ``dict(reached, stop, problems)``.
+
+    With a target (time or immediate) it counts as reached only when the startup process says it
+    stopped there; replaying to the end of the WAL counts when archive recovery completed.
+    """
+    lines = log_text.splitlines()
+    # Refused connections of our own polling (hot_standby is off) are not problems of the recovery.
+    noise = ('not accepting connections', 'is starting up', 'is shutting down')
+    problems = [line for line in lines if _NOT_REACHED in line or (
+        re.search(r'\b(FATAL|PANIC)\b', line) and not any(n in line for n in noise))]
+    stop = None
+    for line in lines:
+        match = _STOPPING.search(line)
+        if match:
+            stop = match.group(0)
+    completed = any('archive recovery complete' in line for line in lines)
+    redo_done = [line.split('LOG:', 1)[-1].strip() for line in lines if 'redo done at' in line]
+    if any(_NOT_REACHED in line for line in lines):
+        reached = False
+    elif target_time is not None or immediate:
+        reached = stop is not None and completed
+    else:
+        reached = completed
+        stop = redo_done[-1] if redo_done else None
+    return dict(reached=reached, stop=stop, problems=problems)
+
+
+def _as_user(cmd, user):
+    """Run a server-side command as ``user`` (PostgreSQL refuses to run as root)."""
+    if os.geteuid() == 0 and user != 'root':
+        return ['runuser', '-u', user, '--'] + cmd
+    return cmd
+
+
+def _chown_tree(top, user):
+    if os.geteuid() != 0:
+        return
+    record = pwd.getpwnam(user)
+    for dirpath, dirnames, filenames in os.walk(top):
+        os.lchown(dirpath, record.pw_uid, record.pw_gid)
+        for name in filenames + dirnames:
+            os.lchown(os.path.join(dirpath, name), record.pw_uid, record.pw_gid)
+
+
+def _log_tail(path, count=25):
+    try:
+        with open(path) as handle:
+            return [line.rstrip() for line in handle.readlines()[-count:]]
+    except (IOError, OSError):
+        return []
+
+
+def restore_backup(run, tools, root, members, restore_dir, wal_archive_dir, target_time=None, immediate=False,
+                   run_as='postgres', timeout=600, check_query=None, check_db='postgres', scratch_root=None,
+                   sleep=time.sleep, clock=time.monotonic):
+    """Rebuild ``members`` (a chain, full first) into ``restore_dir`` and recover it to the target.
+
+    pg_combinebackup writes the data directory (compressed members are unpacked into scratch first);
+    a temporary server (socket only, as ``run_as``) replays the archived WAL to the target and
+    promotes; the log must say the target was reached; ``check_query`` runs on the result; the
+    server is stopped. On failure the restored directory is removed (it was empty before).
+    Returns ``dict(reached, stop, check_result, recovery_log)``.
+    """
+    if os.path.exists(restore_dir) and (not os.path.isdir(restore_dir) or os.listdir(restore_dir)):
+        raise BackupError('restore_dir %s exists and is not empty: a restore never overwrites; give an empty or new '
+                          'directory' % restore_dir)
+    parent = os.path.dirname(os.path.abspath(restore_dir))
+    if not os.path.isdir(parent):
+        raise BackupError('The parent of restore_dir (%s) does not exist: create it or choose another place' % parent)
+    base = scratch_root or root
+    packed = [m for m in members if m.get('layout') == 'tar.zst']
+    check_free_space(parent, int(members[0].get('data_bytes') or 0), 'plain size of the full backup %s' % members[0]['id'])
+    if packed:
+        check_free_space(base, sum(int(m.get('data_bytes') or 0) for m in packed),
+                         'plain size of %s, unpacked to restore' % ', '.join(m['id'] for m in packed))
+    created = not os.path.exists(restore_dir)
+    scratch = os.path.join(base, _catalog.SCRATCH_PREFIX + 'restore-%d' % os.getpid())
+    os.makedirs(scratch, 0o700)
+    # The temporary server's own small files (socket, log, hba) live where run_as can reach them.
+    server_dir = tempfile.mkdtemp(prefix='psscript-pg-restore-')
+    server_started = False
+    log_file = os.path.join(server_dir, 'recovery.log')
+    result = dict(reached=False, stop=None, check_result=None, recovery_log=[])
+    try:
+        dirs = [_data_dir(run, root, m, os.path.join(scratch, 'unpacked')) if m.get('layout') == 'tar.zst'
+                else os.path.join(root, m['id'], DATA_DIR) for m in members]
+        rc, out, err = run([tools['pg_combinebackup'], '--output', restore_dir] + dirs)
+        if rc != 0:
+            raise BackupError('pg_combinebackup could not rebuild %s: %s'
+                              % (' + '.join(m['id'] for m in members), (err or out).strip()))
+        shutil.rmtree(os.path.join(scratch, 'unpacked'), ignore_errors=True)
+        os.chmod(restore_dir, 0o700)
+        with open(os.path.join(restore_dir, 'recovery.signal'), 'w'):
+            pass
+        # The server reads only what we give it: our own hba/ident files and a private socket.
+        socket_dir = os.path.join(server_dir, 'socket')
+        os.makedirs(socket_dir, 0o700)
+        hba_file = os.path.join(server_dir, 'pg_hba.conf')
+        ident_file = os.path.join(server_dir, 'pg_ident.conf')
+        with open(hba_file, 'w') as handle:
+            handle.write('local all all peer\n')
+        with open(ident_file, 'w'):
+            pass
+        with open(log_file, 'w'):
+            pass
+        _chown_tree(restore_dir, run_as)
+        _chown_tree(server_dir, run_as)
+        rc, out, err = run(_as_user(['test', '-w', restore_dir, '-a', '-r', wal_archive_dir, '-a', '-x', wal_archive_dir],
+                                    run_as))
+        if rc != 0:
+            raise BackupError('User %s cannot write %s or read the WAL archive %s (a parent directory it cannot enter?): '
+                              'choose a restore_dir that %s can reach, or fix the permissions'
+                              % (run_as, restore_dir, wal_archive_dir, run_as))
+        settings = recovery_settings(wal_archive_dir, socket_dir, hba_file, ident_file, target_time, immediate)
+        options = ' '.join('-c %s' % shlex.quote('%s=%s' % item) for item in settings)
+        rc, out, err = run(_as_user([tools['pg_ctl'], '--pgdata', restore_dir, '--log', log_file, '--options', options,
+                                     '--wait', '--timeout', str(timeout), 'start'], run_as))
+        server_started = True
+        start_error = (err or out).strip() if rc != 0 else None
+        deadline = clock() + timeout
+        psql = _as_user([tools['psql'], '--no-psqlrc', '--no-align', '--tuples-only', '--quiet', '--host', socket_dir,
+                         '--port', '5432', '--dbname', check_db], run_as)
+        while start_error is None:
+            rc, out, err = run(psql + ['--command', 'SELECT pg_is_in_recovery()'])
+            if rc == 0 and out.strip() == 'f':
+                break
+            status, dummy, dummy2 = run(_as_user([tools['pg_ctl'], '--pgdata', restore_dir, 'status'], run_as))
+            if status != 0 or clock() >= deadline:
+                break
+            sleep(1)
+        with open(log_file) as handle:
+            outcome = recovery_outcome(handle.read(), target_time, immediate)
+        result.update(reached=outcome['reached'], stop=outcome['stop'], recovery_log=_log_tail(log_file))
+        if not outcome['reached']:
+            why = outcome['problems'][-1] if outcome['problems'] else (
+                start_error or 'recovery did not end within restore_timeout=%ss' % timeout)
+            raise BackupError('Recovery of %s did not reach the target (%s): %s. Nothing was left in %s; check that the '
+                              'WAL up to the target is in %s, or choose an earlier target_time'
+                              % (' + '.join(m['id'] for m in members), describe_target(target_time, immediate), why,
+                                 restore_dir, wal_archive_dir), kind='target_not_reached')
+        if check_query:
+            rc, out, err = run(psql + ['--command', check_query])
+            if rc != 0:
+                raise BackupError('check_query failed on the restored database: %s' % (err or out).strip(), kind='check_failed')
+            result['check_result'] = out.strip()
+        rc, out, err = run(_as_user([tools['pg_ctl'], '--pgdata', restore_dir, '--mode', 'fast', '--wait', 'stop'], run_as))
+        server_started = rc != 0
+        if rc != 0:
+            raise BackupError('The temporary server on %s did not stop: %s' % (restore_dir, (err or out).strip()))
+        return result
+    except BaseException as err:
+        if server_started:
+            run(_as_user([tools['pg_ctl'], '--pgdata', restore_dir, '--mode', 'immediate', '--wait', 'stop'], run_as))
+        if isinstance(err, BackupError) and not result['recovery_log']:
+            result['recovery_log'] = _log_tail(log_file)
+        if isinstance(err, BackupError):
+            err.result = result
+        if created:
+            shutil.rmtree(restore_dir, ignore_errors=True)
+        else:
+            for name in os.listdir(restore_dir) if os.path.isdir(restore_dir) else []:
+                path = os.path.join(restore_dir, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(server_dir, ignore_errors=True)
+
+
+def describe_target(target_time=None, immediate=False):
+    if target_time is not None:
+        return 'recovery_target_time %s' % _catalog.format_time(target_time)
+    if immediate:
+        return 'the end of the backup (recovery_target immediate)'
+    return 'the end of the archived WAL'

@@ -1,0 +1,710 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) psscript.infra developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: pg_backup
+short_description: Take, verify, list, prune and restore PostgreSQL 17 full and incremental base backups
+version_added: 0.1.0
+description:
+  - Keeps a catalog of PostgreSQL base backups in O(backup_dir). Each backup is taken with C(pg_basebackup)
+    in plain format, checked, and only then published atomically, so an interrupted backup is never listed.
+  - Backups hold no WAL (C(pg_basebackup --wal-method=none)). The WAL archive in O(wal_archive_dir) is what makes
+    them usable, so a backup is published only after every WAL file from its start to its end is in the archive.
+    The archive is also what point-in-time recovery replays.
+  - O(action=backup) takes a full backup, or a PostgreSQL 17 incremental one (C(--incremental)) on top of the
+    newest backup of the same cluster that did not fail verification. It refuses to start when the free space
+    in O(backup_dir) is below the expected size (the last full backup, or the size of all databases).
+  - O(action=verify) re-hashes every file against the SHA-256 recorded in the catalog, runs C(pg_verifybackup)
+    (parsing the archived WAL when O(wal_archive_dir) is given) and, for an incremental backup,
+    C(pg_combinebackup --dry-run) over its chain. The result is recorded in the catalog; a failure fails the task.
+  - O(action=list) returns the catalog, ordered by the recorded stop time (server clock), never by name.
+  - O(action=prune) applies O(keep_days) and O(keep_count), never removing the newest verified full backup or a
+    parent of a kept incremental; with O(wal_archive_dir) it also removes archived WAL older than the start of
+    the oldest kept backup.
+  - O(action=restore) rebuilds a backup (its whole incremental chain, with C(pg_combinebackup)) into the empty
+    directory O(restore_dir), then proves it. A temporary server started on it (Unix socket only, no archiving,
+    as O(restore_user)) replays the archived WAL through C(restore_command) to the target and promotes. The task
+    fails, and removes what it restored, unless the server log says the target was reached. The server is stopped
+    afterwards; the directory keeps its C(backup_label) history and is ready to be started with the stack's
+    configuration.
+  - The module needs the PostgreSQL client tools of the server's major version (C(pg_basebackup),
+    C(pg_verifybackup), C(pg_combinebackup), C(pg_waldump)); the C(psscript/backup) image has them. They are
+    looked up in C(/usr/lib/postgresql/<major>/bin) first, then in E(PATH).
+  - Backups are taken from the primary; a standby is refused.
+author:
+  - psscript.infra developers (!UNKNOWN)
+extends_documentation_fragment:
+  - psscript.infra.postgres
+  - psscript.infra.backup
+  - psscript.infra.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - O(action=list) and O(action=verify) only read the backups; in check mode verify does not record its result.
+        Verifying a compressed backup still unpacks it into a temporary directory in O(scratch_dir), removed afterwards.
+      - O(action=backup) in check mode connects, runs every pre-check (versions, WAL summaries, parent, free space)
+        and reports what it would take, without writing anything.
+      - O(action=prune) in check mode returns what it would remove.
+      - O(action=restore) in check mode chooses the backup chain and reports it, without writing.
+  diff_mode:
+    support: none
+options:
+  action:
+    description:
+      - V(backup) takes a backup, V(verify) checks backups, V(list) reads the catalog, V(prune) applies retention,
+        V(restore) rebuilds and recovers a backup into O(restore_dir).
+    type: str
+    required: true
+    choices: [backup, verify, list, prune, restore]
+  wal_archive_dir:
+    description:
+      - The WAL archive that C(archive_command) of the server copies completed segments into, as seen from the
+        host that runs this module (in the C(psscript) stack, the volume mounted at
+        C(/var/lib/postgresql/wal-archive) in the PostgreSQL container).
+      - Required for O(action=backup) and O(action=restore). For O(action=verify) it makes C(pg_verifybackup) parse
+        the backup's WAL. For O(action=prune) it enables removing WAL that no kept backup needs.
+    type: path
+  type:
+    description:
+      - Kind of backup O(action=backup) takes.
+      - V(incremental) needs C(summarize_wal=on) on the server since before the parent backup, and the WAL summaries
+        since then (C(wal_summary_keep_time)).
+    type: str
+    choices: [full, incremental]
+    default: full
+  fallback_to_full:
+    description:
+      - When an incremental backup is impossible (no parent backup, C(summarize_wal=off), WAL summaries missing, or
+        a parent from another cluster or timeline), take a full backup instead of failing. A warning says why.
+    type: bool
+    default: false
+  compress:
+    description:
+      - Store the backup as one C(data.tar.zst) (zstd) plus a plain copy of its C(backup_manifest), instead of a plain
+        data directory.
+      - C(pg_verifybackup) and C(pg_combinebackup) read only plain directories, so verifying (and restoring) a
+        compressed backup unpacks it into a scratch directory first (see O(scratch_dir)).
+      - The free-space check then counts the expected size twice (the plain copy and the archive exist together
+        while compressing).
+    type: bool
+    default: false
+  max_rate:
+    description:
+      - Limit the transfer rate of C(pg_basebackup) (its C(--max-rate)), for example V(32M) or V(500k), to spare
+        the server's disks.
+    type: str
+  wal_wait_timeout:
+    description:
+      - Seconds O(action=backup) waits for the backup's WAL to appear in O(wal_archive_dir) after C(pg_basebackup)
+        ended. The backup fails (and is removed) when it is not there in time.
+    type: int
+    default: 120
+  backup_id:
+    description:
+      - Backup O(action=verify) checks, by id, or V(latest) (the newest by stop time), or V(all).
+      - Backup O(action=restore) restores. V(latest) is the newest restorable backup, recovered to the end of the
+        archived WAL. An id is that backup recovered only to its own end (C(recovery_target=immediate)).
+        Ignored when O(target_time) is given.
+    type: str
+    default: latest
+  target_time:
+    description:
+      - For O(action=restore), the point in time to recover to, in ISO 8601 with a UTC offset (V(2025-01-31T13:45:00Z),
+        V(2025-01-31 14:45:00+01:00)); a time without offset is refused, so it is never read in another time zone.
+      - The backup used is the newest restorable one whose recorded stop time is before O(target_time); a backup that
+        ended after the target cannot stop at it. Recovery stops before the first transaction that committed after
+        O(target_time) (C(recovery_target_inclusive) keeps its default).
+      - When no transaction committed after O(target_time) in the archived WAL, PostgreSQL cannot tell that it was
+        reached and the restore fails ("recovery ended before configured recovery target was reached").
+    type: str
+  restore_dir:
+    description:
+      - For O(action=restore), the directory to rebuild the data directory in. It must not exist or be empty; a restore
+        never overwrites. Needs the plain size of the full backup free.
+    type: path
+  restore_user:
+    description:
+      - OS user the temporary recovery server runs as, and owner of O(restore_dir) (PostgreSQL refuses to run as root).
+        Its name is also the database role the O(check_query) runs as, through a peer-authenticated socket.
+    type: str
+    default: postgres
+  restore_timeout:
+    description:
+      - Seconds the temporary server may take to replay the WAL to the target.
+    type: int
+    default: 600
+  check_query:
+    description:
+      - SQL run on the restored database once it reached the target (in O(check_db)), for example a row count of a
+        table that matters. Its output (unaligned, C(|)-separated) is returned in RV(check_result).
+    type: str
+  check_db:
+    description:
+      - Database O(check_query) runs in.
+    type: str
+    default: postgres
+  scratch_dir:
+    description:
+      - Where O(action=verify) unpacks compressed backups. Defaults to O(backup_dir); needs the plain size of the
+        backup (and of its chain, for an incremental) free.
+    type: path
+notes:
+  - The connection options are used by O(action=backup) only; O(db) defaults to V(postgres) here. The login role needs
+    C(REPLICATION) and a C(host replication) line in C(pg_hba.conf); C(pg_read_all_stats) lets it read database sizes
+    for the first free-space check, and C(EXECUTE) on C(pg_switch_wal()) lets it close the current WAL segment when the
+    archive lags (without it, the server's own switch at backup end is awaited).
+  - Jobs that write into O(backup_dir) hold an exclusive lock on C(<backup_dir>/.lock); a second one fails at once.
+  - Times in the catalog are in UTC, from the server's clock, so they compare with C(recovery_target_time).
+seealso:
+  - name: pg_basebackup
+    description: Options, incremental backups and WAL methods.
+    link: https://www.postgresql.org/docs/17/app-pgbasebackup.html
+  - name: pg_verifybackup
+    description: What the manifest check covers.
+    link: https://www.postgresql.org/docs/17/app-pgverifybackup.html
+  - name: pg_combinebackup
+    description: Reconstructing a full data directory from an incremental chain.
+    link: https://www.postgresql.org/docs/17/app-pgcombinebackup.html
+'''
+
+EXAMPLES = r'''
+- name: Take an incremental backup (a full one when there is nothing to build on)
+  psscript.infra.pg_backup:
+    action: backup
+    type: incremental
+    fallback_to_full: true
+    backup_dir: /backups/postgres
+    wal_archive_dir: /wal-archive
+    login_host: psscript-postgres-1
+    login_user: psscript_backup
+    login_password: "{{ postgres_backup_password }}"
+  register: backup
+
+- name: Verify it right away, with its WAL
+  psscript.infra.pg_backup:
+    action: verify
+    backup_id: "{{ backup.backup_id }}"
+    backup_dir: /backups/postgres
+    wal_archive_dir: /wal-archive
+
+- name: Weekly compressed full backup, throttled
+  psscript.infra.pg_backup:
+    action: backup
+    type: full
+    compress: true
+    max_rate: 64M
+    backup_dir: /backups/postgres
+    wal_archive_dir: /wal-archive
+    login_host: psscript-postgres-1
+    login_user: psscript_backup
+  environment:
+    PGPASSWORD: "{{ postgres_backup_password }}"
+
+- name: Keep 14 days (and at least 3 backups), with the WAL they need
+  psscript.infra.pg_backup:
+    action: prune
+    keep_days: 14
+    keep_count: 3
+    backup_dir: /backups/postgres
+    wal_archive_dir: /wal-archive
+
+- name: Restore drill - rebuild the state of 13:45 UTC into a scratch directory and count the scripts
+  psscript.infra.pg_backup:
+    action: restore
+    target_time: '2025-01-31T13:45:00Z'
+    restore_dir: /backups/restore-drill
+    backup_dir: /backups/postgres
+    wal_archive_dir: /wal-archive
+    check_query: SELECT count(*) FROM scripts
+    check_db: psscript
+  register: drill
+
+- name: Show the newest verified full backup
+  psscript.infra.pg_backup:
+    action: list
+    backup_dir: /backups/postgres
+  register: catalog
+
+- ansible.builtin.debug:
+    msg: "{{ catalog.last_verified_full }}"
+'''
+
+RETURN = r'''
+backup_id:
+  description: Id of the backup taken (O(action=backup)) or, in check mode, of the type it would take.
+  returned: action is backup, success
+  type: str
+  sample: 20250131T020000Z-incremental
+backup:
+  description:
+    - Catalog entry of the backup taken, without its per-file hashes (its C(file_count) counts them).
+    - Times are UTC from the server's clock; C(stop_lsn) and C(wal_stop) mark the end of the WAL the backup needs.
+  returned: action is backup, not in check mode
+  type: dict
+  sample:
+    id: 20250131T020000Z-incremental
+    type: incremental
+    parent: 20250130T020000Z-full
+    started_at: '2025-01-31T02:00:00.120000Z'
+    stopped_at: '2025-01-31T02:00:04.870000Z'
+    start_lsn: 0/5000028
+    stop_lsn: 0/5000158
+    timeline: 1
+    wal_start: '000000010000000000000005'
+    wal_stop: '000000010000000000000005'
+    system_identifier: '7466001234567890123'
+    server_version: '17.2 (Debian 17.2-1)'
+    layout: plain
+    compressed: false
+    bytes: 3145728
+    data_bytes: 3100000
+    file_count: 1021
+    durations: {basebackup: 3.2, wal_wait: 0.0, hash: 0.4, total: 4.0}
+    verified: null
+fell_back_to_full:
+  description: Whether an incremental backup was asked for and a full one was taken instead (see O(fallback_to_full)).
+  returned: action is backup
+  type: bool
+  sample: false
+expected_bytes:
+  description: Space the backup was expected to need when free space was checked (0 when unknown).
+  returned: action is backup
+  type: int
+  sample: 52428800
+free_bytes:
+  description: Free space in O(backup_dir) before the backup.
+  returned: action is backup
+  type: int
+  sample: 81604378624
+backups:
+  description:
+    - Published backups, oldest first by recorded stop time, without per-file hashes.
+    - C(restorable) says whether the backup and every parent it needs are present and did not fail verification.
+  returned: action is list
+  type: list
+  elements: dict
+  sample:
+    - id: 20250130T020000Z-full
+      type: full
+      parent: null
+      stopped_at: '2025-01-30T02:01:10.000000Z'
+      verified: true
+      verified_at: '2025-01-30T02:05:00.000000Z'
+      restorable: true
+latest:
+  description: Id of the newest restorable backup, or null.
+  returned: action is list
+  type: str
+  sample: 20250131T020000Z-incremental
+last_verified_full:
+  description: Id of the newest full backup that passed verification, or null.
+  returned: action is list
+  type: str
+  sample: 20250130T020000Z-full
+leftovers:
+  description: Directories of interrupted backups or scratch work (never listed as backups), with their age.
+  returned: action is list or prune
+  type: list
+  elements: dict
+  sample:
+    - {path: /backups/postgres/.tmp-20250131T020000Z-full, name: .tmp-20250131T020000Z-full, age_seconds: 4000}
+unreadable:
+  description: Backup directories whose C(catalog.json) could not be read; they are neither used nor removed.
+  returned: action is list or prune
+  type: list
+  elements: dict
+  sample: []
+results:
+  description: One result per backup checked by O(action=verify), with the checks run and the problems found.
+  returned: action is verify
+  type: list
+  elements: dict
+  sample:
+    - id: 20250131T020000Z-incremental
+      ok: false
+      checks: [sha256]
+      problems: ['data/base/5/16384: SHA-256 9f86d0..., recorded 2c26b4...']
+removed:
+  description: Ids of the backups O(action=prune) removed (or would remove, in check mode), oldest first.
+  returned: action is prune
+  type: list
+  elements: str
+  sample: [20241201T020000Z-full]
+kept:
+  description: Ids of the backups retention keeps, oldest first, with why in RV(reasons).
+  returned: action is prune
+  type: list
+  elements: str
+  sample: [20250130T020000Z-full, 20250131T020000Z-incremental]
+reasons:
+  description: For each kept backup, the rules that keep it.
+  returned: action is prune
+  type: dict
+  sample: {20250130T020000Z-full: [newest verified full backup, parent of kept 20250131T020000Z-incremental]}
+oldest_wal_needed:
+  description: Oldest WAL segment a kept backup needs (the start of the oldest kept backup); older WAL may go.
+  returned: action is prune
+  type: str
+  sample: '000000010000000000000005'
+removed_wal:
+  description: WAL archive files removed (or that would be), as a count and the first and last name.
+  returned: action is prune
+  type: dict
+  sample: {count: 120, first: '000000010000000000000001', last: '000000010000000000000004'}
+restored_chain:
+  description: Ids of the backups O(action=restore) combined, full first (or would combine, in check mode).
+  returned: action is restore
+  type: list
+  elements: str
+  sample: [20250130T020000Z-full, 20250131T020000Z-incremental]
+recovery_target:
+  description: The recovery target in words.
+  returned: action is restore
+  type: str
+  sample: recovery_target_time 2025-01-31T13:45:00.000000Z
+target_reached:
+  description: Whether the server log confirmed the target was reached (always true on success).
+  returned: action is restore, not in check mode
+  type: bool
+  sample: true
+recovery_stop:
+  description: The log line saying where recovery stopped (C(recovery stopping before commit ...)), or for the end of
+    the WAL the C(redo done at ...) line.
+  returned: action is restore, not in check mode
+  type: str
+  sample: 'recovery stopping before commit of transaction 771, time 2025-01-31 13:45:02.131+00'
+check_result:
+  description: Output of O(check_query) on the restored database.
+  returned: action is restore and O(check_query) was given, not in check mode
+  type: str
+  sample: '1042'
+recovery_log:
+  description: Last lines of the temporary server's log (also on failure).
+  returned: action is restore, not in check mode
+  type: list
+  elements: str
+  sample: ['2025-02-01 10:00:03.001 UTC [77] LOG:  archive recovery complete']
+removed_leftovers:
+  description: Leftover directories removed by O(action=prune) (older than O(stale_after_hours)).
+  returned: action is prune
+  type: list
+  elements: dict
+  sample: []
+'''
+
+import os
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _pg, _pgbackup
+from ansible_collections.psscript.infra.plugins.module_utils._catalog import CatalogError
+from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import BackupError
+
+
+def find_tools(module, major, names=_pgbackup.TOOLS):
+    tools = {}
+    for name in names:
+        path = module.get_bin_path(name, opt_dirs=['/usr/lib/postgresql/%d/bin' % major])
+        if not path:
+            module.fail_json(msg='%s was not found: install the PostgreSQL %d client tools (postgresql-client-%d) '
+                                 'or run the module in the psscript/backup image' % (name, major, major))
+        rc, out, err = module.run_command([path, '--version'])
+        found = _pgbackup.tool_major(out or err)
+        if found != major:
+            module.fail_json(msg='%s is PostgreSQL %s but the backups are PostgreSQL %s: install the %s client tools '
+                                 '(they must match the server)' % (path, found, major, major))
+        tools[name] = path
+    return tools
+
+
+def choose_parent(entries, facts):
+    """Newest backup by stop time of this cluster that did not fail verification."""
+    for entry in reversed(entries):
+        if entry.get('service', 'postgresql') != 'postgresql' or not _catalog.usable(entry):
+            continue
+        if facts.get('system_identifier') and entry.get('system_identifier') not in (None, facts['system_identifier']):
+            continue
+        return entry
+    return None
+
+
+def do_backup(module, root):
+    params = dict(module.params)
+    params['db'] = params['db'] or 'postgres'
+    wanted = params['type']
+    if not params['wal_archive_dir']:
+        module.fail_json(msg='action=backup needs wal_archive_dir: backups hold no WAL, and one is published only when '
+                             'its WAL is in the archive')
+    if not os.path.isdir(params['wal_archive_dir']):
+        module.fail_json(msg='wal_archive_dir %s is not a directory: mount the WAL archive volume there'
+                             % params['wal_archive_dir'])
+    result = dict(changed=False, fell_back_to_full=False)
+    if not os.path.isdir(root):
+        if module.check_mode:
+            module.warn('backup_dir %s does not exist yet; it would be created' % root)
+        else:
+            result['changed'] = _catalog.ensure_dir(root)
+    lock = None if module.check_mode or not os.path.isdir(root) else _pgbackup.RootLock(root).acquire()
+    conn = None
+    try:
+        entries = _catalog.list_backups(root)['backups'] if os.path.isdir(root) else []
+        conn = _pg.connect_postgres(params)
+        facts = _pgbackup.server_facts(conn)
+        major = facts['version_num'] // 10000
+        if facts['in_recovery']:
+            module.fail_json(msg='%s:%s is a standby: take backups from the primary' % (params['login_host'], params['login_port']))
+        if facts['archive_mode'] == 'off':
+            module.fail_json(msg='archive_mode is off on the server: these backups hold no WAL and need the WAL archive; '
+                                 'turn on archive_mode and set archive_command to copy into wal_archive_dir')
+        backup_type, parent = wanted, None
+        if wanted == 'incremental':
+            why = None
+            if major < 17:
+                why = 'the server is PostgreSQL %s; incremental backups need 17 or later' % facts['version']
+            elif not facts['summarize_wal']:
+                why = 'summarize_wal is off on the server (turn it on, then take a full backup to build on)'
+            else:
+                parent = choose_parent(entries, facts)
+                if parent is None:
+                    why = 'there is no backup of this cluster in %s to build on' % root
+            if why:
+                if not params['fallback_to_full']:
+                    module.fail_json(msg='Cannot take an incremental backup: %s. Take a full backup (type=full), or set '
+                                         'fallback_to_full=true' % why)
+                module.warn('Taking a full backup instead of an incremental one: %s' % why)
+                backup_type, parent = 'full', None
+                result['fell_back_to_full'] = True
+        tools = find_tools(module, major, ('pg_basebackup',))
+        if params['compress']:
+            for name in ('tar', 'zstd'):
+                module.get_bin_path(name, required=True)
+        needed, source = _pgbackup.expected_size(entries, facts.get('database_bytes'), params['compress'])
+        result['expected_bytes'] = needed
+        result['free_bytes'] = _pgbackup.check_free_space(root if os.path.isdir(root) else os.path.dirname(root), needed, source)
+        if module.check_mode:
+            result.update(changed=True, backup_id=_catalog.new_backup_id(backup_type),
+                          msg='Would take a %s backup%s into %s (expected size %s: %s)'
+                          % (backup_type, ' on top of %s' % parent['id'] if parent else '', root,
+                             _pgbackup.human_bytes(needed), source))
+            module.exit_json(**result)
+
+        def clock_now():
+            return _pgbackup.server_now(conn)
+
+        def on_wal_missing(missing):
+            problem = _pgbackup.switch_wal(conn)
+            if problem:
+                module.warn(problem)
+
+        def attempt(kind, base):
+            return _pgbackup.take_backup(module.run_command, tools, params, root, kind, base, params['wal_archive_dir'],
+                                         facts, params['compress'], clock_now, on_wal_missing,
+                                         max_rate=params['max_rate'], wal_wait_timeout=params['wal_wait_timeout'])
+        try:
+            entry = attempt(backup_type, parent)
+        except BackupError as err:
+            if backup_type == 'incremental' and err.kind in ('wal_summaries', 'parent_mismatch') and params['fallback_to_full']:
+                module.warn('Taking a full backup instead of an incremental one: %s' % err.msg)
+                result['fell_back_to_full'] = True
+                entry = attempt('full', None)
+            else:
+                raise
+        result.update(changed=True, backup_id=entry['id'], backup=_catalog.summary(entry),
+                      msg='Took %s backup %s (%s)' % (entry['type'], entry['id'], _pgbackup.human_bytes(entry['bytes'])))
+        return result
+    except BackupError as err:
+        if err.kind == 'wal_missing' and conn is not None:
+            module.fail_json(msg='%s. %s' % (err.msg, _pgbackup.archiver_status(conn)), **result)
+        module.fail_json(msg=err.msg, **result)
+    finally:
+        if conn is not None:
+            conn.close()
+        if lock is not None:
+            lock.release()
+
+
+def listing(root):
+    catalog = _catalog.list_backups(root)
+    entries = catalog['backups']
+    backups = []
+    for entry in entries:
+        item = _catalog.summary(entry)
+        item['restorable'] = _catalog.restorable(entries, entry)
+        backups.append(item)
+    restorable = [b for b in backups if b['restorable']]
+    verified_fulls = [e for e in entries if e['type'] == 'full' and e.get('verified') is True]
+    return dict(changed=False, backups=backups, latest=restorable[-1]['id'] if restorable else None,
+                last_verified_full=verified_fulls[-1]['id'] if verified_fulls else None,
+                leftovers=catalog['leftovers'], unreadable=catalog['unreadable'])
+
+
+def do_verify(module, root):
+    entries = _catalog.list_backups(root)['backups']
+    wanted = module.params['backup_id']
+    if wanted == 'all':
+        chosen = entries
+    elif wanted == 'latest':
+        if not entries:
+            module.fail_json(msg='There is no backup in %s to verify: take one first (action=backup)' % root)
+        chosen = entries[-1:]
+    else:
+        chosen = [e for e in entries if e['id'] == wanted]
+        if not chosen:
+            module.fail_json(msg='Backup %s is not in the catalog of %s (action=list shows the ids)' % (wanted, root))
+    results, changed = [], False
+    tools_by_major = {}
+    for entry in chosen:
+        major = int(entry.get('server_version_num') or 170000) // 10000
+        if major not in tools_by_major:
+            tools_by_major[major] = find_tools(module, major)
+        outcome = _pgbackup.verify_backup(module.run_command, tools_by_major[major], root, entry, entries,
+                                          wal_archive_dir=module.params['wal_archive_dir'],
+                                          scratch_root=module.params['scratch_dir'])
+        results.append(outcome)
+        if not module.check_mode:
+            changed = changed or entry.get('verified') is not outcome['ok']
+            entry['verified'] = outcome['ok']
+            entry['verified_at'] = _catalog.format_time(_catalog.utc_now())
+            entry['verify_error'] = None if outcome['ok'] else '; '.join(outcome['problems'])[:2000]
+            _catalog.write_entry(os.path.join(root, entry['id']), entry)
+    failed = [r for r in results if not r['ok']]
+    if failed:
+        module.fail_json(msg='Verification failed for %s: %s. Do not restore from it; take a new full backup'
+                         % (', '.join(r['id'] for r in failed), '; '.join(failed[0]['problems'][:5])),
+                         results=results, changed=changed)
+    return dict(changed=changed, results=results,
+                msg='Verified %d backup(s): %s' % (len(results), ', '.join(r['id'] for r in results) or 'none'))
+
+
+def do_prune(module, root):
+    params = module.params
+    grace = params['stale_after_hours'] * 3600
+    lock = None if module.check_mode else _pgbackup.RootLock(root).acquire()
+    try:
+        catalog = _catalog.list_backups(root, remove_leftovers_older_than=None if module.check_mode else grace)
+        plan = _catalog.plan_retention(catalog['backups'], keep_days=params['keep_days'], keep_count=params['keep_count'])
+        removed_leftovers = catalog['removed']
+        if module.check_mode:
+            removed_leftovers = [item for item in catalog['leftovers'] if item['age_seconds'] >= grace]
+        else:
+            for backup_id in plan['remove']:
+                _catalog.remove_backup(root, backup_id)
+        wal = []
+        archive = params['wal_archive_dir']
+        if archive and plan['oldest_wal_needed']:
+            wal = _catalog.wal_files_to_remove(os.listdir(archive), plan['oldest_wal_needed'])
+            if not module.check_mode:
+                for name in wal:
+                    os.unlink(os.path.join(archive, name))
+                if wal:
+                    _catalog.fsync_path(archive, directory=True)
+        for warning in plan['warnings']:
+            module.warn(warning)
+        changed = bool(plan['remove'] or wal or removed_leftovers)
+        return dict(changed=changed, removed=plan['remove'], kept=plan['keep'], reasons=plan['reasons'],
+                    oldest_wal_needed=plan['oldest_wal_needed'],
+                    removed_wal=dict(count=len(wal), first=wal[0] if wal else None, last=wal[-1] if wal else None),
+                    removed_leftovers=removed_leftovers,
+                    leftovers=[item for item in catalog['leftovers'] if item not in removed_leftovers],
+                    unreadable=catalog['unreadable'],
+                    msg='%s %d backup(s) and %d WAL file(s); kept %d backup(s)'
+                    % ('Would remove' if module.check_mode else 'Removed', len(plan['remove']), len(wal), len(plan['keep'])))
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def do_restore(module, root):
+    params = module.params
+    for name in ('restore_dir', 'wal_archive_dir'):
+        if not params[name]:
+            module.fail_json(msg='action=restore needs %s' % name)
+    entries = _catalog.list_backups(root)['backups']
+    target_time = _catalog.parse_time(params['target_time']) if params['target_time'] else None
+    immediate = target_time is None and params['backup_id'] not in ('latest', None, '')
+    if params['backup_id'] == 'all':
+        module.fail_json(msg='backup_id=all is for action=verify; restore takes one backup id or latest')
+    members = _catalog.select_backup(entries, target=params['backup_id'], target_time=target_time)
+    ids = [m['id'] for m in members]
+    target = _pgbackup.describe_target(target_time, immediate)
+    result = dict(restored_chain=ids, recovery_target=target, restore_dir=params['restore_dir'])
+    if module.check_mode:
+        result.update(changed=True, msg='Would restore %s into %s and recover it to %s'
+                      % (' + '.join(ids), params['restore_dir'], target))
+        return result
+    major = int(members[-1].get('server_version_num') or 170000) // 10000
+    tools = find_tools(module, major, ('pg_combinebackup',))
+    for name in ('pg_ctl', 'psql'):
+        tools[name] = module.get_bin_path(name, required=True, opt_dirs=['/usr/lib/postgresql/%d/bin' % major])
+    try:
+        outcome = _pgbackup.restore_backup(module.run_command, tools, root, members, params['restore_dir'],
+                                           params['wal_archive_dir'], target_time=target_time, immediate=immediate,
+                                           run_as=params['restore_user'], timeout=params['restore_timeout'],
+                                           check_query=params['check_query'], check_db=params['check_db'],
+                                           scratch_root=params['scratch_dir'])
+    except BackupError as err:
+        partial = getattr(err, 'result', {}) or {}
+        module.fail_json(msg=err.msg, restored_chain=ids, recovery_target=target,
+                         target_reached=partial.get('reached', False), recovery_stop=partial.get('stop'),
+                         recovery_log=partial.get('recovery_log', []))
+    result.update(changed=True, target_reached=outcome['reached'], recovery_stop=outcome['stop'],
+                  check_result=outcome['check_result'], recovery_log=outcome['recovery_log'],
+                  msg='Restored %s into %s and recovered it to %s' % (' + '.join(ids), params['restore_dir'], target))
+    return result
+
+
+def main():
+    argument_spec = _pg.pg_connection_spec()
+    argument_spec.update(_catalog.catalog_spec())
+    argument_spec.update(
+        action=dict(type='str', required=True, choices=['backup', 'verify', 'list', 'prune', 'restore']),
+        wal_archive_dir=dict(type='path'),
+        type=dict(type='str', default='full', choices=['full', 'incremental']),
+        fallback_to_full=dict(type='bool', default=False),
+        compress=dict(type='bool', default=False),
+        max_rate=dict(type='str'),
+        wal_wait_timeout=dict(type='int', default=120),
+        backup_id=dict(type='str', default='latest'),
+        scratch_dir=dict(type='path'),
+        target_time=dict(type='str'),
+        restore_dir=dict(type='path'),
+        restore_user=dict(type='str', default='postgres'),
+        restore_timeout=dict(type='int', default=600),
+        check_query=dict(type='str'),
+        check_db=dict(type='str', default='postgres'),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    if not _pg.HAS_PSYCOPG2 and module.params['action'] == 'backup':
+        module.fail_json(msg=missing_required_lib(_pg.PSYCOPG2_REQUIREMENT), exception=_pg.PSYCOPG2_IMPORT_ERROR)
+    root = module.params['backup_dir']
+    action = module.params['action']
+    try:
+        if action == 'backup':
+            result = do_backup(module, root)
+        elif not os.path.isdir(root):
+            module.fail_json(msg='backup_dir %s does not exist: check the path (and the volume mount)' % root)
+        elif action == 'list':
+            result = listing(root)
+        elif action == 'verify':
+            result = do_verify(module, root)
+        elif action == 'restore':
+            result = do_restore(module, root)
+        else:
+            result = do_prune(module, root)
+    except (BackupError, CatalogError, _pg.PgConnectionError) as err:
+        module.fail_json(msg=err.msg)
+    except (IOError, OSError) as err:
+        module.fail_json(msg='%s failed on the file system: %s; check permissions and space of backup_dir and '
+                             'wal_archive_dir' % (action, err), exception=traceback.format_exc())
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,375 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) psscript.infra developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""pg_backup against a real PostgreSQL 17 (see conftest.py for the server and how the module runs).
+
+Each test uses its own backup directory; they share the server and its WAL archive. The prune test,
+which removes archived WAL older than its oldest kept backup, runs last so it cannot take WAL away
+from another test's backups.
+
+    .venv/bin/python -m pytest tests/integration -q
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope='module')
+def db(stack):
+    """A database with a 20 MB table, frozen and checkpointed so later backups see only new changes."""
+    stack.sql("CREATE TABLE big AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 300000) g")
+    stack.sql('CREATE TABLE small (id int PRIMARY KEY, note text)')
+    stack.sql('VACUUM (FREEZE, ANALYZE)')
+    stack.sql('CHECKPOINT')
+    return stack
+
+
+def entry(backups, backup_id):
+    with open(os.path.join(backups, backup_id, 'catalog.json')) as handle:
+        return json.load(handle)
+
+
+def flip_byte(path, offset):
+    with open(path, 'r+b') as handle:
+        handle.seek(offset)
+        value = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([value[0] ^ 0xFF]))
+
+
+def ok(result):
+    assert result['_rc'] == 0 and not result.get('failed'), result
+    return result
+
+
+def failed(result):
+    assert result['_rc'] != 0 and result.get('failed'), result
+    return result
+
+
+def add_rows(stack, first, count=100):
+    stack.sql("INSERT INTO small SELECT g, 'row ' || g FROM generate_series(%d, %d) g" % (first, first + count - 1))
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError('timed out waiting for ' + what)
+
+
+def test_check_mode_writes_nothing(db):
+    backups = db.new_backup_dir('check-mode')
+    result = ok(db.module(check_mode=True, backups=backups, **db.backup_args(type='incremental', fallback_to_full=True)))
+    assert result['changed'] is True and result['msg'].startswith('Would take a full backup')
+    assert result['fell_back_to_full'] is True and 'no backup of this cluster' in result['_stderr']
+    assert result['expected_bytes'] > 20 * 1024 * 1024  # pg_database_size() sum: the 20 MB table is in it
+    assert os.listdir(backups) == []
+    listed = ok(db.module(check_mode=True, backups=backups, action='list'))
+    assert listed['changed'] is False and listed['backups'] == [] and listed['latest'] is None
+
+
+def test_full_then_small_incremental_verify_and_detect_damage(db):
+    backups = db.new_backup_dir('story')
+    full = ok(db.module(backups=backups, **db.backup_args(type='full')))
+    assert full['changed'] and full['backup']['type'] == 'full' and full['backup']['parent'] is None
+    add_rows(db, 1)
+    inc = ok(db.module(backups=backups, **db.backup_args(type='incremental')))
+    assert inc['backup']['type'] == 'incremental'
+    assert inc['backup']['parent'] == full['backup_id']
+    # A few rows changed: the incremental is a small fraction of the full one.
+    assert inc['backup']['bytes'] * 5 < full['backup']['bytes'], (inc['backup']['bytes'], full['backup']['bytes'])
+
+    # What the catalog recorded matches what is on disk and what the server says.
+    recorded = entry(backups, full['backup_id'])
+    assert recorded['system_identifier'] == db.sql('SELECT system_identifier::text FROM pg_control_system()')[0][0]
+    assert recorded['server_version_num'] // 10000 == 17
+    assert all(os.path.exists(os.path.join(db.wal_dir, name)) for name in recorded['wal_files'])
+    assert sorted(os.listdir(os.path.join(backups, full['backup_id']))) == ['backup_manifest', 'catalog.json', 'data']
+    assert recorded['files']['data/PG_VERSION']['size'] == 3
+
+    listed = ok(db.module(backups=backups, action='list'))
+    assert [b['id'] for b in listed['backups']] == [full['backup_id'], inc['backup_id']]
+    assert listed['latest'] == inc['backup_id'] and listed['last_verified_full'] is None
+
+    verified = ok(db.module(backups=backups, action='verify', backup_id='all', wal_archive_dir='/wal-archive'))
+    assert [r['ok'] for r in verified['results']] == [True, True]
+    assert 'pg_verifybackup with WAL' in verified['results'][0]['checks']
+    assert any(c.startswith('pg_combinebackup --dry-run') for c in verified['results'][1]['checks'])
+    assert entry(backups, full['backup_id'])['verified'] is True
+    again = ok(db.module(backups=backups, action='verify', backup_id='all', wal_archive_dir='/wal-archive'))
+    assert again['changed'] is False  # the recorded state did not change
+    assert ok(db.module(backups=backups, action='list'))['last_verified_full'] == full['backup_id']
+
+    # One flipped byte in a relation file of the incremental: our SHA-256 catches it.
+    inc_dir = os.path.join(backups, inc['backup_id'])
+    victim = sorted(glob.glob(os.path.join(inc_dir, 'data', 'base', '*', 'INCREMENTAL.*')),
+                    key=os.path.getsize)[-1]
+    flip_byte(victim, os.path.getsize(victim) - 10)
+    bad = failed(db.module(backups=backups, action='verify', backup_id=inc['backup_id'], wal_archive_dir='/wal-archive'))
+    rel = os.path.relpath(victim, inc_dir)
+    assert rel in bad['msg'] and 'SHA-256' in bad['msg'] and 'take a new full backup' in bad['msg']
+    assert entry(backups, inc['backup_id'])['verified'] is False
+    listed = ok(db.module(backups=backups, action='list'))
+    assert listed['latest'] == full['backup_id']  # the damaged one is no longer offered for restore
+
+    # Damage the catalog did not see (say, before hashing): pg_verifybackup's manifest checksums catch it.
+    victim = os.path.join(backups, full['backup_id'], 'data', 'PG_VERSION')
+    flip_byte(victim, 0)
+    recorded = entry(backups, full['backup_id'])
+    with open(victim, 'rb') as handle:
+        recorded['files']['data/PG_VERSION']['sha256'] = hashlib.sha256(handle.read()).hexdigest()
+    with open(os.path.join(backups, full['backup_id'], 'catalog.json'), 'w') as handle:
+        json.dump(recorded, handle)
+    bad = failed(db.module(backups=backups, action='verify', backup_id=full['backup_id']))
+    assert 'pg_verifybackup' in bad['msg'] and 'PG_VERSION' in bad['msg']
+    assert bad['results'][0]['checks'] == ['sha256', 'pg_verifybackup']
+
+
+def test_compressed_chain_verifies_by_unpacking(db):
+    backups = db.new_backup_dir('compressed')
+    full = ok(db.module(backups=backups, **db.backup_args(type='full', compress=True)))
+    add_rows(db, 1001)
+    inc = ok(db.module(backups=backups, **db.backup_args(type='incremental', compress=True)))
+    assert inc['backup']['parent'] == full['backup_id']
+    for result in (full, inc):
+        assert result['backup']['layout'] == 'tar.zst' and result['backup']['compressed'] is True
+        assert sorted(os.listdir(os.path.join(backups, result['backup_id']))) == [
+            'backup_manifest', 'catalog.json', 'data.tar.zst']
+    assert full['backup']['bytes'] * 2 < full['backup']['data_bytes']  # zstd did compress
+
+    verified = ok(db.module(backups=backups, action='verify', backup_id='all', wal_archive_dir='/wal-archive'))
+    assert [r['ok'] for r in verified['results']] == [True, True]
+    assert any(c.startswith('pg_combinebackup --dry-run') for c in verified['results'][1]['checks'])
+    assert not [n for n in os.listdir(backups) if n.startswith('.scratch-')]  # scratch space cleaned
+
+    flip_byte(os.path.join(backups, full['backup_id'], 'data.tar.zst'), 1000)
+    bad = failed(db.module(backups=backups, action='verify', backup_id=full['backup_id']))
+    assert 'data.tar.zst: SHA-256' in bad['msg']
+
+
+def test_incremental_without_wal_summaries_says_a_full_is_needed(db):
+    backups = db.new_backup_dir('summaries')
+    no_parent = failed(db.module(backups=backups, **db.backup_args(type='incremental')))
+    assert 'no backup of this cluster' in no_parent['msg'] and 'fallback_to_full=true' in no_parent['msg']
+
+    full = ok(db.module(backups=backups, **db.backup_args(type='full')))
+    add_rows(db, 2001)
+    db.sql('SELECT pg_switch_wal()')
+    db.sql('CHECKPOINT')
+    # Let the summarizer write summaries past the full backup's start, then lose them (what
+    # wal_summary_keep_time does to summaries older than the last backup).
+    start = entry(backups, full['backup_id'])['start_lsn']
+    wait_for(lambda: db.sql("SELECT count(*) FROM pg_available_wal_summaries() WHERE end_lsn > '%s'" % start)[0][0],
+             60, 'WAL summaries past the full backup')
+    db.pg_exec('sh', '-c', 'rm -f "$PGDATA"/pg_wal/summaries/*.summary')
+
+    refused = failed(db.module(backups=backups, **db.backup_args(type='incremental')))
+    assert 'WAL summaries' in refused['msg'] and 'A full backup is needed' in refused['msg']
+    assert full['backup_id'] in refused['msg']
+    assert sorted(os.listdir(backups)) == ['.lock', full['backup_id']]  # no partial left
+
+    fell_back = ok(db.module(backups=backups, **db.backup_args(type='incremental', fallback_to_full=True)))
+    assert fell_back['fell_back_to_full'] is True and fell_back['backup']['type'] == 'full'
+    assert 'Taking a full backup instead' in fell_back['_stderr']
+
+
+def test_backup_is_not_published_until_its_wal_is_archived(db, tmp_path):
+    backups = db.new_backup_dir('wal-missing')
+    empty_archive = str(tmp_path / 'not-the-archive')
+    os.makedirs(empty_archive)
+    result = failed(db.module(backups=backups, wal=empty_archive, **db.backup_args(wal_wait_timeout=3)))
+    assert 'did not reach /wal-archive within 3s' in result['msg'] and 'pg_stat_archiver' in result['msg']
+    assert 'the partial backup was removed' in result['msg']
+    # The backup role may not switch WAL: that is said, with the grant that would allow it.
+    assert 'GRANT EXECUTE ON FUNCTION pg_switch_wal()' in result['_stderr']
+    assert os.listdir(backups) == ['.lock']
+
+
+def test_refuses_when_free_space_is_below_the_expected_size(db):
+    small = ['--mount', 'type=tmpfs,destination=%s,tmpfs-size=8m' % db.in_backups]
+    result = failed(db.module(mounts=small, **db.backup_args()))
+    assert 'Not enough free space in /backups' in result['msg']
+    assert 'pg_database_size' in result['msg'] and 'prune' in result['msg']
+
+
+def _tmp_dirs(backups):
+    return [n for n in os.listdir(backups) if n.startswith('.tmp-')]
+
+
+def _tmp_has_data(backups):
+    for name in _tmp_dirs(backups):
+        if glob.glob(os.path.join(backups, name, 'data', 'base', '*', '*')):
+            return name
+    return None
+
+
+def test_interrupted_backup_is_never_listed_and_prune_removes_it(db):
+    backups = db.new_backup_dir('killed')
+    name = db.prefix + '-runner-killed'
+    proc = db.start_module(name, backups=backups, **db.backup_args(max_rate='32k'))
+    try:
+        staged = wait_for(lambda: _tmp_has_data(backups), 120, 'pg_basebackup to start writing')
+        subprocess.run(['docker', 'kill', name], check=True, capture_output=True)  # SIGKILL: no cleanup runs
+        proc.wait(60)
+    finally:
+        subprocess.run(['docker', 'rm', '-f', name], capture_output=True)
+    assert _tmp_dirs(backups) == [staged]
+
+    listed = ok(db.module(backups=backups, action='list'))
+    assert listed['backups'] == [] and listed['latest'] is None
+    assert [x['name'] for x in listed['leftovers']] == [staged]
+    kept = ok(db.module(backups=backups, action='prune', keep_count=1))
+    assert kept['removed_leftovers'] == [] and _tmp_dirs(backups) == [staged]  # younger than 24 h
+    dry = ok(db.module(check_mode=True, backups=backups, action='prune', keep_count=1, stale_after_hours=0))
+    assert [x['name'] for x in dry['removed_leftovers']] == [staged] and _tmp_dirs(backups) == [staged]
+    pruned = ok(db.module(backups=backups, action='prune', keep_count=1, stale_after_hours=0))
+    assert [x['name'] for x in pruned['removed_leftovers']] == [staged] and pruned['changed']
+    assert _tmp_dirs(backups) == []
+
+
+def test_failed_backup_removes_its_partial_directory(db):
+    backups = db.new_backup_dir('terminated')
+    name = db.prefix + '-runner-terminated'
+    proc = db.start_module(name, backups=backups, **db.backup_args(max_rate='32k'))
+    try:
+        wait_for(lambda: _tmp_has_data(backups), 120, 'pg_basebackup to start writing')
+        db.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'walsender'")
+        result = failed(db.finish_module(proc, 120))
+    finally:
+        subprocess.run(['docker', 'rm', '-f', name], capture_output=True)
+    assert 'pg_basebackup' in result['msg'] or 'base backup' in result['msg']
+    assert 'run the backup again' in result['msg']
+    assert sorted(os.listdir(backups)) == ['.lock']
+
+
+def _archive_current_wal(db):
+    """Close the current WAL segment and wait until the archiver copied it."""
+    segment = db.sql('SELECT pg_walfile_name(pg_switch_wal())')[0][0]
+    wait_for(lambda: os.path.exists(os.path.join(db.wal_dir, segment)), 60, 'segment %s in the archive' % segment)
+
+
+def test_restore_point_in_time_latest_and_by_id(db):
+    backups = db.new_backup_dir('restore')
+    restores = db.new_backup_dir('restores')
+    os.chmod(restores, 0o755)
+    mount = ['%s:/restore' % restores]
+
+    def restore(check_mode=False, **args):
+        args.update(action='restore', wal_archive_dir='/wal-archive', check_query='SELECT count(*), max(id) FROM pitr')
+        return db.module(check_mode=check_mode, backups=backups, volumes=mount, **args)
+
+    db.sql('CREATE TABLE pitr (id int)')
+    a = ok(db.module(backups=backups, **db.backup_args(type='full', compress=True)))['backup_id']
+    db.sql('INSERT INTO pitr SELECT generate_series(1, 10)')
+    time.sleep(1)
+    target = db.sql('SELECT clock_timestamp()')[0][0].isoformat()
+    time.sleep(1)
+    db.sql('INSERT INTO pitr SELECT generate_series(11, 20)')
+    b = ok(db.module(backups=backups, **db.backup_args(type='incremental')))['backup_id']
+    assert entry(backups, b)['parent'] == a and entry(backups, b)['started_at'] > target
+    db.sql('INSERT INTO pitr SELECT generate_series(21, 30)')
+    _archive_current_wal(db)
+
+    dry = ok(restore(check_mode=True, target_time=target, restore_dir='/restore/at-target'))
+    assert dry['changed'] and dry['restored_chain'] == [a] and os.listdir(restores) == []
+
+    # To the target time: B ended after it, so the compressed full A is used and the WAL replayed.
+    at_target = ok(restore(target_time=target, restore_dir='/restore/at-target'))
+    assert at_target['restored_chain'] == [a]
+    assert at_target['target_reached'] is True
+    assert at_target['recovery_stop'].startswith('recovery stopping before commit of transaction')
+    assert at_target['check_result'] == '10|10'
+    restored = os.path.join(restores, 'at-target')
+    assert os.path.exists(os.path.join(restored, 'PG_VERSION')) and not os.path.exists(os.path.join(restored, 'recovery.signal'))
+    assert not [n for n in os.listdir(backups) if n.startswith('.scratch-')]
+
+    # Latest: the whole chain A + B through pg_combinebackup, then all archived WAL.
+    latest = ok(restore(restore_dir='/restore/latest'))
+    assert latest['restored_chain'] == [a, b] and latest['check_result'] == '30|30'
+    assert latest['recovery_stop'].startswith('redo done at')
+
+    # One backup by id: its own end only.
+    by_id = ok(restore(backup_id=b, restore_dir='/restore/by-id'))
+    assert by_id['restored_chain'] == [a, b] and by_id['check_result'] == '20|20'
+    assert by_id['recovery_stop'] == 'recovery stopping after reaching consistency'
+
+    # Targets that cannot be met are refused, and leave nothing behind.
+    before = failed(restore(target_time='2000-01-01T00:00:00Z', restore_dir='/restore/too-early'))
+    assert 'No backup ended before 2000-01-01T00:00:00' in before['msg']
+    future = failed(restore(target_time='2099-01-01T00:00:00Z', restore_dir='/restore/future', restore_timeout=120))
+    assert 'did not reach the target' in future['msg']
+    assert 'recovery ended before configured recovery target was reached' in future['msg']
+    assert future['target_reached'] is False
+    naive = failed(restore(target_time='2025-01-01 00:00:00', restore_dir='/restore/naive'))
+    assert 'no UTC offset' in naive['msg']
+    again = failed(restore(restore_dir='/restore/latest'))
+    assert 'is not empty' in again['msg']
+    assert sorted(os.listdir(restores)) == ['at-target', 'by-id', 'latest']
+
+
+def test_prune_keeps_newest_verified_full_parents_and_their_wal(db):
+    """Runs last: it removes archived WAL older than its own oldest kept backup."""
+    backups = db.new_backup_dir('retention')
+
+    def backup(kind, rows):
+        add_rows(db, rows)
+        return ok(db.module(backups=backups, **db.backup_args(type=kind)))['backup_id']
+
+    a = backup('full', 3001)
+    ok(db.module(backups=backups, action='verify', backup_id=a))
+    b = backup('incremental', 3101)
+    flip_byte(glob.glob(os.path.join(backups, b, 'data', 'global', 'pg_control'))[0], 100)
+    failed(db.module(backups=backups, action='verify', backup_id=b))
+    c = backup('full', 3201)              # newest full, never verified
+    d = backup('incremental', 3301)
+    e = backup('incremental', 3401)
+    assert entry(backups, d)['parent'] == c and entry(backups, e)['parent'] == d
+
+    wal_before = sorted(os.listdir(db.wal_dir))
+    oldest_needed = entry(backups, a)['wal_start']
+    assert wal_before[0] < oldest_needed  # there is older WAL to remove
+
+    dry = ok(db.module(check_mode=True, backups=backups, action='prune', keep_days=0, keep_count=1,
+                       wal_archive_dir='/wal-archive'))
+    assert dry['removed'] == [b] and dry['changed']
+    assert sorted(os.listdir(db.wal_dir)) == wal_before and os.path.isdir(os.path.join(backups, b))
+
+    pruned = ok(db.module(backups=backups, action='prune', keep_days=0, keep_count=1, wal_archive_dir='/wal-archive'))
+    assert pruned['removed'] == [b]
+    assert pruned['kept'] == [a, c, d, e]
+    assert 'newest verified full backup' in pruned['reasons'][a]
+    assert pruned['reasons'][c] == ['parent of kept %s' % d]
+    assert pruned['reasons'][d] == ['parent of kept %s' % e]
+    assert pruned['oldest_wal_needed'] == oldest_needed
+    assert not os.path.exists(os.path.join(backups, b))
+    wal_after = sorted(os.listdir(db.wal_dir))
+    assert pruned['removed_wal']['count'] == len(wal_before) - len(wal_after) > 0
+    assert all(n[8:24] >= oldest_needed[8:24] for n in wal_after if len(n) >= 24)
+    assert oldest_needed in wal_after
+
+    # Everything kept still verifies, WAL included: retention took nothing a kept backup needs.
+    verified = ok(db.module(backups=backups, action='verify', backup_id='all', wal_archive_dir='/wal-archive'))
+    assert [r['id'] for r in verified['results']] == [a, c, d, e] and all(r['ok'] for r in verified['results'])
+
+    # Now C is verified too: it becomes the newest verified full, so A (and the WAL before C) may go.
+    again = ok(db.module(backups=backups, action='prune', keep_days=0, keep_count=1, wal_archive_dir='/wal-archive'))
+    assert again['removed'] == [a] and again['kept'] == [c, d, e]
+    assert again['oldest_wal_needed'] == entry(backups, c)['wal_start']
+    assert entry(backups, c)['wal_start'] in os.listdir(db.wal_dir)
+    settled = ok(db.module(backups=backups, action='prune', keep_days=0, keep_count=1, wal_archive_dir='/wal-archive'))
+    assert settled['changed'] is False and settled['removed'] == [] and settled['removed_wal']['count'] == 0
