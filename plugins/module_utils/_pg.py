@@ -55,28 +55,26 @@ class PgConnectionError(Exception):
         self.msg = msg
 
 
-def pg_connection_spec():
-    """Return a fresh argument spec for a PostgreSQL connection (document with psscript.infra.postgres)."""
+def _connection_spec(port, password_env, db):
+    """The connection options both specs share; only the port, password variable and db differ."""
     return dict(
         login_host=dict(type='str'),
-        login_port=dict(type='int', default=5432),
+        login_port=dict(type='int', default=port),
         login_user=dict(type='str'),
-        login_password=dict(type='str', no_log=True, fallback=(env_fallback, ['PGPASSWORD'])),
+        login_password=dict(type='str', no_log=True, fallback=(env_fallback, [password_env])),
         connect_timeout=dict(type='int', default=5),
-        db=dict(type='str'),
+        db=db,
     )
+
+
+def pg_connection_spec():
+    """Return a fresh argument spec for a PostgreSQL connection (document with psscript.infra.postgres)."""
+    return _connection_spec(5432, 'PGPASSWORD', dict(type='str'))
 
 
 def pgbouncer_console_spec():
     """Return a fresh argument spec for the PgBouncer admin console (document with psscript.infra.pgbouncer)."""
-    return dict(
-        login_host=dict(type='str'),
-        login_port=dict(type='int', default=6432),
-        login_user=dict(type='str'),
-        login_password=dict(type='str', no_log=True, fallback=(env_fallback, ['PGBOUNCER_PASSWORD'])),
-        connect_timeout=dict(type='int', default=5),
-        db=dict(type='str', default=CONSOLE_DB, choices=[CONSOLE_DB]),
-    )
+    return _connection_spec(6432, 'PGBOUNCER_PASSWORD', dict(type='str', default=CONSOLE_DB, choices=[CONSOLE_DB]))
 
 
 def _require(params, what):
