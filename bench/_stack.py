@@ -2,6 +2,7 @@
 import json
 import os
 import subprocess
+import sys
 
 import yaml
 
@@ -25,5 +26,11 @@ def secrets(stack_name, path=None):
 
 
 def address(subnet, index):
-    import ipaddress
-    return str(ipaddress.ip_network(subnet).network_address + int(index))
+    """An instance's static address, computed the way the roles compute it."""
+    # The repo is the collection; `make collection` links it under .cache/collections.
+    sys.path.insert(0, os.path.join(ROOT, ".cache", "collections"))
+    try:
+        from ansible_collections.psscript.infra.plugins.module_utils._network import instance_address
+    except ImportError:
+        raise SystemExit("the collection is not linked under .cache/collections: run `make collection`")
+    return instance_address(subnet, index)

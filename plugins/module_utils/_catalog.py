@@ -37,6 +37,8 @@ import re
 import shutil
 import time
 
+from ansible_collections.psscript.infra.plugins.module_utils._files import fsync_path, write_text_atomic
+
 CATALOG_FILE = 'catalog.json'
 CATALOG_FORMAT = 1
 TMP_PREFIX = '.tmp-'
@@ -311,17 +313,6 @@ def check_hashes(backup_path, entry):
     return problems
 
 
-def fsync_path(path, directory=False):
-    flags = os.O_RDONLY
-    if directory and hasattr(os, 'O_DIRECTORY'):
-        flags |= os.O_DIRECTORY
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_tree(top):
     """fsync every file, then every directory bottom-up, then top itself."""
     for dirpath, dirnames, filenames in os.walk(top, topdown=False):
@@ -333,20 +324,8 @@ def fsync_tree(top):
 
 
 def write_json_atomic(path, data):
-    """Write JSON to ``path`` through a temporary file, fsync it, rename, fsync the directory."""
-    directory = os.path.dirname(path) or '.'
-    tmp = os.path.join(directory, '.%s.tmp.%d' % (os.path.basename(path), os.getpid()))
-    try:
-        with open(tmp, 'w') as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write('\n')
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    fsync_path(directory, directory=True)
+    """Write JSON to ``path`` atomically (temporary file, fsync, rename, fsync the directory)."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + '\n')
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ import decimal
 import math
 import os
 import re
-import tempfile
+
+from ansible_collections.psscript.infra.plugins.module_utils._files import write_text_atomic
 
 # Columns that hold text, whatever they look like (a host may be "10", a database "2024").
 STRING_COLUMNS = frozenset((
@@ -427,26 +428,9 @@ def write_file_atomic(path, content, mode=0o644):
     """
     if read_text(path) == content:
         return False
-    directory = os.path.dirname(os.path.abspath(path))
     try:
         mode = os.stat(path).st_mode & 0o7777
     except OSError:
         pass
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix='.%s.' % os.path.basename(path), suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_path, mode)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_text_atomic(path, content, mode)
     return True

@@ -403,7 +403,7 @@ import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _pg, _pgbackup
+from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _files, _pg, _pgbackup
 from ansible_collections.psscript.infra.plugins.module_utils._catalog import CatalogError
 from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import BackupError
 
@@ -604,7 +604,7 @@ def do_prune(module, root):
                 for name in wal:
                     os.unlink(os.path.join(archive, name))
                 if wal:
-                    _catalog.fsync_path(archive, directory=True)
+                    _files.fsync_path(archive, directory=True)
         for warning in plan['warnings']:
             module.warn(warning)
         changed = bool(plan['remove'] or wal or removed_leftovers)
