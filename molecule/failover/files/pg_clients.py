@@ -10,6 +10,11 @@ Every 250 ms, FILE is replaced (atomically) by a JSON status: per client the num
 committed transactions, of errors, the unix time of the last commit and the last error.
 The same JSON is printed when the clients stop (stop file, or after --seconds).
 The password comes from the environment (PGPASSWORD).
+
+After an error the outcome of the last COMMIT is unknown: the server may have committed it
+before it died, without the acknowledgement reaching the client. So, like an application that
+uses idempotent keys, a client re-reads its own next row number after reconnecting, and counts
+the commits it found applied although never acknowledged ("in_doubt_applied").
 """
 import argparse
 import json
@@ -37,7 +42,7 @@ class Client(threading.Thread):
         self.args = args
         self.stop = stop
         self.state = dict(client=number, committed=0, errors=0, last_commit=None, last_error=None,
-                          connects=0)
+                          connects=0, in_doubt_applied=0)
         self.lock = threading.Lock()
 
     def snapshot(self):
@@ -55,10 +60,22 @@ class Client(threading.Thread):
     def run(self):
         conn = None
         n = 0
+        in_doubt = False
         while not self.stop.is_set():
             try:
                 if conn is None or conn.closed:
                     conn = self.connect()
+                if in_doubt:
+                    # Did the last COMMIT before the error reach the server?
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT coalesce(max(n) + 1, 0) FROM failover_load WHERE client = %s", (self.number,))
+                        next_n = cur.fetchone()[0]
+                    conn.commit()
+                    if next_n > n:
+                        with self.lock:
+                            self.state["in_doubt_applied"] += next_n - n
+                        n = next_n
+                    in_doubt = False
                 with conn.cursor() as cur:
                     # One transaction: a write and a read, like pgbench's simple update.
                     cur.execute("INSERT INTO failover_load (client, n) VALUES (%s, %s)", (self.number, n))
@@ -70,6 +87,7 @@ class Client(threading.Thread):
                     self.state["committed"] += 1
                     self.state["last_commit"] = time.time()
             except psycopg2.Error as exc:
+                in_doubt = True
                 with self.lock:
                     self.state["errors"] += 1
                     self.state["last_error"] = " ".join(str(exc).split())[:200]
