@@ -1,0 +1,565 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) psscript.infra developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Copies of catalog backups in S3 (AWS, MinIO, Ceph RGW...) through boto3: upload, verify, list,
+download, remove. Shared by pg_backup and redis_snapshot; documented by the ``psscript.infra.s3``
+doc fragment.
+
+Layout in the bucket (``<base>`` is ``<prefix>/<kind>``, kind ``postgres`` or ``redis``)::
+
+    <base>/<backup_id>/<file>            every file of the published backup, as in the catalog
+    <base>/<backup_id>/catalog.json      the catalog entry, uploaded LAST: the remote "published" marker
+    <base>/<area>/<name>                 shared objects of a kind, e.g. <prefix>/postgres/wal/<segment>
+
+Like the local catalog, a remote backup is listed only when its ``catalog.json`` exists and
+parses; removal deletes the marker first. Every object carries its SHA-256 in the metadata
+(``x-amz-meta-sha256``), and every put passes the configured server-side encryption.
+
+Verification is end to end: every object of the backup is listed (size) and read back through
+SHA-256, compared with the hashes the catalog recorded when the backup was taken. It costs one
+download of the backup, but it works the same on every S3 implementation (checksum headers and
+multipart ETags differ between them) and it proves what a restore will read.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import traceback
+
+from ansible_collections.psscript.infra.plugins.module_utils import _catalog
+from ansible_collections.psscript.infra.plugins.module_utils._files import fsync_path
+
+try:
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+except ImportError:
+    HAS_BOTO3 = False
+    BOTO3_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_BOTO3 = True
+    BOTO3_IMPORT_ERROR = None
+
+# What the module tells the operator to install when boto3 is missing.
+BOTO3_REQUIREMENT = 'boto3 (pip install boto3, or python3-boto3 on Debian; the psscript/backup image has it)'
+
+KINDS = ('postgres', 'redis')
+# Shared areas beside the backups of a kind (never backup ids): the WAL segments PostgreSQL backups need.
+AREAS = ('wal',)
+SSE_CHOICES = ('AES256', 'aws:kms')
+SHA256_META = 'sha256'
+_CHUNK = 1024 * 1024
+_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
+
+
+class S3Error(Exception):
+    """An S3 problem with an operator-readable message (cause and fix).
+
+    ``kind``: ``checksum`` (remote copy differs from the catalog), ``missing`` (no such remote
+    backup or object), ``access`` (credentials/permissions), ``bucket``, ``connect``, ``error``.
+    ``result``: the verify result dict when verification failed.
+    """
+
+    def __init__(self, msg, kind='error', result=None):
+        super(S3Error, self).__init__(msg)
+        self.msg = msg
+        self.kind = kind
+        self.result = result
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument spec (documented once in plugins/doc_fragments/s3.py)
+
+
+def s3_argument_spec():
+    """The ``s3`` option shared by the backup modules."""
+    return dict(
+        s3=dict(
+            type='dict',
+            default=None,
+            options=dict(
+                bucket=dict(type='str', required=True),
+                prefix=dict(type='str', default=''),
+                endpoint_url=dict(type='str'),
+                region=dict(type='str'),
+                access_key=dict(type='str', no_log=False),
+                secret_key=dict(type='str', no_log=True),
+                sse=dict(type='str', choices=list(SSE_CHOICES)),
+                sse_kms_key_id=dict(type='str', no_log=False),
+                validate_certs=dict(type='bool', default=True),
+            ),
+        ),
+    )
+
+
+def check_params(params_s3):
+    """Problems in an ``s3`` option that the argument spec cannot express; [] when fine."""
+    problems = []
+    if not params_s3:
+        return problems
+    if params_s3.get('sse_kms_key_id') and params_s3.get('sse') != 'aws:kms':
+        problems.append('s3.sse_kms_key_id needs s3.sse=aws:kms')
+    if bool(params_s3.get('access_key')) != bool(params_s3.get('secret_key')):
+        problems.append('give both s3.access_key and s3.secret_key, or neither (then boto3 reads AWS_ACCESS_KEY_ID / '
+                        'AWS_SECRET_ACCESS_KEY, a profile or an instance role)')
+    if '..' in (params_s3.get('prefix') or '').split('/'):
+        problems.append("s3.prefix must not contain '..'")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers (unit-tested)
+
+
+def base_key(prefix, kind):
+    """``<prefix>/<kind>`` without leading, trailing or doubled slashes."""
+    if kind not in KINDS:
+        raise S3Error('Unknown S3 object kind %r: use one of %s' % (kind, ', '.join(KINDS)))
+    parts = [p for p in (prefix or '').split('/') if p] + [kind]
+    return '/'.join(parts)
+
+
+def check_name(name, what='backup id'):
+    """Ids, areas and file names become key parts: refuse anything that could leave its place."""
+    if not name or not _NAME_RE.match(name):
+        raise S3Error('Invalid %s %r for an S3 key' % (what, name))
+    return name
+
+
+def check_relpath(rel):
+    parts = rel.split('/')
+    if not rel or rel.startswith('/') or any(p in ('', '.', '..') for p in parts):
+        raise S3Error('Refusing the file path %r: not a plain relative path' % (rel,))
+    return rel
+
+
+def put_args(params_s3, sha256=None):
+    """ExtraArgs of every put: server-side encryption (and KMS key) plus the SHA-256 metadata."""
+    args = {}
+    if params_s3.get('sse'):
+        args['ServerSideEncryption'] = params_s3['sse']
+        if params_s3['sse'] == 'aws:kms' and params_s3.get('sse_kms_key_id'):
+            args['SSEKMSKeyId'] = params_s3['sse_kms_key_id']
+    if sha256:
+        args['Metadata'] = {SHA256_META: sha256}
+    return args
+
+
+def endpoint_name(params_s3):
+    return params_s3.get('endpoint_url') or ('AWS S3 (%s)' % (params_s3.get('region') or 'default region'))
+
+
+def explain_client_error(err, params_s3, action, key=None):
+    """A botocore exception as an S3Error naming the cause and the fix."""
+    bucket = params_s3.get('bucket')
+    where = 's3://%s/%s' % (bucket, key or '')
+    if HAS_BOTO3 and isinstance(err, botocore.exceptions.NoCredentialsError):
+        return S3Error('No S3 credentials for %s: set s3.access_key and s3.secret_key (or AWS_ACCESS_KEY_ID / '
+                       'AWS_SECRET_ACCESS_KEY)' % endpoint_name(params_s3), kind='access')
+    if HAS_BOTO3 and isinstance(err, (botocore.exceptions.EndpointConnectionError,
+                                      botocore.exceptions.ConnectTimeoutError,
+                                      botocore.exceptions.ReadTimeoutError)):
+        return S3Error('Cannot reach the S3 endpoint %s (%s): check s3.endpoint_url and the network'
+                       % (endpoint_name(params_s3), err), kind='connect')
+    if HAS_BOTO3 and isinstance(err, botocore.exceptions.SSLError):
+        return S3Error('TLS to %s failed (%s): fix the certificate, or set s3.validate_certs=false for a test '
+                       'endpoint' % (endpoint_name(params_s3), err), kind='connect')
+    response = getattr(err, 'response', None) or {}
+    error = response.get('Error') or {}
+    code = str(error.get('Code') or '')
+    message = error.get('Message') or str(err)
+    status = (response.get('ResponseMetadata') or {}).get('HTTPStatusCode')
+    if code == 'NoSuchBucket':
+        return S3Error('The bucket %s does not exist at %s: create it, or fix s3.bucket / s3.endpoint_url'
+                       % (bucket, endpoint_name(params_s3)), kind='bucket')
+    if code in ('AccessDenied', 'AllAccessDisabled', 'AccountProblem') or status == 403 and code not in (
+            'InvalidAccessKeyId', 'SignatureDoesNotMatch'):
+        return S3Error('Access denied to %s while trying to %s: give the credentials s3:PutObject, s3:GetObject, '
+                       's3:ListBucket and s3:DeleteObject on the bucket (and kms:GenerateDataKey/kms:Decrypt with '
+                       'aws:kms) [%s %s]' % (where, action, code or status, message), kind='access')
+    if code in ('InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'InvalidToken'):
+        return S3Error('%s refused the credentials (%s): check s3.access_key and s3.secret_key [%s]'
+                       % (endpoint_name(params_s3), code, message), kind='access')
+    if code in ('NoSuchKey', '404', 'NotFound') or status == 404:
+        return S3Error('%s does not exist (while trying to %s)' % (where, action), kind='missing')
+    if code in ('KMS.NotFoundException', 'KMSInvalidKeyUsageException', 'InvalidArgument') and params_s3.get('sse'):
+        return S3Error('The bucket refused the server-side encryption settings (s3.sse=%s, s3.sse_kms_key_id=%s) '
+                       'while trying to %s: %s' % (params_s3.get('sse'), params_s3.get('sse_kms_key_id'), action, message),
+                       kind='error')
+    return S3Error('S3 failed to %s %s: %s %s' % (action, where, code or status or type(err).__name__, message))
+
+
+def compare_remote(entry, remote_sizes, catalog_key):
+    """Problems of a remote listing (``{relative path: size}``) against the entry's files (sizes only)."""
+    problems = []
+    recorded = entry.get('files') or {}
+    if not recorded:
+        return ['the catalog entry records no files: it cannot be checked']
+    for rel in sorted(recorded):
+        if rel not in remote_sizes:
+            problems.append('%s: missing in S3' % rel)
+        elif remote_sizes[rel] != recorded[rel]['size']:
+            problems.append('%s: size %d in S3, recorded %d' % (rel, remote_sizes[rel], recorded[rel]['size']))
+    for rel in sorted(set(remote_sizes) - set(recorded) - set([catalog_key])):
+        problems.append('%s: in S3 but not recorded in the catalog' % rel)
+    if catalog_key not in remote_sizes:
+        problems.append('%s: missing in S3 (the upload did not finish)' % catalog_key)
+    return problems
+
+
+def _client_config(params_s3):
+    kwargs = dict(signature_version='s3v4', connect_timeout=10, read_timeout=120,
+                  retries={'max_attempts': 5, 'mode': 'standard'},
+                  # Self-hosted S3 (MinIO, Ceph) is usually reached by path, not by bucket host name.
+                  s3={'addressing_style': 'path' if params_s3.get('endpoint_url') else 'auto'})
+    # botocore >= 1.36 adds CRC checksums to every request by default, which some S3
+    # implementations reject; our own SHA-256 covers integrity, so only send them when required.
+    extra = dict(request_checksum_calculation='when_required', response_checksum_validation='when_required')
+    try:
+        return botocore.config.Config(**dict(kwargs, **extra))
+    except TypeError:
+        return botocore.config.Config(**kwargs)
+
+
+def make_client(params_s3):
+    if not HAS_BOTO3:
+        raise S3Error('The s3 option needs the Python library %s' % BOTO3_REQUIREMENT, kind='error')
+    kwargs = dict(config=_client_config(params_s3), verify=params_s3.get('validate_certs', True))
+    if params_s3.get('endpoint_url'):
+        kwargs['endpoint_url'] = params_s3['endpoint_url']
+    if params_s3.get('region'):
+        kwargs['region_name'] = params_s3['region']
+    if params_s3.get('access_key'):
+        kwargs['aws_access_key_id'] = params_s3['access_key']
+        kwargs['aws_secret_access_key'] = params_s3.get('secret_key')
+    return boto3.session.Session().client('s3', **kwargs)
+
+
+def _client_errors():
+    if not HAS_BOTO3:
+        return ()
+    return (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+
+
+# ---------------------------------------------------------------------------------------------
+# The store
+
+
+class S3Store(object):
+    """The S3 copies of one kind of backup (``postgres`` or ``redis``).
+
+    ``params_s3``: the module's ``s3`` option. ``client``: a boto3 S3 client (built from the
+    parameters when not given).
+    """
+
+    def __init__(self, params_s3, kind, client=None):
+        problems = check_params(params_s3)
+        if problems:
+            raise S3Error('Invalid s3 option: %s' % '; '.join(problems))
+        self.params = dict(params_s3)
+        self.bucket = self.params['bucket']
+        self.kind = kind
+        self.base = base_key(self.params.get('prefix'), kind)
+        self.client = client if client is not None else make_client(self.params)
+
+    # -- keys ------------------------------------------------------------------------------------
+    def key(self, backup_id, rel=None):
+        check_name(backup_id)
+        if backup_id in AREAS:
+            raise S3Error('%r names a shared area, not a backup' % (backup_id,))
+        return '%s/%s/%s' % (self.base, backup_id, check_relpath(rel)) if rel else '%s/%s/' % (self.base, backup_id)
+
+    def area_key(self, area, name=None):
+        if area not in AREAS:
+            raise S3Error('Unknown S3 area %r: use one of %s' % (area, ', '.join(AREAS)))
+        return '%s/%s/%s' % (self.base, area, check_name(name, 'object name')) if name else '%s/%s/' % (self.base, area)
+
+    def url(self, key=''):
+        return 's3://%s/%s' % (self.bucket, key)
+
+    # -- low level, errors translated ------------------------------------------------------------
+    def _call(self, action, key, func, *args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except _client_errors() as err:
+            raise explain_client_error(err, self.params, action, key)
+
+    def _list(self, prefix, delimiter=None):
+        """``(objects {key: size}, common prefixes [...])`` under prefix, every page."""
+        objects, prefixes = {}, []
+        kwargs = dict(Bucket=self.bucket, Prefix=prefix)
+        if delimiter:
+            kwargs['Delimiter'] = delimiter
+        paginator = self.client.get_paginator('list_objects_v2')
+
+        def collect():
+            for page in paginator.paginate(**kwargs):
+                for item in page.get('Contents') or []:
+                    objects[item['Key']] = int(item['Size'])
+                for item in page.get('CommonPrefixes') or []:
+                    prefixes.append(item['Prefix'])
+        self._call('list', prefix, collect)
+        return objects, prefixes
+
+    def _put_file(self, path, key, sha256):
+        self._call('upload', key, self.client.upload_file, path, self.bucket, key,
+                   ExtraArgs=put_args(self.params, sha256))
+
+    def _put_bytes(self, data, key):
+        self._call('upload', key, self.client.put_object, Bucket=self.bucket, Key=key, Body=data,
+                   **put_args(self.params, hashlib.sha256(data).hexdigest()))
+
+    def _stream(self, key, sink=None):
+        """Read an object through SHA-256 (writing it to ``sink`` when given); ``(hex, size)``."""
+        def read():
+            body = self.client.get_object(Bucket=self.bucket, Key=key)['Body']
+            digest, size = hashlib.sha256(), 0
+            try:
+                for chunk in iter(lambda: body.read(_CHUNK), b''):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if sink is not None:
+                        sink.write(chunk)
+            finally:
+                body.close()
+            return digest.hexdigest(), size
+        return self._call('download', key, read)
+
+    def _get_json(self, key):
+        def read():
+            body = self.client.get_object(Bucket=self.bucket, Key=key)['Body']
+            try:
+                return body.read()
+            finally:
+                body.close()
+        data = self._call('download', key, read)
+        try:
+            return json.loads(data.decode('utf-8'))
+        except ValueError as err:
+            raise S3Error('%s is not valid JSON (%s): the remote copy is damaged' % (self.url(key), err), kind='checksum')
+
+    def _delete_keys(self, keys):
+        keys = list(keys)
+        for start in range(0, len(keys), 1000):
+            batch = [dict(Key=k) for k in keys[start:start + 1000]]
+            answer = self._call('delete', batch[0]['Key'], self.client.delete_objects, Bucket=self.bucket,
+                                Delete=dict(Objects=batch, Quiet=True))
+            errors = answer.get('Errors') or []
+            if errors:
+                raise S3Error('S3 refused to delete %d object(s), first %s: %s %s'
+                              % (len(errors), errors[0].get('Key'), errors[0].get('Code'), errors[0].get('Message')),
+                              kind='access' if errors[0].get('Code') == 'AccessDenied' else 'error')
+
+    def check_bucket(self):
+        """Fail early, with the reason, when the bucket cannot be used."""
+        self._call('open the bucket', '', self.client.head_bucket, Bucket=self.bucket)
+
+    # -- backups ---------------------------------------------------------------------------------
+    def upload(self, root, entry):
+        """Upload every file of the published backup ``<root>/<id>``, ``catalog.json`` last, then
+        verify the remote copy against the catalog (raises S3Error on any difference).
+
+        Returns ``dict(id, url, objects, bytes, seconds, sse, verified_at, ...)``."""
+        backup_id = entry['id']
+        path = os.path.join(root, backup_id)
+        began = time.time()
+        marker = self.key(backup_id, _catalog.CATALOG_FILE)
+        # Re-uploading over an older copy: unpublish it first, so nothing lists a copy in flux.
+        existing, dummy = self._list(self.key(backup_id))
+        if marker in existing:
+            self._delete_keys([marker])
+        files = entry.get('files') or {}
+        if not files:
+            raise S3Error('Backup %s records no files: nothing to upload' % backup_id)
+        for rel in sorted(files):
+            self._put_file(os.path.join(path, rel), self.key(backup_id, rel), files[rel]['sha256'])
+        stale = [k for k in existing if k != marker and k[len(self.key(backup_id)):] not in files]
+        if stale:
+            self._delete_keys(stale)
+        with open(os.path.join(path, _catalog.CATALOG_FILE), 'rb') as handle:
+            self._put_bytes(handle.read(), marker)
+        uploaded = time.time()
+        checked = self.verify(entry)
+        return dict(id=backup_id, url=self.url(self.key(backup_id)), objects=len(files) + 1,
+                    bytes=sum(item['size'] for item in files.values()), sse=self.params.get('sse'),
+                    upload_seconds=round(uploaded - began, 3), verify_seconds=round(time.time() - uploaded, 3),
+                    uploaded_at=_catalog.format_time(_catalog.utc_now()), verified_at=checked['verified_at'])
+
+    def verify(self, entry):
+        """Check the remote copy of ``entry``: every object present with the recorded size, then read
+        back through SHA-256. Returns ``dict(id, ok=True, checks, problems=[], verified_at)``; raises
+        S3Error (kind ``checksum``, ``.result`` holding the problems) when the copy differs."""
+        backup_id = entry['id']
+        prefix = self.key(backup_id)
+        result = dict(id=backup_id, ok=False, url=self.url(prefix), checks=['s3 sizes'], problems=[], verified_at=None)
+        objects, dummy = self._list(prefix)
+        sizes = dict((k[len(prefix):], v) for k, v in objects.items())
+        result['problems'] = compare_remote(entry, sizes, _catalog.CATALOG_FILE)
+        if not result['problems']:
+            result['checks'].append('s3 sha256')
+            files = entry['files']
+            for rel in sorted(files):
+                digest, size = self._stream(prefix + rel)
+                if digest != files[rel]['sha256']:
+                    result['problems'].append('%s: SHA-256 %s in S3, recorded %s' % (rel, digest, files[rel]['sha256']))
+        if result['problems']:
+            raise S3Error('The S3 copy %s differs from the catalog: %s. Upload the backup again (or take a new one)'
+                          % (result['url'], '; '.join(result['problems'][:5])), kind='checksum', result=result)
+        result.update(ok=True, verified_at=_catalog.format_time(_catalog.utc_now()))
+        return result
+
+    def listing(self):
+        """``dict(entries=[remote catalog entries, oldest first by stop time], incomplete=[ids without
+        marker], unreadable=[{id, error}])``."""
+        dummy, prefixes = self._list(self.base + '/', delimiter='/')
+        result = dict(entries=[], incomplete=[], unreadable=[])
+        for item in sorted(prefixes):
+            name = item[len(self.base) + 1:].rstrip('/')
+            if name in AREAS or not _NAME_RE.match(name):
+                continue
+            try:
+                entry = self._get_json(self.key(name, _catalog.CATALOG_FILE))
+            except S3Error as err:
+                if err.kind == 'missing':
+                    result['incomplete'].append(name)
+                else:
+                    result['unreadable'].append(dict(id=name, error=err.msg))
+                continue
+            if not isinstance(entry, dict) or entry.get('id') != name or 'stopped_at' not in entry:
+                result['unreadable'].append(dict(id=name, error='catalog.json does not describe this backup'))
+                continue
+            result['entries'].append(entry)
+        result['entries'] = _catalog.sort_by_stop(result['entries'])
+        return result
+
+    def list_entries(self):
+        """The remote catalog entries (only backups whose catalog.json was uploaded), oldest first."""
+        return self.listing()['entries']
+
+    def get_entry(self, backup_id):
+        return self._get_json(self.key(backup_id, _catalog.CATALOG_FILE))
+
+    def download(self, root, backup_id):
+        """Download a remote backup into ``<root>/.tmp-<id>``, check every file against the catalog's
+        size and SHA-256 while writing, then publish it as ``<root>/<id>`` (fsync, rename, marker
+        last) like a local backup. Returns the entry (with ``s3.downloaded_at``)."""
+        final = os.path.join(root, check_name(backup_id))
+        if os.path.exists(final):
+            raise S3Error('Cannot download %s: %s already exists' % (backup_id, final))
+        try:
+            entry = self.get_entry(backup_id)
+        except S3Error as err:
+            if err.kind == 'missing':
+                raise S3Error('Backup %s has no complete copy in %s' % (backup_id, self.url(self.base + '/')), kind='missing')
+            raise
+        if entry.get('id') != backup_id or not entry.get('files'):
+            raise S3Error('%s does not describe backup %s' % (self.url(self.key(backup_id, _catalog.CATALOG_FILE)),
+                                                              backup_id), kind='checksum')
+        staged = os.path.join(root, _catalog.TMP_PREFIX + backup_id)
+        if os.path.exists(staged):
+            shutil.rmtree(staged)
+        os.mkdir(staged, 0o700)
+        try:
+            problems = []
+            for rel in sorted(entry['files']):
+                want = entry['files'][rel]
+                target = os.path.join(staged, check_relpath(rel))
+                parent = os.path.dirname(target)
+                if not os.path.isdir(parent):
+                    os.makedirs(parent, 0o700)
+                with open(target, 'wb') as handle:
+                    digest, size = self._stream(self.key(backup_id, rel), handle)
+                if size != want['size'] or digest != want['sha256']:
+                    problems.append('%s: %d bytes SHA-256 %s in S3, recorded %d bytes %s'
+                                    % (rel, size, digest, want['size'], want['sha256']))
+            if problems:
+                raise S3Error('The S3 copy of %s differs from its catalog: %s. It was not used'
+                              % (backup_id, '; '.join(problems[:5])), kind='checksum')
+            entry['s3'] = dict(entry.get('s3') or {}, downloaded_at=_catalog.format_time(_catalog.utc_now()))
+            _catalog.publish(root, entry, staged)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        return entry
+
+    def remove(self, backup_id):
+        """Remove a remote copy: the marker first (unpublished), then every other object.
+        Returns the number of objects removed (0 when there was no copy)."""
+        prefix = self.key(backup_id)
+        objects, dummy = self._list(prefix)
+        marker = self.key(backup_id, _catalog.CATALOG_FILE)
+        if marker in objects:
+            self._delete_keys([marker])
+        self._delete_keys(sorted(k for k in objects if k != marker))
+        return len(objects)
+
+    # -- shared areas (for example the WAL segments backups need) --------------------------------
+    def list_area(self, area):
+        """``{name: size}`` of the objects in ``<base>/<area>/``."""
+        prefix = self.area_key(area)
+        objects, dummy = self._list(prefix)
+        return dict((k[len(prefix):], v) for k, v in objects.items() if '/' not in k[len(prefix):])
+
+    def put_area(self, area, directory, names, present=None):
+        """Upload the files ``names`` of ``directory`` into ``<base>/<area>/``, skipping those already
+        there with the same size and SHA-256. A different object of the same name is never
+        overwritten (like archive_command): that raises. Returns ``dict(uploaded=[], present=[])``."""
+        remote = self.list_area(area) if present is None else present
+        result = dict(uploaded=[], present=[])
+        for name in names:
+            path = os.path.join(directory, check_name(name, 'object name'))
+            digest, size = _catalog.hash_file(path)
+            key = self.area_key(area, name)
+            if name in remote:
+                head = self._call('read', key, self.client.head_object, Bucket=self.bucket, Key=key)
+                theirs = (head.get('Metadata') or {}).get(SHA256_META)
+                if int(head.get('ContentLength', -1)) == size and theirs == digest:
+                    result['present'].append(name)
+                    continue
+                raise S3Error('%s exists with different content (%s bytes, SHA-256 %s; local %d bytes, %s): not '
+                              'overwritten. Two clusters share this prefix? Use another s3.prefix'
+                              % (self.url(key), head.get('ContentLength'), theirs, size, digest), kind='checksum')
+            self._put_file(path, key, digest)
+            result['uploaded'].append(name)
+        return result
+
+    def get_area(self, area, names, directory):
+        """Download ``names`` from ``<base>/<area>/`` into ``directory`` (temporary name, SHA-256
+        checked against the object's metadata, rename). Returns the names fetched; raises when
+        one is missing or damaged."""
+        fetched = []
+        for name in names:
+            key = self.area_key(area, name)
+            target = os.path.join(directory, check_name(name, 'object name'))
+            head = self._call('read', key, self.client.head_object, Bucket=self.bucket, Key=key)
+            want = (head.get('Metadata') or {}).get(SHA256_META)
+            tmp = target + '.s3-partial'
+            try:
+                with open(tmp, 'wb') as handle:
+                    digest, size = self._stream(key, handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                if want and digest != want:
+                    raise S3Error('%s: SHA-256 %s, its metadata says %s: the remote copy is damaged'
+                                  % (self.url(key), digest, want), kind='checksum')
+                os.rename(tmp, target)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+            fetched.append(name)
+        if fetched:
+            fsync_path(directory, directory=True)
+        return fetched
+
+    def remove_area(self, area, names):
+        self._delete_keys(self.area_key(area, n) for n in names)
+        return len(list(names))

@@ -1,0 +1,307 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) psscript.infra developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Unit tests for module_utils._s3: the pure helpers, and S3Store against moto's in-process S3
+(the same implementation the integration tests run as a server)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+
+import boto3
+import botocore.exceptions
+import pytest
+from moto import mock_aws
+
+from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _s3
+from ansible_collections.psscript.infra.plugins.module_utils._s3 import S3Error, S3Store
+
+UTC = datetime.timezone.utc
+BUCKET = 'psscript-test'
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def test_argument_spec_matches_the_contract():
+    spec = _s3.s3_argument_spec()
+    assert list(spec) == ['s3']
+    opts = spec['s3']['options']
+    assert spec['s3']['type'] == 'dict' and spec['s3']['default'] is None
+    assert opts['bucket'] == dict(type='str', required=True)
+    assert opts['prefix']['default'] == ''
+    assert opts['secret_key']['no_log'] is True
+    assert opts['sse']['choices'] == ['AES256', 'aws:kms']
+    assert opts['validate_certs'] == dict(type='bool', default=True)
+    assert sorted(opts) == sorted(['bucket', 'prefix', 'endpoint_url', 'region', 'access_key', 'secret_key', 'sse',
+                                   'sse_kms_key_id', 'validate_certs'])
+
+
+@pytest.mark.parametrize('prefix, kind, expected', [
+    ('', 'postgres', 'postgres'),
+    (None, 'redis', 'redis'),
+    ('prod', 'postgres', 'prod/postgres'),
+    ('/prod//site-a/', 'redis', 'prod/site-a/redis'),
+])
+def test_base_key(prefix, kind, expected):
+    assert _s3.base_key(prefix, kind) == expected
+
+
+def test_base_key_refuses_unknown_kind():
+    with pytest.raises(S3Error, match='Unknown S3 object kind'):
+        _s3.base_key('', 'mysql')
+
+
+@pytest.mark.parametrize('params, problem', [
+    (dict(bucket='b', sse_kms_key_id='k'), 'needs s3.sse=aws:kms'),
+    (dict(bucket='b', sse='AES256', sse_kms_key_id='k'), 'needs s3.sse=aws:kms'),
+    (dict(bucket='b', access_key='a'), 'give both'),
+    (dict(bucket='b', secret_key='s'), 'give both'),
+    (dict(bucket='b', prefix='a/../b'), "must not contain '..'"),
+])
+def test_check_params(params, problem):
+    assert any(problem in p for p in _s3.check_params(params))
+
+
+def test_check_params_accepts_good_ones():
+    assert _s3.check_params(None) == []
+    assert _s3.check_params(dict(bucket='b', sse='aws:kms', sse_kms_key_id='k', access_key='a', secret_key='s')) == []
+
+
+def test_put_args_always_carry_sse_and_hash():
+    assert _s3.put_args(dict(bucket='b'), 'ab') == {'Metadata': {'sha256': 'ab'}}
+    assert _s3.put_args(dict(sse='AES256', sse_kms_key_id=None), 'ab') == {
+        'ServerSideEncryption': 'AES256', 'Metadata': {'sha256': 'ab'}}
+    assert _s3.put_args(dict(sse='aws:kms', sse_kms_key_id='alias/backup')) == {
+        'ServerSideEncryption': 'aws:kms', 'SSEKMSKeyId': 'alias/backup'}
+
+
+@pytest.mark.parametrize('rel', ['', '/etc/passwd', '../x', 'a/../../x', 'a//b', './a'])
+def test_check_relpath_refuses_escapes(rel):
+    with pytest.raises(S3Error):
+        _s3.check_relpath(rel)
+
+
+@pytest.mark.parametrize('name', ['', '.hidden', 'a/b', '..', 'a b'])
+def test_check_name_refuses(name):
+    with pytest.raises(S3Error):
+        _s3.check_name(name)
+
+
+def _client_error(code, status):
+    return botocore.exceptions.ClientError({'Error': {'Code': code, 'Message': 'msg'},
+                                            'ResponseMetadata': {'HTTPStatusCode': status}}, 'PutObject')
+
+
+@pytest.mark.parametrize('err, kind, words', [
+    (_client_error('NoSuchBucket', 404), 'bucket', 'does not exist at http://s3:9000: create it'),
+    (_client_error('AccessDenied', 403), 'access', 'Access denied to s3://b/k'),
+    (_client_error('InvalidAccessKeyId', 403), 'access', 'check s3.access_key and s3.secret_key'),
+    (_client_error('NoSuchKey', 404), 'missing', 's3://b/k does not exist'),
+    (_client_error('404', 404), 'missing', 'does not exist'),
+    (_client_error('SlowDown', 503), 'error', 'SlowDown'),
+    (botocore.exceptions.NoCredentialsError(), 'access', 'No S3 credentials'),
+    (botocore.exceptions.EndpointConnectionError(endpoint_url='http://s3:9000'), 'connect', 'Cannot reach'),
+])
+def test_explain_client_error(err, kind, words):
+    result = _s3.explain_client_error(err, dict(bucket='b', endpoint_url='http://s3:9000'), 'upload', 'k')
+    assert result.kind == kind and words in result.msg, result.msg
+
+
+def test_compare_remote():
+    entry = dict(files={'a': dict(size=1, sha256='x'), 'b/c': dict(size=2, sha256='y')})
+    assert _s3.compare_remote(entry, {'a': 1, 'b/c': 2, 'catalog.json': 9}, 'catalog.json') == []
+    problems = _s3.compare_remote(entry, {'a': 3, 'extra': 1}, 'catalog.json')
+    assert problems == ['a: size 3 in S3, recorded 1', 'b/c: missing in S3',
+                        'extra: in S3 but not recorded in the catalog',
+                        'catalog.json: missing in S3 (the upload did not finish)']
+    assert 'records no files' in _s3.compare_remote(dict(files={}), {}, 'catalog.json')[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# S3Store against moto's in-process S3
+
+
+@pytest.fixture
+def s3_env(monkeypatch):
+    for name in ('AWS_PROFILE', 'AWS_CONFIG_FILE', 'AWS_SHARED_CREDENTIALS_FILE'):
+        monkeypatch.delenv(name, raising=False)
+    with mock_aws():
+        client = boto3.client('s3', region_name='us-east-1', aws_access_key_id='testing',
+                              aws_secret_access_key='testing')
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def params(**extra):
+    result = dict(bucket=BUCKET, prefix='site', endpoint_url=None, region='us-east-1', access_key='testing',
+                  secret_key='testing', sse='AES256', sse_kms_key_id=None, validate_certs=True)
+    result.update(extra)
+    return result
+
+
+def make_backup(root, backup_id, minutes=0, content=b'data'):
+    staged = _catalog.start_backup(root, backup_id)
+    os.makedirs(os.path.join(staged, 'data', 'base'))
+    with open(os.path.join(staged, 'data', 'base', '1'), 'wb') as handle:
+        handle.write(content * 1000)
+    with open(os.path.join(staged, 'backup_manifest'), 'w') as handle:
+        handle.write('{}')
+    stop = datetime.datetime(2025, 1, 1, tzinfo=UTC) + datetime.timedelta(minutes=minutes)
+    entry = _catalog.make_entry(backup_id, 'full', stop - datetime.timedelta(seconds=5), stop, _catalog.hash_tree(staged))
+    _catalog.publish(root, entry, staged)
+    return entry
+
+
+def keys(client, prefix=''):
+    return sorted(o['Key'] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get('Contents', []))
+
+
+def test_upload_verify_list_download_remove(s3_env, tmp_path):
+    root = str(tmp_path / 'local')
+    os.makedirs(root)
+    entry = make_backup(root, '20250101T000000Z-full')
+    store = S3Store(params(), 'postgres', client=s3_env)
+    store.check_bucket()
+    summary = store.upload(root, entry)
+    assert summary['objects'] == 3 and summary['bytes'] == entry['bytes'] and summary['sse'] == 'AES256'
+    assert summary['url'] == 's3://%s/site/postgres/20250101T000000Z-full/' % BUCKET
+    assert keys(s3_env) == ['site/postgres/20250101T000000Z-full/backup_manifest',
+                            'site/postgres/20250101T000000Z-full/catalog.json',
+                            'site/postgres/20250101T000000Z-full/data/base/1']
+    head = s3_env.head_object(Bucket=BUCKET, Key='site/postgres/20250101T000000Z-full/data/base/1')
+    assert head['ServerSideEncryption'] == 'AES256'
+    assert head['Metadata']['sha256'] == entry['files']['data/base/1']['sha256']
+
+    assert [e['id'] for e in store.list_entries()] == [entry['id']]
+    # Another kind in the same bucket and prefix is another catalog.
+    assert S3Store(params(), 'redis', client=s3_env).list_entries() == []
+
+    local = str(tmp_path / 'restored')
+    os.makedirs(local)
+    got = store.download(local, entry['id'])
+    assert got['id'] == entry['id'] and 'downloaded_at' in got['s3']
+    assert _catalog.check_hashes(os.path.join(local, entry['id']), got) == []
+    assert [e['id'] for e in _catalog.list_backups(local)['backups']] == [entry['id']]
+    with pytest.raises(S3Error, match='already exists'):
+        store.download(local, entry['id'])
+
+    assert store.remove(entry['id']) == 3
+    assert keys(s3_env) == [] and store.list_entries() == []
+    assert store.remove(entry['id']) == 0
+
+
+def test_verify_and_download_catch_a_damaged_object(s3_env, tmp_path):
+    root = str(tmp_path)
+    entry = make_backup(root, '20250101T000000Z-full')
+    store = S3Store(params(prefix=''), 'postgres', client=s3_env)
+    store.upload(root, entry)
+    key = 'postgres/20250101T000000Z-full/data/base/1'
+    # Same size, one byte different: only the SHA-256 can tell.
+    body = bytearray(s3_env.get_object(Bucket=BUCKET, Key=key)['Body'].read())
+    body[10] ^= 0xFF
+    s3_env.put_object(Bucket=BUCKET, Key=key, Body=bytes(body))
+    with pytest.raises(S3Error) as caught:
+        store.verify(entry)
+    assert caught.value.kind == 'checksum' and 'data/base/1: SHA-256' in caught.value.msg
+    assert caught.value.result['checks'] == ['s3 sizes', 's3 sha256']
+    target = str(tmp_path / 'dl')
+    os.makedirs(target)
+    with pytest.raises(S3Error, match='differs from its catalog'):
+        store.download(target, entry['id'])
+    assert os.listdir(target) == []  # nothing staged is left behind
+
+    s3_env.delete_object(Bucket=BUCKET, Key=key)
+    with pytest.raises(S3Error, match='data/base/1: missing in S3'):
+        store.verify(entry)
+
+
+def test_incomplete_upload_is_not_listed(s3_env, tmp_path):
+    root = str(tmp_path)
+    first = make_backup(root, '20250101T000000Z-full', minutes=0)
+    second = make_backup(root, '20250101T010000Z-full', minutes=60)
+    store = S3Store(params(), 'postgres', client=s3_env)
+    store.upload(root, second)
+    store.upload(root, first)
+    # Order by the recorded stop time.
+    assert [e['id'] for e in store.list_entries()] == [first['id'], second['id']]
+    s3_env.delete_object(Bucket=BUCKET, Key='site/postgres/%s/catalog.json' % second['id'])
+    s3_env.put_object(Bucket=BUCKET, Key='site/postgres/wal/000000010000000000000001', Body=b'x')
+    listing = store.listing()
+    assert [e['id'] for e in listing['entries']] == [first['id']]
+    assert listing['incomplete'] == [second['id']]
+    with pytest.raises(S3Error) as caught:
+        store.download(root + '/x', second['id'])
+    assert caught.value.kind == 'missing'
+
+
+def test_reupload_replaces_and_drops_stale_objects(s3_env, tmp_path):
+    root = str(tmp_path)
+    entry = make_backup(root, '20250101T000000Z-full')
+    store = S3Store(params(), 'postgres', client=s3_env)
+    s3_env.put_object(Bucket=BUCKET, Key='site/postgres/%s/stale' % entry['id'], Body=b'old')
+    store.upload(root, entry)
+    assert 'site/postgres/%s/stale' % entry['id'] not in keys(s3_env)
+    assert store.verify(entry)['ok'] is True
+
+
+def test_areas_never_overwrite_different_content(s3_env, tmp_path):
+    store = S3Store(params(), 'postgres', client=s3_env)
+    archive = tmp_path / 'wal'
+    archive.mkdir()
+    names = ['000000010000000000000001', '000000010000000000000002']
+    for i, name in enumerate(names):
+        (archive / name).write_bytes(bytes([i]) * 4096)
+    assert store.put_area('wal', str(archive), names) == dict(uploaded=names, present=[])
+    assert store.put_area('wal', str(archive), names) == dict(uploaded=[], present=names)
+    head = s3_env.head_object(Bucket=BUCKET, Key='site/postgres/wal/' + names[0])
+    assert head['ServerSideEncryption'] == 'AES256'
+    assert store.list_area('wal') == dict((n, 4096) for n in names)
+    (archive / names[1]).write_bytes(b'\x07' * 4096)
+    with pytest.raises(S3Error, match='not overwritten'):
+        store.put_area('wal', str(archive), names)
+
+    dest = tmp_path / 'fetched'
+    dest.mkdir()
+    assert store.get_area('wal', names[:1], str(dest)) == names[:1]
+    assert (dest / names[0]).read_bytes() == bytes([0]) * 4096
+    s3_env.put_object(Bucket=BUCKET, Key='site/postgres/wal/' + names[1], Body=b'bad',
+                      Metadata={'sha256': '0' * 64})
+    with pytest.raises(S3Error, match='remote copy is damaged'):
+        store.get_area('wal', names[1:], str(dest))
+    assert sorted(os.listdir(str(dest))) == names[:1]
+    with pytest.raises(S3Error) as caught:
+        store.get_area('wal', ['000000010000000000000009'], str(dest))
+    assert caught.value.kind == 'missing'
+    assert store.remove_area('wal', names) == 2 and store.list_area('wal') == {}
+    with pytest.raises(S3Error, match='Unknown S3 area'):
+        store.area_key('other', 'x')
+    with pytest.raises(S3Error, match='shared area'):
+        store.key('wal')
+
+
+def test_missing_bucket_and_bad_params(s3_env):
+    store = S3Store(params(bucket='nope'), 'postgres', client=s3_env)
+    with pytest.raises(S3Error) as caught:
+        store.list_entries()
+    assert caught.value.kind == 'bucket' and 'nope does not exist' in caught.value.msg
+    with pytest.raises(S3Error, match='Invalid s3 option'):
+        S3Store(params(sse=None, sse_kms_key_id='k'), 'postgres', client=s3_env)
+
+
+def test_catalog_json_is_uploaded_last(s3_env, tmp_path, monkeypatch):
+    root = str(tmp_path)
+    entry = make_backup(root, '20250101T000000Z-full')
+    store = S3Store(params(), 'postgres', client=s3_env)
+    order = []
+    real_file, real_bytes = store._put_file, store._put_bytes
+    monkeypatch.setattr(store, '_put_file', lambda path, key, sha: order.append(key) or real_file(path, key, sha))
+    monkeypatch.setattr(store, '_put_bytes', lambda data, key: order.append(key) or real_bytes(data, key))
+    store.upload(root, entry)
+    assert order[-1].endswith('/catalog.json') and len(order) == 3
+    remote = json.loads(s3_env.get_object(Bucket=BUCKET, Key=order[-1])['Body'].read())
+    assert remote['id'] == entry['id']
