@@ -1,0 +1,1120 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) psscript.infra developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Redis snapshots into the backup catalog, and their restore into a Sentinel-managed set.
+
+Decisions (and why):
+
+* **Over the network only.** The backup container may run on another Docker host than Redis, so
+  nothing here reads or writes a Redis volume. A snapshot is fetched with ``redis-cli --rdb`` (the
+  replication protocol: the node forks and streams a point-in-time RDB); a restore starts a
+  temporary ``redis-server`` in the backup container, loaded from the RDB, and makes the live
+  master replicate from it.
+* **From a replica by default**: the fork happens there, not on the master that serves writes. The
+  node is chosen from what the Sentinel majority says, and checked on the node itself (link up, no
+  sync running, replicating the agreed master). Before the fetch the node runs ``BGSAVE``
+  (``BGSAVE SCHEDULE`` while an AOF rewrite runs) and we wait for ``rdb_bgsave_in_progress:0``,
+  ``LASTSAVE`` to advance and ``rdb_last_bgsave_status:ok``: LASTSAVE alone is not proof.
+* **Checked before published**: ``redis-check-rdb`` of the image (the same Redis version as the
+  stack's image, so it reads the RDB version the servers write) reads the whole file; its key
+  counts, and the per-database counts of the RDB's ``RESIZEDB`` records, go into the catalog. The
+  RDB is then compressed with zstd (``dump.rdb.zst``, SHA-256 of both the plain and the compressed
+  file recorded) and published through ``_catalog`` exactly like a PostgreSQL backup.
+* **Restore without losing the restored data to Sentinel or the replicas**: every replica gets
+  ``replica-priority 0`` (Sentinel cannot promote any of them) and we wait until the Sentinels see
+  it; the master is then made a replica of the temporary server (its own replicas follow it in a
+  chain), and promoted back with ``REPLICAOF NO ONE`` once its key counts equal the snapshot's. A
+  master that reports ``role:slave`` is flagged down by Sentinel after ``down-after-milliseconds``
+  plus 20 s, so that window is bounded below that; on any error the master is promoted back
+  (``REPLICAOF NO ONE``) and priorities are restored. The AOF is rewritten from the restored data
+  (``BGREWRITEAOF``) or, without AOF, an RDB is saved, so a restart loads the restored data.
+
+Commands go through ``run(args, environ_update=None) -> (rc, stdout, stderr)``; passwords travel in
+the environment (``REDISCLI_AUTH``) or in a 0600 file, never on a command line.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import os
+import re
+import shutil
+import time
+
+from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _redis, _sentinel
+from ansible_collections.psscript.infra.plugins.module_utils._files import write_text_atomic
+from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import BackupError
+
+SERVICE = 'redis'
+# A snapshot stands alone (no parent): in the catalog's terms it is a full backup, so chains,
+# restore choice and retention ("never remove the newest verified full") apply unchanged.
+CATALOG_TYPE = 'full'
+RDB_FILE = 'dump.rdb'
+ARCHIVE_FILE = 'dump.rdb.zst'
+TOOLS = ('redis-cli', 'redis-check-rdb', 'zstd')
+RESTORE_TOOLS = TOOLS + ('redis-server',)
+# Sentinel flags a master that reports role:slave as down after down-after-milliseconds plus two
+# INFO periods (2 x 10 s); stay this many seconds below that.
+SENTINEL_INFO_PERIOD = 10
+ROLE_SWITCH_MARGIN = 5
+
+DONE = _sentinel.DONE
+WAIT = _sentinel.WAIT
+FAILED = _sentinel.FAILED
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading what redis-check-rdb, INFO and the RDB itself say
+
+
+def parse_check_rdb(text):
+    """The facts in ``redis-check-rdb`` output.
+
+    Returns ``dict(ok, keys, expires, already_expired, redis_version, ctime, used_mem, db_offsets,
+    error)``; ``db_offsets`` lists ``(db, offset)`` where the offset is right after the RDB's
+    SELECTDB record (where a RESIZEDB record with the database's sizes follows).
+    """
+    result = dict(ok=False, keys=None, expires=None, already_expired=None, redis_version=None,
+                  ctime=None, used_mem=None, db_offsets=[], error=None)
+    errors = []
+    in_error = False
+    for line in (text or '').splitlines():
+        line = line.strip()
+        if line == '--- RDB ERROR DETECTED ---':
+            in_error = True
+            continue
+        if in_error and line and not line.startswith('[info]'):
+            errors.append(line)
+            continue
+        match = re.match(r"^\[offset (\d+)\] AUX FIELD ([\w-]+) = '(.*)'$", line)
+        if match:
+            name, value = match.group(2), match.group(3)
+            if name == 'redis-ver':
+                result['redis_version'] = value
+            elif name == 'ctime' and value.isdigit():
+                result['ctime'] = int(value)
+            elif name == 'used-mem' and value.isdigit():
+                result['used_mem'] = int(value)
+            continue
+        match = re.match(r'^\[offset (\d+)\] Selecting DB ID (\d+)$', line)
+        if match:
+            result['db_offsets'].append((int(match.group(2)), int(match.group(1))))
+            continue
+        if 'RDB looks OK' in line:
+            result['ok'] = True
+            continue
+        match = re.match(r'^\[info\] (\d+) (keys read|expires|already expired)$', line)
+        if match:
+            key = {'keys read': 'keys', 'expires': 'expires', 'already expired': 'already_expired'}[match.group(2)]
+            result[key] = int(match.group(1))
+    if in_error:
+        result['ok'] = False
+        result['error'] = ' | '.join(errors[:4]) or 'RDB error detected'
+    return result
+
+
+def read_length(data, pos):
+    """An RDB length at ``data[pos:]``: ``(value, next position)``; ValueError when it is not one."""
+    first = data[pos]
+    kind = first >> 6
+    if kind == 0:
+        return first & 0x3F, pos + 1
+    if kind == 1:
+        return ((first & 0x3F) << 8) | data[pos + 1], pos + 2
+    if first == 0x80:
+        return int.from_bytes(data[pos + 1:pos + 5], 'big'), pos + 5
+    if first == 0x81:
+        return int.from_bytes(data[pos + 1:pos + 9], 'big'), pos + 9
+    raise ValueError('byte 0x%02x at %d is not an RDB length' % (first, pos))
+
+
+RESIZEDB = 0xFB
+
+
+def keys_per_db(read_at, db_offsets):
+    """``{db: {'keys': n, 'expires': m}}`` from the RESIZEDB record after each SELECTDB.
+
+    ``read_at(offset, size)`` returns bytes of the RDB (a file or a buffer). None when a database
+    has no RESIZEDB record (RDB written before Redis 3.2).
+    """
+    counts = {}
+    for db, offset in db_offsets:
+        data = read_at(offset, 19)
+        if not data or data[0] != RESIZEDB:
+            return None
+        try:
+            keys, pos = read_length(data, 1)
+            expires, dummy = read_length(data, pos)
+        except (ValueError, IndexError):
+            return None
+        counts[str(db)] = dict(keys=keys, expires=expires)
+    return counts
+
+
+def file_reader(path):
+    def read_at(offset, size):
+        with open(path, 'rb') as handle:
+            handle.seek(offset)
+            return handle.read(size)
+    return read_at
+
+
+def rdb_version(header):
+    """``b'REDIS0012'`` -> 12; None when the header is not an RDB's."""
+    match = re.match(br'^REDIS(\d{4})', header or b'')
+    return int(match.group(1)) if match else None
+
+
+def keyspace(info_keyspace):
+    """``INFO keyspace`` (parsed by redis-py) -> ``{'0': keys, '3': keys}``."""
+    result = {}
+    for name, value in (info_keyspace or {}).items():
+        match = re.match(r'^db(\d+)$', str(name))
+        if not match:
+            continue
+        if isinstance(value, dict):
+            keys = int(value.get('keys', 0))
+        else:
+            found = re.search(r'keys=(\d+)', str(value))
+            keys = int(found.group(1)) if found else 0
+        if keys:
+            result[match.group(1)] = keys
+    return result
+
+
+def version_tuple(text):
+    numbers = re.findall(r'\d+', str(text or ''))[:3]
+    return tuple(int(n) for n in numbers) if numbers else None
+
+
+def total_keys(counts):
+    return sum(int(v['keys'] if isinstance(v, dict) else v) for v in (counts or {}).values())
+
+
+def plain_counts(counts):
+    """``{db: {'keys': n, ...}}`` or ``{db: n}`` -> ``{db: n}`` without empty databases."""
+    return dict((str(db), int(v['keys'] if isinstance(v, dict) else v)) for db, v in (counts or {}).items()
+                if int(v['keys'] if isinstance(v, dict) else v))
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing the node a snapshot is taken from
+
+
+def _same_node(host, port, address):
+    try:
+        return _sentinel.format_address(str(host), int(port)) == address
+    except (TypeError, ValueError):
+        return False
+
+
+def replica_in_sync(replication, master):
+    """Why a replica cannot serve a consistent snapshot of ``master`` (None when it can)."""
+    if replication is None:
+        return 'it did not answer'
+    if replication.get('role') != 'slave':
+        return 'it reports role:%s' % replication.get('role')
+    if not _same_node(replication.get('master_host'), replication.get('master_port'), master):
+        return 'it replicates %s:%s, not %s' % (replication.get('master_host'), replication.get('master_port'), master)
+    if replication.get('master_link_status') != 'up':
+        return 'its link to the master is %s' % replication.get('master_link_status')
+    if str(replication.get('master_sync_in_progress', 0)) != '0':
+        return 'it is still syncing from the master'
+    return None
+
+
+def agreed_view_master(views):
+    """The master the Sentinel majority names (BackupError when there is none)."""
+    master, reason = _sentinel.decide_master(dict((view['address'], _sentinel.view_master(view)) for view in views))
+    if master is None:
+        errors = [view.get('error') for view in views if not view.get('reachable') and view.get('error')]
+        raise BackupError('No Sentinel majority names the master: %s%s. Check the set with '
+                          'psscript.infra.sentinel_failover_check'
+                          % (reason or 'no Sentinel answered', ' (%s)' % '; '.join(errors[:3]) if errors else ''),
+                          kind='sentinel')
+    return master
+
+
+def replica_addresses(views, master):
+    """Replicas of ``master`` that no agreeing Sentinel flags down, in the first agreeing Sentinel's order."""
+    agreeing = [view for view in views if _sentinel.view_master(view) == master]
+    down = set()
+    for view in agreeing:
+        for replica in view['replicas']:
+            if any(flag in _sentinel.DOWN_FLAGS for flag in replica['flags']):
+                down.add(replica['address'])
+    result = []
+    for view in agreeing[:1]:
+        for replica in view['replicas']:
+            if replica['address'] and replica['address'] not in down:
+                result.append(replica['address'])
+    return result
+
+
+def all_replica_addresses(views, master):
+    """Every replica any agreeing Sentinel knows (restore must cover the down ones too)."""
+    seen = []
+    for view in views:
+        if _sentinel.view_master(view) != master:
+            continue
+        for replica in view['replicas']:
+            if replica['address'] and replica['address'] not in seen:
+                seen.append(replica['address'])
+    return seen
+
+
+def choose_source(master, candidates, replications, source='replica'):
+    """Pick the node to snapshot: ``dict(address, role, warning, skipped)``.
+
+    ``candidates``: replica addresses (see replica_addresses); ``replications``: their
+    ``INFO replication`` (None when they did not answer). With ``source='replica'`` the in-sync
+    replica with the highest replication offset wins; with none in sync, the master (warning).
+    """
+    if source == 'master':
+        return dict(address=master, role='master', warning=None, skipped={})
+    skipped = {}
+    good = []
+    for index, address in enumerate(candidates):
+        why = replica_in_sync(replications.get(address), master)
+        if why:
+            skipped[address] = why
+        else:
+            offset = _sentinel._int(replications[address].get('slave_repl_offset'), 0)
+            good.append((-offset, index, address))
+    if good:
+        return dict(address=sorted(good)[0][2], role='replica', warning=None, skipped=skipped)
+    details = '; '.join('%s: %s' % item for item in sorted(skipped.items())) or 'the Sentinels know no healthy replica'
+    return dict(address=master, role='master', skipped=skipped,
+                warning='No replica of %s is in sync (%s): the snapshot is taken from the master, which forks '
+                        'for it' % (master, details))
+
+
+# ---------------------------------------------------------------------------------------------
+# BGSAVE
+
+
+def bgsave_args(persistence):
+    """``BGSAVE``, or ``BGSAVE SCHEDULE`` while an AOF rewrite runs (plain BGSAVE is refused then)."""
+    if str(persistence.get('aof_rewrite_in_progress', 0)) != '0':
+        return ['BGSAVE', 'SCHEDULE']
+    return ['BGSAVE']
+
+
+def lastsave_needs_next_second(lastsave, server_time):
+    """LASTSAVE has a one-second resolution: a save in the second of the last one would not show."""
+    return int(lastsave) >= int(server_time)
+
+
+def bgsave_decision(before, persistence, lastsave, seen_running, elapsed, timeout):
+    """One look at a BGSAVE we asked for: ``(DONE|WAIT|FAILED, detail)``.
+
+    Done only when no save runs, LASTSAVE advanced past ``before`` and the last save's status is
+    ok. A save that ran (``seen_running``) and ended without advancing LASTSAVE failed.
+    """
+    running = str(persistence.get('rdb_bgsave_in_progress', 0)) != '0'
+    status = persistence.get('rdb_last_bgsave_status')
+    if not running and int(lastsave) > int(before):
+        if status == 'ok':
+            return DONE, 'LASTSAVE %s' % lastsave
+        return FAILED, 'the snapshot ended with rdb_last_bgsave_status:%s' % status
+    if not running and seen_running and status != 'ok':
+        return FAILED, ('BGSAVE failed (rdb_last_bgsave_status:%s): check the node\'s log, its disk space and '
+                        'vm.overcommit_memory' % status)
+    if elapsed >= timeout:
+        return FAILED, ('BGSAVE did not finish within bgsave_timeout (%s s; rdb_bgsave_in_progress:%s): raise '
+                        'bgsave_timeout or check the node' % (timeout, 1 if running else 0))
+    return WAIT, 'saving' if running else 'waiting for the save to start'
+
+
+def save_ended(persistence, elapsed, timeout):
+    if str(persistence.get('rdb_bgsave_in_progress', 0)) == '0':
+        return DONE, ''
+    if elapsed >= timeout:
+        return FAILED, 'a save already running did not end within %s s' % timeout
+    return WAIT, 'a save runs'
+
+
+def rewrite_ended(persistence, elapsed, timeout):
+    if str(persistence.get('aof_rewrite_in_progress', 0)) == '0' and str(persistence.get('aof_rewrite_scheduled', 0)) == '0':
+        return DONE, ''
+    if elapsed >= timeout:
+        return FAILED, 'an AOF rewrite already running did not end within %s s' % timeout
+    return WAIT, 'an AOF rewrite runs'
+
+
+def wait_for(look, decide, timeout, interval=0.2, sleep=time.sleep, clock=time.monotonic):
+    """Poll ``decide(look(), elapsed, timeout)`` until it is not WAIT; return (state, detail)."""
+    start = clock()
+    while True:
+        snapshot = look()
+        state, detail = decide(snapshot, clock() - start, timeout)
+        if state != WAIT:
+            return state, detail
+        sleep(interval)
+
+
+# ---------------------------------------------------------------------------------------------
+# Space
+
+
+def expected_size(entries, used_memory):
+    """Bytes the next snapshot needs (plain RDB plus its compressed copy), and where the figure comes from."""
+    known = [e for e in _catalog.sort_by_stop(entries) if e.get('rdb_bytes')]
+    if known:
+        last = known[-1]
+        return int(last['rdb_bytes']) + int(last.get('bytes') or 0), 'size of the last snapshot %s' % last['id']
+    if used_memory:
+        return int(used_memory) * 2, 'used_memory of the source node, twice (plain RDB and compressed copy)'
+    return 0, 'unknown (no snapshot yet and used_memory could not be read)'
+
+
+# ---------------------------------------------------------------------------------------------
+# Restore decisions
+
+
+def role_switch_budget(down_after_ms_values, wanted=None):
+    """Seconds the master may report role:slave before a Sentinel would flag it down (minus a margin)."""
+    values = [int(v) for v in down_after_ms_values if v is not None]
+    if not values:
+        raise BackupError('No Sentinel reported down-after-milliseconds for the master', kind='sentinel')
+    budget = min(values) / 1000.0 + 2 * SENTINEL_INFO_PERIOD - ROLE_SWITCH_MARGIN
+    if wanted:
+        budget = min(budget, float(wanted))
+    return budget
+
+
+def loaded_counts_problems(catalog_counts, keys, expires, loaded):
+    """Compare what the temporary server loaded with the snapshot's counts.
+
+    ``catalog_counts``: keys per database (None when unknown: only the total ``keys`` is compared).
+    A server that loads an RDB as a master drops keys whose TTL passed, so up to ``expires`` keys
+    may be missing; none may be added.
+    """
+    got = plain_counts(loaded)
+    problems = []
+    if catalog_counts is not None:
+        want = plain_counts(catalog_counts)
+        for db in sorted(set(want) | set(got), key=int):
+            if got.get(db, 0) > want.get(db, 0):
+                problems.append('db%s holds %d keys, the snapshot %d' % (db, got.get(db, 0), want.get(db, 0)))
+        keys = total_keys(want)
+    elif total_keys(got) > int(keys or 0):
+        problems.append('%d keys loaded, the snapshot holds %d' % (total_keys(got), int(keys or 0)))
+    missing = int(keys or 0) - total_keys(got)
+    if missing > int(expires or 0):
+        problems.append('%d keys are missing (only %d keys of the snapshot have a TTL and may have expired)'
+                        % (missing, int(expires or 0)))
+    return problems
+
+
+def counts_text(counts):
+    counts = plain_counts(counts)
+    return ', '.join('db%s=%d' % (db, counts[db]) for db in sorted(counts, key=int)) or 'no keys'
+
+
+def sync_decision(replication, counts, want, elapsed, timeout, what, replid=None):
+    """Has ``what`` finished a full sync and does it hold ``want``? ``(DONE|WAIT|FAILED, detail)``.
+
+    ``replid``: the replication id of the history it must follow (its master's); equal key counts
+    alone could be old data that happens to have as many keys.
+    """
+    if replication is None:
+        detail = '%s did not answer' % what
+    elif replication.get('master_link_status') != 'up':
+        detail = '%s: link to its master is %s' % (what, replication.get('master_link_status'))
+    elif str(replication.get('master_sync_in_progress', 0)) != '0':
+        detail = '%s is still receiving the snapshot' % what
+    elif replid and replication.get('master_replid') != replid:
+        detail = '%s still follows replication id %s, not %s' % (what, replication.get('master_replid'), replid)
+    elif plain_counts(counts) != plain_counts(want):
+        detail = '%s holds %s, expected %s' % (what, counts_text(counts), counts_text(want))
+    else:
+        return DONE, '%s holds %s' % (what, counts_text(counts))
+    if elapsed >= timeout:
+        return FAILED, '%s (after %.1f s)' % (detail, elapsed)
+    return WAIT, detail
+
+
+def aof_decision(before_rewrites, persistence, elapsed, timeout):
+    """Has an AOF rewrite started after ``before_rewrites`` finished well?"""
+    running = str(persistence.get('aof_rewrite_in_progress', 0)) != '0' or \
+        str(persistence.get('aof_rewrite_scheduled', 0)) != '0'
+    rewrites = _sentinel._int(persistence.get('aof_rewrites'), 0)
+    status = persistence.get('aof_last_bgrewrite_status')
+    if not running and rewrites > int(before_rewrites):
+        if status == 'ok':
+            return DONE, 'AOF rewritten'
+        return FAILED, 'the AOF rewrite failed (aof_last_bgrewrite_status:%s): check the master\'s log and disk' % status
+    if elapsed >= timeout:
+        return FAILED, 'the AOF rewrite did not finish within %s s' % timeout
+    return WAIT, 'rewriting the AOF'
+
+
+def restore_plan(master, replicas, listen, source, keys_text, aof, budget):
+    """The steps a restore takes, in words (check mode returns them; the real run logs them)."""
+    steps = ['check %s: SHA-256 and redis-check-rdb' % source]
+    if replicas:
+        steps.append('set replica-priority 0 on %s and wait until the Sentinels see it (no failover can promote '
+                     'them)' % ', '.join(replicas))
+    steps += [
+        'start a temporary redis-server on %s loaded from the snapshot (appendonly no, no saves) and check it '
+        'holds %s' % (listen, keys_text),
+        'REPLICAOF %s on the master %s (its replicas follow it), wait for the full sync and the same key counts '
+        '(at most %.0f s, below the time Sentinel takes to flag a master reporting role:slave)' % (listen, master, budget),
+        'REPLICAOF NO ONE on %s and check its key counts again' % master,
+        'BGREWRITEAOF on %s and wait for it' % master if aof else 'BGSAVE on %s and wait for it (appendonly is off)' % master,
+        'wait until every replica is in sync with the same key counts',
+    ]
+    if replicas:
+        steps.append('restore replica-priority on %s' % ', '.join(replicas))
+    steps += ['stop the temporary server',
+              'check the Sentinel majority: master still %s, CKQUORUM ok, no problem reported' % master]
+    return steps
+
+
+def temp_server_config(listen_host, port, password, directory):
+    """redis.conf of the temporary restore server (written 0600: it holds the password)."""
+    lines = [
+        'bind %s' % listen_host,
+        'port %d' % int(port),
+        'protected-mode no',
+        'daemonize yes',
+        'pidfile %s' % os.path.join(directory, 'redis.pid'),
+        'logfile %s' % os.path.join(directory, 'redis.log'),
+        'dir %s' % directory,
+        'dbfilename %s' % RDB_FILE,
+        'appendonly no',
+        'save ""',
+        'repl-diskless-sync yes',
+        'repl-diskless-sync-delay 0',
+        'maxmemory 0',
+    ]
+    if password:
+        lines.append('requirepass "%s"' % password.replace('\\', '\\\\').replace('"', '\\"'))
+    return '\n'.join(lines) + '\n'
+
+
+# ---------------------------------------------------------------------------------------------
+# Catalog actions shared by the module (listing, prune)
+
+
+def listing(root):
+    catalog = _catalog.list_backups(root)
+    entries = catalog['backups']
+    backups = []
+    for entry in entries:
+        item = _catalog.summary(entry)
+        item['restorable'] = _catalog.restorable(entries, entry)
+        backups.append(item)
+    restorable = [b for b in backups if b['restorable']]
+    verified = [b for b in backups if b.get('verified') is True]
+    return dict(backups=backups, latest=restorable[-1]['id'] if restorable else None,
+                last_verified=verified[-1]['id'] if verified else None,
+                leftovers=catalog['leftovers'], unreadable=catalog['unreadable'])
+
+
+def prune(root, keep_days, keep_count, grace_seconds, check_mode):
+    """Apply ``_catalog.plan_retention``; in check mode only say what would go."""
+    catalog = _catalog.list_backups(root, remove_leftovers_older_than=None if check_mode else grace_seconds)
+    plan = _catalog.plan_retention(catalog['backups'], keep_days=keep_days, keep_count=keep_count)
+    removed_leftovers = catalog['removed']
+    if check_mode:
+        removed_leftovers = [item for item in catalog['leftovers'] if item['age_seconds'] >= grace_seconds]
+    else:
+        for backup_id in plan['remove']:
+            _catalog.remove_backup(root, backup_id)
+    return dict(changed=bool(plan['remove'] or removed_leftovers), removed=plan['remove'], kept=plan['keep'],
+                reasons=plan['reasons'], warnings=plan['warnings'], removed_leftovers=removed_leftovers,
+                leftovers=[item for item in catalog['leftovers'] if item not in removed_leftovers],
+                unreadable=catalog['unreadable'])
+
+
+def prune_remote(store, keep_days, keep_count, check_mode):
+    """The same retention rules over the S3 copies (``_s3.S3Store``), planned on the remote catalog."""
+    remote = store.listing()
+    plan = _catalog.plan_retention(remote['entries'], keep_days=keep_days, keep_count=keep_count)
+    if not check_mode:
+        for backup_id in plan['remove']:
+            store.remove(backup_id)
+    return dict(removed=plan['remove'], kept=plan['keep'], reasons=plan['reasons'], warnings=plan['warnings'],
+                incomplete=remote['incomplete'])
+
+
+def choose_for_restore(local, remote, backup_id):
+    """The entry to restore from the local and S3 catalogs, and whether it must be downloaded.
+
+    A local copy wins over the remote one of the same id; ``latest`` is the newest restorable
+    snapshot of either.
+    """
+    local_ids = set(e['id'] for e in local)
+    merged = list(local) + [e for e in remote or [] if e['id'] not in local_ids]
+    if not merged:
+        raise BackupError('There is no snapshot to restore (the catalog%s is empty): take one first, or pass rdb_file'
+                          % (' and S3' if remote is not None else ''), kind='missing')
+    chosen = _catalog.select_backup(merged, target=backup_id)[-1]
+    return chosen, chosen['id'] not in local_ids
+
+
+# ---------------------------------------------------------------------------------------------
+# Files: check, compress, decompress
+
+
+def check_rdb(run, tool, path):
+    """Run redis-check-rdb; return the parsed facts plus ``rdb_version`` and per-db counts (BackupError if bad)."""
+    rc, out, err = run([tool, path])
+    facts = parse_check_rdb(out + '\n' + (err or ''))
+    if rc != 0 or not facts['ok']:
+        detail = facts['error'] or ' | '.join([line for line in (out + (err or '')).splitlines() if line.strip()][-3:])
+        raise BackupError('redis-check-rdb finds %s damaged (exit code %s): %s' % (path, rc, detail or 'no message'),
+                          kind='damaged')
+    with open(path, 'rb') as handle:
+        facts['rdb_version'] = rdb_version(handle.read(9))
+    facts['keys_by_db'] = keys_per_db(file_reader(path), facts['db_offsets'])
+    if facts['keys_by_db'] is not None and total_keys(facts['keys_by_db']) != facts['keys']:
+        facts['keys_by_db'] = None  # RESIZEDB sizes disagree with what was read: trust only the total
+    return facts
+
+
+def compress(run, tool, plain, packed):
+    rc, out, err = run([tool, '-q', '-T0', '-f', '-o', packed, plain])
+    if rc != 0:
+        raise BackupError('zstd failed (exit code %s): %s; check the space in %s'
+                          % (rc, (err or out).strip(), os.path.dirname(packed)))
+
+
+def decompress(run, tool, packed, plain):
+    rc, out, err = run([tool, '-q', '-d', '-f', '-o', plain, packed])
+    if rc != 0:
+        raise BackupError('Unpacking %s failed (zstd exit code %s): %s' % (packed, rc, (err or out).strip()),
+                          kind='damaged')
+
+
+def scratch_dir(root, what):
+    path = os.path.join(root, '%s%s-%d-%d' % (_catalog.SCRATCH_PREFIX, what, os.getpid(), int(time.time() * 1000)))
+    os.makedirs(path, 0o700)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Backup
+
+
+def take_snapshot(run, tools, node, source, root, entries, clock_now, bgsave_timeout, fetch_timeout, env,
+                  sleep=time.sleep):
+    """BGSAVE on ``node``, fetch, check, compress, hash and publish; return the catalog entry.
+
+    ``node``: a ``_redis.Node``; ``source``: the choose_source() result; ``clock_now()``: the node's
+    clock; ``env``: environment of redis-cli (REDISCLI_AUTH). The staged directory is removed on
+    any failure.
+    """
+    backup_id = _catalog.new_backup_id(CATALOG_TYPE)
+    durations = {}
+    began = time.time()
+    server = node.call('info', 'server', command='INFO server')
+    persistence = node.call('info', 'persistence', command='INFO persistence')
+    if str(persistence.get('loading', 0)) != '0':
+        raise BackupError('%s is still loading its dataset: retry later' % node.address, kind='loading')
+    if str(persistence.get('rdb_bgsave_in_progress', 0)) != '0':
+        # BGSAVE is refused while another save runs: let that one end first.
+        wait_for(lambda: node.call('info', 'persistence', command='INFO persistence'), save_ended, bgsave_timeout,
+                 interval=0.5, sleep=sleep)
+        persistence = node.call('info', 'persistence', command='INFO persistence')
+    before = lastsave(node)
+    if lastsave_needs_next_second(before, node.call('time', command='TIME')[0]):
+        sleep(1.05)
+    started_at = clock_now()
+    reply = node.command(*bgsave_args(persistence))
+    seen = {'running': 'scheduled' not in str(reply).lower()}
+
+    def look():
+        return node.call('info', 'persistence', command='INFO persistence'), lastsave(node)
+
+    def decide(snapshot, elapsed, timeout):
+        info, lastsave = snapshot
+        if str(info.get('rdb_bgsave_in_progress', 0)) != '0':
+            seen['running'] = True
+        return bgsave_decision(before, info, lastsave, seen['running'], elapsed, timeout)
+
+    state, detail = wait_for(look, decide, bgsave_timeout, interval=0.2, sleep=sleep)
+    if state != DONE:
+        raise BackupError('%s: %s' % (node.address, detail), kind='bgsave')
+    durations['bgsave'] = round(time.time() - began, 3)
+
+    staged = _catalog.start_backup(root, backup_id)
+    try:
+        plain = os.path.join(staged, RDB_FILE)
+        step = time.time()
+        cmd = ['timeout', str(int(fetch_timeout)), tools['redis-cli'], '-h', node.host, '-p', str(node.port),
+               '--no-auth-warning', '--rdb', plain]
+        rc, out, err = run(cmd, environ_update=env)
+        if rc != 0 or not os.path.isfile(plain):
+            why = ' | '.join(line.strip() for line in (err or out).splitlines() if line.strip())[-400:]
+            if rc == 124:
+                why = 'no complete RDB within fetch_timeout (%s s)' % fetch_timeout
+            raise BackupError('Fetching the RDB from %s with redis-cli --rdb failed (exit code %s): %s. Check '
+                              'redis_password and that the node accepts SYNC from this host' % (node.address, rc, why),
+                              kind='fetch')
+        stopped_at = clock_now()
+        durations['fetch'] = round(time.time() - step, 3)
+        step = time.time()
+        facts = check_rdb(run, tools['redis-check-rdb'], plain)
+        durations['check'] = round(time.time() - step, 3)
+        step = time.time()
+        rdb_sha256, rdb_bytes = _catalog.hash_file(plain)
+        compress(run, tools['zstd'], plain, os.path.join(staged, ARCHIVE_FILE))
+        os.unlink(plain)
+        durations['compress'] = round(time.time() - step, 3)
+        files = _catalog.hash_tree(staged)
+        durations['total'] = round(time.time() - began, 3)
+        keys_by_db = facts['keys_by_db']
+        entry = _catalog.make_entry(
+            backup_id, CATALOG_TYPE, started_at, stopped_at, files,
+            service=SERVICE,
+            layout='rdb.zst',
+            compressed=True,
+            source=dict(address=node.address, role=source['role']),
+            redis_version=server.get('redis_version'),
+            rdb_version=facts['rdb_version'],
+            rdb_created_at=_catalog.format_time(_to_datetime(facts['ctime'])) if facts['ctime'] else None,
+            rdb_bytes=rdb_bytes,
+            rdb_sha256=rdb_sha256,
+            data_bytes=rdb_bytes,
+            keys=facts['keys'],
+            expires=facts['expires'],
+            keys_by_db=dict((db, v['keys']) for db, v in keys_by_db.items()) if keys_by_db is not None else None,
+            expires_by_db=dict((db, v['expires']) for db, v in keys_by_db.items()) if keys_by_db is not None else None,
+            durations=durations,
+        )
+        _catalog.publish(root, entry, staged)
+        return entry
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+def _to_datetime(epoch):
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+
+
+def lastsave(node):
+    """``LASTSAVE`` as epoch seconds (redis-py turns the reply into a datetime)."""
+    value = node.command('LASTSAVE')
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            return int(time.mktime(value.timetuple()))
+        return int(value.timestamp())
+    return int(value)
+
+
+def server_time(node):
+    """The node's clock (``TIME``) as an aware datetime: catalog times come from the server, not this host."""
+    seconds, micros = node.call('time', command='TIME')
+    return _to_datetime(int(seconds) + int(micros) / 1000000.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Verify
+
+
+def unpack_checked(run, tools, root, entry, scratch):
+    """Check hashes, unpack into ``scratch`` and check the RDB; return ``(path, facts, problems)``."""
+    problems = _catalog.check_hashes(os.path.join(root, entry['id']), entry)
+    if problems:
+        return None, None, problems
+    plain = os.path.join(scratch, RDB_FILE)
+    try:
+        decompress(run, tools['zstd'], os.path.join(root, entry['id'], ARCHIVE_FILE), plain)
+        digest, size = _catalog.hash_file(plain)
+        if entry.get('rdb_sha256') and (digest != entry['rdb_sha256'] or size != entry.get('rdb_bytes')):
+            return None, None, ['%s unpacked: SHA-256 %s (%d bytes), recorded %s (%s bytes)'
+                                % (RDB_FILE, digest, size, entry['rdb_sha256'], entry.get('rdb_bytes'))]
+        facts = check_rdb(run, tools['redis-check-rdb'], plain)
+    except BackupError as err:
+        return None, None, [err.msg]
+    if entry.get('keys') is not None and facts['keys'] != entry['keys']:
+        problems.append('redis-check-rdb reads %s keys, the catalog records %s' % (facts['keys'], entry['keys']))
+    return plain, facts, problems
+
+
+def verify_snapshot(run, tools, root, entry):
+    """``dict(id, ok, problems, checks)``: SHA-256 of the files, then redis-check-rdb of the unpacked RDB."""
+    result = dict(id=entry['id'], ok=False, problems=[], checks=['sha256', 'redis-check-rdb'])
+    scratch = scratch_dir(root, 'verify-' + entry['id'])
+    try:
+        dummy, facts, problems = unpack_checked(run, tools, root, entry, scratch)
+        result['problems'] = problems
+        result['ok'] = not problems
+        if facts:
+            result['keys'] = facts['keys']
+        return result
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def record_verification(root, entry, outcome):
+    """Write the verify result into the backup's catalog.json; return whether it changed."""
+    changed = entry.get('verified') is not outcome['ok']
+    entry['verified'] = outcome['ok']
+    entry['verified_at'] = _catalog.format_time(_catalog.utc_now())
+    entry['verify_error'] = None if outcome['ok'] else '; '.join(outcome['problems'])[:2000]
+    _catalog.write_entry(os.path.join(root, entry['id']), entry)
+    return changed
+
+
+# ---------------------------------------------------------------------------------------------
+# Restore
+
+
+class Restore(object):
+    """One restore of an RDB into the Sentinel-managed set (see the module docstring for the steps).
+
+    ``sset``: a ``_redis.SentinelSet``; ``open_node(host, port, password)``: a ``_redis.Node``
+    factory (the temporary server); ``log(text)``: collects what happened for the result.
+    """
+
+    def __init__(self, run, tools, sset, open_node, listen_host, listen_port, password, log,
+                 sync_timeout=None, timeout=300, sleep=time.sleep):
+        self.run = run
+        self.tools = tools
+        self.sset = sset
+        self.open_node = open_node
+        self.listen_host = listen_host
+        self.listen_port = int(listen_port)
+        self.listen = _sentinel.format_address(listen_host, listen_port)
+        self.password = password
+        self.log = log
+        self.sync_timeout = sync_timeout
+        self.timeout = timeout
+        self.sleep = sleep
+        self.priorities = {}
+        self.master = None
+        self.temp = None
+        self.temp_dir = None
+        self.master_is_replica = False
+
+    # -- looking at the set -------------------------------------------------------------------
+    def survey(self):
+        """Master, replicas and the time budget from the Sentinel majority; BackupError when unhealthy."""
+        views = self.sset.views()
+        master = agreed_view_master(views)
+        reachable = [view for view in views if view.get('reachable')]
+        not_ok = [view['address'] for view in reachable if not view['ckquorum_ok']]
+        if not_ok:
+            raise BackupError('SENTINEL CKQUORUM fails on %s: fix the Sentinel set before a restore (action=check of '
+                              'psscript.infra.sentinel_failover_check)' % ', '.join(not_ok), kind='sentinel')
+        flagged = [view['address'] for view in reachable
+                   if any(flag in _sentinel.DOWN_FLAGS + ('failover_in_progress',) for flag in view['master']['flags'])]
+        if flagged:
+            raise BackupError('Sentinel(s) %s flag the master %s as down or failing over: wait until the set is '
+                              'healthy' % (', '.join(flagged), master), kind='sentinel')
+        down_after = []
+        for node in self.sset.sentinels:
+            try:
+                down_after.append(_redis.sentinel_master(node, self.sset.master_name).get('down-after-milliseconds'))
+            except _redis.RedisOpError:  # an unreachable Sentinel has no say in the budget
+                pass
+        self.master = master
+        return dict(master=master, replicas=all_replica_addresses(views, master),
+                    budget=role_switch_budget(down_after, self.sync_timeout))
+
+    def node(self, address):
+        return self.sset.data_node(address)
+
+    def info(self, address, section):
+        return self.node(address).call('info', section, command='INFO %s' % section)
+
+    def counts(self, address):
+        return keyspace(self.info(address, 'keyspace'))
+
+    # -- steps --------------------------------------------------------------------------------
+    def check_master(self, master, temp_version):
+        server = self.info(master, 'server')
+        replication = self.info(master, 'replication')
+        if replication.get('role') != 'master':
+            raise BackupError('%s, named master by the Sentinels, reports role:%s' % (master, replication.get('role')),
+                              kind='sentinel')
+        live, mine = version_tuple(server.get('redis_version')), version_tuple(temp_version)
+        if live and mine and live[:2] < mine[:2]:
+            raise BackupError('The master runs Redis %s, older than the restore server %s of this image: it could not '
+                              'load the RDB it would send. Use a backup image of the same Redis version'
+                              % (server.get('redis_version'), temp_version), kind='version')
+        try:
+            masterauth = self.node(master).call('config_get', 'masterauth', command='CONFIG GET').get('masterauth')
+            masteruser = self.node(master).call('config_get', 'masteruser', command='CONFIG GET').get('masteruser')
+        except Exception:  # CONFIG may be renamed or denied: the sync wait will then say what went wrong
+            masterauth = masteruser = None
+        if masteruser:
+            raise BackupError('The master authenticates to its masters as user %s (masteruser): restores support the '
+                              'default user only' % masteruser, kind='config')
+        if masterauth is not None and (masterauth or None) != (self.password or None):
+            raise BackupError('The master\'s masterauth differs from redis_password: the master could not '
+                              'authenticate to the restore server. Pass the stack\'s Redis password', kind='config')
+        return self.info(master, 'persistence')
+
+    def stop_promotions(self, replicas, budget_wait=None):
+        for address in replicas:
+            try:
+                value = self.node(address).call('config_get', 'replica-priority', command='CONFIG GET').get('replica-priority')
+            except Exception as err:
+                raise BackupError('Cannot read replica-priority of replica %s (%s): every replica must answer before a '
+                                  'restore' % (address, getattr(err, 'msg', err)), kind='replica')
+            self.priorities[address] = value
+            self.node(address).call('config_set', 'replica-priority', 0, command='CONFIG SET')
+        self.log('replica-priority 0 on %s (was %s)' % (', '.join(replicas) or 'no replica',
+                                                        ', '.join('%s' % v for v in self.priorities.values()) or '-'))
+        if not replicas:
+            return
+
+        def look():
+            seen = {}
+            for view in self.sset.views():
+                if not view.get('reachable'):
+                    continue
+                for replica in view['replicas']:
+                    if replica['address'] in replicas:
+                        seen.setdefault(replica['address'], []).append(replica['priority'])
+            return seen
+
+        def decide(seen, elapsed, timeout):
+            pending = [a for a in replicas if not seen.get(a) or any(p != 0 for p in seen[a])]
+            if not pending:
+                return DONE, ''
+            if elapsed >= timeout:
+                return FAILED, ('the Sentinels still report a non-zero replica-priority for %s after %.0f s'
+                                % (', '.join(pending), elapsed))
+            return WAIT, ''
+        started = time.monotonic()
+        state, detail = wait_for(look, decide, budget_wait or 3 * SENTINEL_INFO_PERIOD, interval=0.5, sleep=self.sleep)
+        if state != DONE:
+            raise BackupError(detail, kind='sentinel')
+        self.log('every Sentinel sees replica-priority 0 (after %.1f s)' % (time.monotonic() - started))
+
+    def restore_priorities(self):
+        problems = []
+        for address, value in sorted(self.priorities.items()):
+            try:
+                self.node(address).call('config_set', 'replica-priority', value, command='CONFIG SET')
+            except Exception as err:
+                problems.append('could not restore replica-priority %s on %s: %s' % (value, address, getattr(err, 'msg', err)))
+        if self.priorities and not problems:
+            self.log('replica-priority restored on %s' % ', '.join(sorted(self.priorities)))
+        self.priorities = {} if not problems else self.priorities
+        return problems
+
+    def start_temp_server(self, rdb_path, scratch):
+        self.temp_dir = scratch
+        target = os.path.join(scratch, RDB_FILE)
+        if os.path.abspath(rdb_path) != target:
+            shutil.copyfile(rdb_path, target)
+        conf = os.path.join(scratch, 'redis.conf')
+        write_text_atomic(conf, temp_server_config(self.listen_host, self.listen_port, self.password, scratch), mode=0o600)
+        rc, out, err = self.run([self.tools['redis-server'], conf])
+        if rc != 0:
+            raise BackupError('The temporary redis-server did not start (exit code %s): %s' % (rc, (err or out).strip()),
+                              kind='temp_server')
+        self.temp = self.open_node(self.listen_host, self.listen_port, self.password)
+
+        def look():
+            try:
+                return self.temp.call('info', 'persistence', command='INFO persistence'), None
+            except Exception as err:
+                return None, getattr(err, 'msg', str(err))
+
+        def decide(snapshot, elapsed, timeout):
+            info, error = snapshot
+            if info is not None and str(info.get('loading', 0)) == '0':
+                return DONE, ''
+            if elapsed >= timeout:
+                return FAILED, ('the temporary redis-server on %s did not come up loaded within %s s (%s); its log: %s'
+                                % (self.listen, timeout, error or 'loading', self.temp_log()))
+            return WAIT, ''
+        state, detail = wait_for(look, decide, self.timeout, interval=0.2, sleep=self.sleep)
+        if state != DONE:
+            raise BackupError(detail, kind='temp_server')
+        return keyspace(self.temp.call('info', 'keyspace', command='INFO keyspace'))
+
+    def temp_log(self):
+        try:
+            with open(os.path.join(self.temp_dir, 'redis.log')) as handle:
+                return ' | '.join(line.strip() for line in handle.read().splitlines()[-4:])
+        except (OSError, IOError, TypeError):
+            return 'no log'
+
+    def stop_temp_server(self):
+        if self.temp is not None:
+            try:
+                self.temp.command('SHUTDOWN', 'NOSAVE')
+            except Exception:  # the connection drops when it stops: expected
+                pass
+            self.temp.close()
+            self.temp = None
+        pidfile = os.path.join(self.temp_dir or '/nonexistent', 'redis.pid')
+        for dummy in range(50):
+            if not os.path.exists(pidfile):
+                break
+            try:
+                with open(pidfile) as handle:
+                    os.kill(int(handle.read().strip()), 0)
+            except (OSError, ValueError):
+                break
+            self.sleep(0.1)
+
+    def sync_master(self, master, want, budget):
+        temp_replid = self.temp.call('info', 'replication', command='INFO replication').get('master_replid')
+        started = time.monotonic()
+        self.node(master).command('REPLICAOF', self.listen_host, str(self.listen_port))
+        self.master_is_replica = True
+        self.log('REPLICAOF %s on %s' % (self.listen, master))
+
+        def look():
+            try:
+                return self.info(master, 'replication'), self.counts(master)
+            except Exception:
+                return None, {}
+
+        def decide(snapshot, elapsed, timeout):
+            return sync_decision(snapshot[0], snapshot[1], want, elapsed, timeout, 'master %s' % master, temp_replid)
+        state, detail = wait_for(look, decide, budget, interval=0.1, sleep=self.sleep)
+        if state != DONE:
+            raise BackupError('The master did not finish its sync from the restore server in time: %s' % detail,
+                              kind='sync')
+        self.promote(master)
+        self.log('master %s synced and promoted back in %.1f s' % (master, time.monotonic() - started))
+
+    def promote(self, master):
+        self.node(master).command('REPLICAOF', 'NO', 'ONE')
+        self.master_is_replica = False
+
+    def persist(self, master, persistence):
+        if str(persistence.get('aof_enabled', 0)) != '0':
+            # A replica rewrites its AOF by itself after a full sync; let that one end, then rewrite
+            # from the data as it is now (BGREWRITEAOF is refused while a rewrite runs).
+            state, detail = wait_for(lambda: self.info(master, 'persistence'), rewrite_ended, self.timeout,
+                                     interval=0.2, sleep=self.sleep)
+            if state != DONE:
+                raise BackupError('The restored data is live but not yet persisted on %s: %s' % (master, detail),
+                                  kind='persist')
+            before = _sentinel._int(self.info(master, 'persistence').get('aof_rewrites'), 0)
+            self.node(master).command('BGREWRITEAOF')
+            state, detail = wait_for(lambda: self.info(master, 'persistence'),
+                                     lambda p, elapsed, timeout: aof_decision(before, p, elapsed, timeout),
+                                     self.timeout, interval=0.2, sleep=self.sleep)
+            what = 'AOF rewritten'
+        else:
+            node = self.node(master)
+            before = lastsave(node)
+            if lastsave_needs_next_second(before, node.call('time', command='TIME')[0]):
+                self.sleep(1.05)
+            info = self.info(master, 'persistence')
+            node.command(*bgsave_args(info))
+            state, detail = wait_for(lambda: (self.info(master, 'persistence'), lastsave(node)),
+                                     lambda s, elapsed, timeout: bgsave_decision(before, s[0], s[1], True, elapsed, timeout),
+                                     self.timeout, interval=0.2, sleep=self.sleep)
+            what = 'RDB saved'
+        if state != DONE:
+            raise BackupError('The restored data is live but not yet persisted on %s: %s' % (master, detail), kind='persist')
+        self.log('%s on %s' % (what, master))
+
+    def wait_replicas(self, master, replicas, want):
+        replid = self.info(master, 'replication').get('master_replid')
+        for address in replicas:
+            def look(address=address):
+                try:
+                    return self.info(address, 'replication'), self.counts(address)
+                except Exception:
+                    return None, {}
+
+            def decide(snapshot, elapsed, timeout, address=address):
+                return sync_decision(snapshot[0], snapshot[1], want, elapsed, timeout, 'replica %s' % address, replid)
+            state, detail = wait_for(look, decide, self.timeout, interval=0.2, sleep=self.sleep)
+            if state != DONE:
+                raise BackupError('The restored master is live, but a replica did not resync: %s' % detail,
+                                  kind='replica')
+            self.log('replica %s in sync: %s' % (address, counts_text(want)))
+
+    def rescue(self):
+        """After an error: never leave the set without a master, give failovers back. Returns problems."""
+        problems = []
+        if self.master_is_replica and self.master:
+            try:
+                self.promote(self.master)
+                self.log('rescue: REPLICAOF NO ONE on %s' % self.master)
+            except Exception as err:
+                problems.append('could not promote %s back (REPLICAOF NO ONE): %s: run it by hand NOW'
+                                % (self.master, getattr(err, 'msg', err)))
+        problems.extend(self.restore_priorities())
+        return problems
+
+
+def run_restore(restore, rdb_path, snapshot, scratch, temp_version, check_mode=False):
+    """Drive a Restore of ``rdb_path``; ``snapshot``: its ``keys``, ``expires`` and ``keys_by_db``
+    (catalog entry or redis-check-rdb facts). Returns the result dict; raises BackupError after
+    rescuing the set."""
+    survey = restore.survey()
+    master, replicas, budget = survey['master'], survey['replicas'], survey['budget']
+    persistence = restore.check_master(master, temp_version)
+    aof = str(persistence.get('aof_enabled', 0)) != '0'
+    expected_counts = snapshot.get('keys_by_db')
+    keys_text = counts_text(expected_counts) if expected_counts is not None else '%s keys' % snapshot.get('keys')
+    result = dict(master=master, replicas=replicas, listen=restore.listen, role_switch_budget_seconds=budget,
+                  expected_keys=plain_counts(expected_counts) if expected_counts is not None else None)
+    result['plan'] = restore_plan(master, replicas, restore.listen, snapshot.get('name') or os.path.basename(rdb_path),
+                                  keys_text, aof, budget)
+    if check_mode:
+        return result
+    stage = ['nothing was changed yet']
+    try:
+        restore.stop_promotions(replicas)
+        stage[0] = 'the live data was not touched'
+        loaded = restore.start_temp_server(rdb_path, scratch)
+        problems = loaded_counts_problems(expected_counts, snapshot.get('keys'), snapshot.get('expires'), loaded)
+        if problems:
+            raise BackupError('The restore server did not load what the snapshot holds: %s' % '; '.join(problems),
+                              kind='keys')
+        restore.log('temporary server %s loaded %s' % (restore.listen, counts_text(loaded)))
+        result['restored_keys'] = plain_counts(loaded)
+        stage[0] = 'the master may hold its old data or the restored data: check its keys'
+        restore.sync_master(master, loaded, budget)
+        stage[0] = 'the master holds the restored data'
+        after = restore.counts(master)
+        if plain_counts(after) != plain_counts(loaded):
+            raise BackupError('After REPLICAOF NO ONE the master holds %s, not the restored %s (writes arrived?)'
+                              % (counts_text(after), counts_text(loaded)), kind='keys')
+        restore.persist(master, persistence)
+        restore.wait_replicas(master, replicas, loaded)
+    except BaseException as err:
+        problems = restore.rescue()
+        restore.stop_temp_server()
+        msg = getattr(err, 'msg', None) or '%s: %s' % (type(err).__name__, err)
+        msg += ' (%s; master %s%s)' % (stage[0], master, ', failovers allowed again' if not problems else '')
+        if problems:
+            msg += '. ALSO: ' + '; '.join(problems)
+        raise BackupError(msg, kind=getattr(err, 'kind', 'restore'))
+    problems = restore.restore_priorities()
+    restore.stop_temp_server()
+    if problems:
+        raise BackupError('The data is restored, but: %s' % '; '.join(problems), kind='priority')
+    return result
+
+
+def sentinel_check(sset, master, timeout, expected_replicas=None, sleep=time.sleep):
+    """Wait until the Sentinel majority names ``master`` with no problem (evaluate); return the report."""
+    def look():
+        views = sset.views()
+        current = _sentinel.likely_master(views)
+        replication, error = sset.replication(current) if current else (None, None)
+        return _sentinel.evaluate(views, expected_replicas, 10.0, replication, error, sset.master_name)
+
+    def decide(report, elapsed, limit):
+        named = report['master'] and _sentinel.format_address(report['master']['host'], report['master']['port'])
+        if named and named != master:
+            return FAILED, 'the Sentinels now name %s as master, not %s: a failover happened' % (named, master)
+        if named == master and not report['problems']:
+            return DONE, report
+        if elapsed >= limit:
+            return FAILED, '; '.join(report['problems']) or 'no Sentinel majority'
+        return WAIT, report
+    return wait_for(look, decide, timeout, interval=1.0, sleep=sleep)

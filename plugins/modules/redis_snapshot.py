@@ -1,0 +1,663 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) psscript.infra developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: redis_snapshot
+short_description: Take, verify, list, prune and restore Redis snapshots of a Sentinel-managed set
+version_added: 0.2.0
+description:
+  - Keeps a catalog of Redis RDB snapshots in O(backup_dir), the same catalog as M(psscript.infra.pg_backup)
+    (ids, SHA-256 per file, atomic publish with the C(catalog.json) marker last, retention). Everything goes over
+    the network, so the module works from a backup container on another Docker host than Redis.
+  - O(action=backup) chooses the node from what the Sentinel majority says, by default a replica that is in sync
+    (the fork happens there, not on the master); the master only with O(source=master) or when no replica is in
+    sync (with a warning). The node runs C(BGSAVE) (C(BGSAVE SCHEDULE) while an AOF rewrite runs) and the module
+    waits for C(rdb_bgsave_in_progress:0), C(LASTSAVE) to advance and C(rdb_last_bgsave_status:ok). The RDB is then
+    fetched with C(redis-cli --rdb), checked with C(redis-check-rdb), compressed with zstd and published. The key
+    counts (total, with a TTL, and per database) go into the catalog entry. The backup is refused when the free space
+    is below the expected size (the last snapshot, or twice C(used_memory)); a failed backup leaves nothing behind.
+  - O(action=verify) re-hashes the files, unpacks the RDB into a scratch directory and runs C(redis-check-rdb) on it.
+    The result is recorded in the catalog; a failure fails the task.
+  - O(action=list) returns the catalog, ordered by the recorded stop time. O(action=prune) applies O(keep_days) and
+    O(keep_count) with the same rules as M(psscript.infra.pg_backup) (the newest verified snapshot is always kept).
+  - O(action=restore) loads a snapshot (O(backup_id)) or an RDB file (O(rdb_file)) into the live set without a
+    shared volume. Every replica gets C(replica-priority 0) (Sentinel cannot promote one) and the module waits until
+    the Sentinels see it; a temporary C(redis-server) started in this container on O(restore_listen_host) loads the
+    RDB (AOF off); the master replicates from it (C(REPLICAOF)) until its key counts equal the snapshot's, then is
+    promoted back (C(REPLICAOF NO ONE)); its AOF is rewritten (or, without AOF, an RDB saved); every replica must
+    resync to the same key counts; priorities are restored; and the Sentinel majority must still name the same
+    master with no problem (the check of M(psscript.infra.sentinel_failover_check)).
+  - With O(s3), O(action=backup) verifies the new snapshot, then copies it to S3 and checks the copy end to end;
+    O(action=list) also lists the S3 copies, O(action=verify) also checks them, O(action=prune) applies the same
+    rules to them, and O(action=restore) downloads the snapshot (verified against its catalog) when the local copy
+    is gone.
+  - The master reports C(role:slave) only for the sync, which must end well before Sentinel would flag it down
+    (C(down-after-milliseconds) + 20 s, less 5 s). On any error the master is promoted back and the priorities
+    restored, so the set never stays without a master.
+author:
+  - psscript.infra developers (!UNKNOWN)
+extends_documentation_fragment:
+  - psscript.infra.sentinel
+  - psscript.infra.backup
+  - psscript.infra.s3
+  - psscript.infra.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - O(action=backup) in check mode asks the Sentinels, chooses the node and checks the free space, and reports
+        what it would take.
+      - O(action=verify) in check mode checks but does not record the result (it still unpacks into a scratch
+        directory, removed afterwards).
+      - O(action=prune) in check mode returns what it would remove.
+      - O(action=restore) in check mode checks the snapshot and the set and returns the plan, changing nothing.
+  diff_mode:
+    support: none
+options:
+  action:
+    description:
+      - V(backup) takes a snapshot, V(verify) checks snapshots, V(list) reads the catalog, V(prune) applies
+        retention, V(restore) loads a snapshot into the live set.
+    type: str
+    required: true
+    choices: [backup, verify, list, prune, restore]
+  sentinels:
+    description:
+      - Every Sentinel that monitors the master, as C(host:port). Required for O(action=backup) and
+        O(action=restore).
+    type: list
+    elements: str
+    required: false
+  source:
+    description:
+      - Node O(action=backup) snapshots. V(replica) is the in-sync replica with the highest replication offset
+        (the master when none is in sync, with a warning); V(master) is the master.
+    type: str
+    choices: [replica, master]
+    default: replica
+  bgsave_timeout:
+    description:
+      - Seconds to wait for the C(BGSAVE) on the source node.
+    type: int
+    default: 300
+  fetch_timeout:
+    description:
+      - Seconds C(redis-cli --rdb) may take to fetch the RDB.
+    type: int
+    default: 600
+  backup_id:
+    description:
+      - Snapshot O(action=verify) checks (an id, V(latest) or V(all)), or O(action=restore) restores (an id or
+        V(latest), the newest one that did not fail verification).
+    type: str
+    default: latest
+  rdb_file:
+    description:
+      - For O(action=restore), an RDB file on the host that runs the module to load instead of a catalog snapshot
+        (an import). It is checked with C(redis-check-rdb) first.
+    type: path
+  restore_listen_host:
+    description:
+      - Address of this host (the backup container) on the stack network, which the master connects to during a
+        restore. The temporary server listens on it only. Required for O(action=restore).
+    type: str
+  restore_listen_port:
+    description:
+      - Port of the temporary restore server.
+    type: int
+    default: 16379
+  restore_timeout:
+    description:
+      - Seconds each restore step may take (loading, AOF rewrite, each replica's resync, the final Sentinel check).
+    type: int
+    default: 300
+  restore_sync_timeout:
+    description:
+      - Upper bound in seconds of the master's sync from the temporary server. It is also capped below the time
+        Sentinel takes to flag a master that reports C(role:slave) as down.
+    type: float
+notes:
+  - Needs C(redis-cli), C(redis-check-rdb), C(redis-server) (restore) and C(zstd) of the same Redis version as the
+    servers; the C(psscript/backup) image has them.
+  - The Redis password reaches C(redis-cli) through E(REDISCLI_AUTH) and the temporary server through a 0600 file in
+    its scratch directory, never a command line.
+  - Entries are catalog type C(full) (a snapshot stands alone) with C(service=redis).
+  - Jobs that write into O(backup_dir) hold an exclusive lock on C(<backup_dir>/.lock); a second one fails at once.
+seealso:
+  - module: psscript.infra.sentinel_failover_check
+  - module: psscript.infra.pg_backup
+  - name: Redis persistence
+    description: RDB, AOF and how BGSAVE works.
+    link: https://redis.io/docs/latest/operate/oss_and_stack/management/persistence/
+'''
+
+EXAMPLES = r'''
+- name: Snapshot from a replica and verify it
+  psscript.infra.redis_snapshot:
+    action: backup
+    backup_dir: /backups/redis
+    sentinels: [172.25.0.41:26379, 172.25.0.42:26380, 172.25.0.43:26381]
+    sentinel_password: "{{ redis_sentinel_password }}"
+    redis_password: "{{ redis_password }}"
+  register: snap
+
+- name: Verify it
+  psscript.infra.redis_snapshot:
+    action: verify
+    backup_id: "{{ snap.backup_id }}"
+    backup_dir: /backups/redis
+
+- name: Keep 14 days, at least 6 snapshots
+  psscript.infra.redis_snapshot:
+    action: prune
+    keep_days: 14
+    keep_count: 6
+    backup_dir: /backups/redis
+
+- name: Restore the newest snapshot into the live set (from the backup container at 172.25.0.50)
+  psscript.infra.redis_snapshot:
+    action: restore
+    backup_id: latest
+    backup_dir: /backups/redis
+    sentinels: [172.25.0.41:26379, 172.25.0.42:26380, 172.25.0.43:26381]
+    restore_listen_host: 172.25.0.50
+  environment:
+    REDIS_PASSWORD: "{{ redis_password }}"
+    REDIS_SENTINEL_PASSWORD: "{{ redis_sentinel_password }}"
+'''
+
+RETURN = r'''
+backup_id:
+  description: Id of the snapshot taken, or restored.
+  returned: action is backup or restore (of a catalog snapshot)
+  type: str
+  sample: 20250131T020000Z-full
+entry:
+  description: Catalog entry of the snapshot taken, without per-file hashes.
+  returned: action is backup, not in check mode
+  type: dict
+  sample:
+    id: 20250131T020000Z-full
+    type: full
+    service: redis
+    source: {address: '172.25.0.32:6380', role: replica}
+    redis_version: 8.0.2
+    rdb_version: 12
+    keys: 1200
+    expires: 10
+    keys_by_db: {'0': 1000, '3': 200}
+    rdb_bytes: 52000
+    bytes: 21000
+    durations: {bgsave: 0.5, fetch: 5.1, check: 0.1, compress: 0.1, total: 5.9}
+source:
+  description: The node chosen for O(action=backup), its role, and the replicas skipped with why.
+  returned: action is backup
+  type: dict
+  sample: {address: '172.25.0.32:6380', role: replica, skipped: {}}
+expected_bytes:
+  description: Space the snapshot was expected to need when free space was checked.
+  returned: action is backup
+  type: int
+  sample: 1048576
+backups:
+  description: Published snapshots, oldest first by stop time, without per-file hashes.
+  returned: action is list
+  type: list
+  elements: dict
+  sample: [{id: 20250131T020000Z-full, keys: 1200, verified: true, restorable: true}]
+latest:
+  description: Id of the newest snapshot that did not fail verification, or null.
+  returned: action is list
+  type: str
+  sample: 20250131T020000Z-full
+last_verified:
+  description: Id of the newest snapshot that passed verification, or null.
+  returned: action is list
+  type: str
+  sample: 20250131T020000Z-full
+leftovers:
+  description: Directories of interrupted work (never listed as snapshots), with their age.
+  returned: action is list or prune
+  type: list
+  elements: dict
+  sample: []
+unreadable:
+  description: Snapshot directories whose C(catalog.json) could not be read.
+  returned: action is list or prune
+  type: list
+  elements: dict
+  sample: []
+results:
+  description: One result per snapshot O(action=verify) checked.
+  returned: action is verify
+  type: list
+  elements: dict
+  sample: [{id: 20250131T020000Z-full, ok: true, checks: [sha256, redis-check-rdb], problems: [], keys: 1200}]
+removed:
+  description: Ids O(action=prune) removed (or would remove, in check mode), oldest first.
+  returned: action is prune
+  type: list
+  elements: str
+  sample: [20241201T020000Z-full]
+kept:
+  description: Ids retention keeps, oldest first.
+  returned: action is prune
+  type: list
+  elements: str
+  sample: [20250131T020000Z-full]
+reasons:
+  description: For each kept snapshot, the rules that keep it.
+  returned: action is prune
+  type: dict
+  sample: {20250131T020000Z-full: [newest verified full backup]}
+removed_leftovers:
+  description: Leftover directories removed by O(action=prune).
+  returned: action is prune
+  type: list
+  elements: dict
+  sample: []
+master:
+  description: The master the Sentinel majority names, restored into.
+  returned: action is restore
+  type: str
+  sample: 172.25.0.31:6379
+replicas:
+  description: The replicas that were resynced.
+  returned: action is restore
+  type: list
+  elements: str
+  sample: [172.25.0.32:6380, 172.25.0.33:6381]
+plan:
+  description: The restore steps, in words (what check mode would do).
+  returned: action is restore
+  type: list
+  elements: str
+  sample: [set replica-priority 0 on 172.25.0.32:6380 ...]
+restored_keys:
+  description: Keys per database the master holds after the restore.
+  returned: action is restore, not in check mode
+  type: dict
+  sample: {'0': 1000, '3': 200}
+log:
+  description: What the restore did, step by step.
+  returned: action is restore, not in check mode
+  type: list
+  elements: str
+  sample: ['REPLICAOF 172.25.0.50:16379 on 172.25.0.31:6379']
+downloaded_from_s3:
+  description: Whether O(action=restore) downloaded the snapshot from S3 (or would, in check mode) because it was
+    not in O(backup_dir).
+  returned: action is restore of a catalog snapshot
+  type: bool
+  sample: false
+s3:
+  description:
+    - O(action=backup) with O(s3) - the upload (C(url), C(objects), C(bytes), seconds, C(verified_at)).
+    - O(action=prune) with O(s3) - what retention removed in S3 (C(removed), C(kept), C(reasons), C(incomplete)).
+  returned: action is backup or prune, O(s3) given, not in check mode for backup
+  type: dict
+  sample:
+    id: 20250131T020000Z-full
+    url: s3://backups/prod/redis/20250131T020000Z-full/
+    objects: 2
+    bytes: 21000
+    verified_at: '2025-01-31T02:00:09.000000Z'
+s3_backups:
+  description: The snapshots in S3 (with C(catalog.json) uploaded), oldest first, each with C(local); local entries
+    in RV(backups) then carry C(in_s3).
+  returned: action is list, O(s3) given
+  type: list
+  elements: dict
+  sample: [{id: 20250131T020000Z-full, local: true, restorable: true}]
+s3_latest:
+  description: Id of the newest restorable snapshot in S3, or null.
+  returned: action is list, O(s3) given
+  type: str
+  sample: 20250131T020000Z-full
+s3_incomplete:
+  description: Ids in S3 without C(catalog.json) (interrupted uploads); never restored.
+  returned: action is list, O(s3) given
+  type: list
+  elements: str
+  sample: []
+s3_unreadable:
+  description: Snapshots in S3 whose C(catalog.json) could not be read.
+  returned: action is list, O(s3) given
+  type: list
+  elements: dict
+  sample: []
+sentinel:
+  description: The Sentinel check after the restore (as M(psscript.infra.sentinel_failover_check) reports it).
+  returned: action is restore, not in check mode
+  type: dict
+  sample: {master: {host: 172.25.0.31, port: 6379}, quorum_ok: true, problems: []}
+'''
+
+import os
+import re
+import shutil
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _pgbackup, _redis, _redissnap, _s3
+from ansible_collections.psscript.infra.plugins.module_utils._catalog import CatalogError
+from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import BackupError, human_bytes
+from ansible_collections.psscript.infra.plugins.module_utils._s3 import S3Error
+
+
+def find_tools(module, names):
+    tools = {}
+    for name in names:
+        path = module.get_bin_path(name)
+        if not path:
+            module.fail_json(msg='%s was not found: install redis-tools/redis-server/zstd of the servers\' Redis version, '
+                                 'or run the module in the psscript/backup image' % name)
+        tools[name] = path
+    return tools
+
+
+def redis_env(params):
+    return dict(REDISCLI_AUTH=params['redis_password']) if params['redis_password'] else {}
+
+
+def sentinel_set(module):
+    params = module.params
+    if not params['sentinels']:
+        module.fail_json(msg='action=%s needs sentinels (every Sentinel as host:port)' % params['action'])
+    return _redis.SentinelSet(params['sentinels'], params['master_name'], params['sentinel_password'],
+                              params['redis_password'], params['socket_timeout'])
+
+
+def s3_store(module):
+    """The S3 copies of the Redis snapshots, or None when the s3 option is not given."""
+    if not module.params['s3']:
+        return None
+    if not _s3.HAS_BOTO3:
+        module.fail_json(msg=missing_required_lib(_s3.BOTO3_REQUIREMENT), exception=_s3.BOTO3_IMPORT_ERROR)
+    return _s3.S3Store(module.params['s3'], 'redis')
+
+
+def verify_and_upload(module, root, entry, store):
+    """Verify the snapshot just taken, then copy it to S3 and check the copy end to end."""
+    outcome = _redissnap.verify_snapshot(module.run_command, find_tools(module, ('redis-check-rdb', 'zstd')), root, entry)
+    _redissnap.record_verification(root, entry, outcome)
+    if not outcome['ok']:
+        raise BackupError('Snapshot %s was taken but failed verification, so it was not copied to S3: %s'
+                          % (entry['id'], '; '.join(outcome['problems'][:5])))
+    summary = store.upload(root, entry)
+    entry['s3'] = summary
+    _catalog.write_entry(os.path.join(root, entry['id']), entry)
+    return summary
+
+
+def do_backup(module, root):
+    params = module.params
+    result = dict(changed=False)
+    if not os.path.isdir(root):
+        if module.check_mode:
+            module.warn('backup_dir %s does not exist yet; it would be created' % root)
+        else:
+            result['changed'] = _catalog.ensure_dir(root)
+    tools = find_tools(module, _redissnap.TOOLS + ('timeout',))
+    lock = None if module.check_mode or not os.path.isdir(root) else _pgbackup.RootLock(root).acquire()
+    sset = sentinel_set(module)
+    store = s3_store(module)
+    try:
+        if store is not None:
+            store.check_bucket()
+        entries = _catalog.list_backups(root)['backups'] if os.path.isdir(root) else []
+        views = sset.views()
+        master = _redissnap.agreed_view_master(views)
+        candidates = _redissnap.replica_addresses(views, master)
+        replications = dict((address, sset.replication(address)[0]) for address in candidates)
+        source = _redissnap.choose_source(master, candidates, replications, params['source'])
+        if source['warning']:
+            module.warn(source['warning'])
+        node = sset.data_node(source['address'])
+        memory = node.call('info', 'memory', command='INFO memory')
+        needed, why = _redissnap.expected_size(entries, memory.get('used_memory'))
+        result.update(source=dict(address=source['address'], role=source['role'], skipped=source['skipped']),
+                      expected_bytes=needed)
+        result['free_bytes'] = _pgbackup.check_free_space(root if os.path.isdir(root) else os.path.dirname(root),
+                                                          needed, why)
+        if module.check_mode:
+            result.update(changed=True, backup_id=_catalog.new_backup_id(_redissnap.CATALOG_TYPE),
+                          msg='Would snapshot %s (%s) into %s (expected size %s: %s)'
+                          % (source['address'], source['role'], root, human_bytes(needed), why))
+            return result
+
+        entry = _redissnap.take_snapshot(module.run_command, tools, node, source, root, entries,
+                                         lambda: _redissnap.server_time(node),
+                                         params['bgsave_timeout'], params['fetch_timeout'], redis_env(params))
+        result.update(changed=True, backup_id=entry['id'], entry=_catalog.summary(entry),
+                      msg='Took Redis snapshot %s from %s (%s): %s keys, %s'
+                      % (entry['id'], source['address'], source['role'], entry['keys'], human_bytes(entry['bytes'])))
+        if store is not None:
+            try:
+                result['s3'] = verify_and_upload(module, root, entry, store)
+            except S3Error as err:
+                raise BackupError('Snapshot %s was taken and verified, but its S3 copy failed: %s' % (entry['id'], err.msg))
+            result.update(entry=_catalog.summary(entry), msg='%s, verified it and copied it to %s'
+                          % (result['msg'], result['s3']['url']))
+        return result
+    finally:
+        sset.close()
+        if lock is not None:
+            lock.release()
+
+
+def do_list(module, root):
+    result = dict(changed=False, **_redissnap.listing(root))
+    store = s3_store(module)
+    if store is not None:
+        remote = store.listing()
+        remote_ids = set(e['id'] for e in remote['entries'])
+        for item in result['backups']:
+            item['in_s3'] = item['id'] in remote_ids
+        local_ids = set(item['id'] for item in result['backups'])
+        s3_backups = []
+        for entry in remote['entries']:
+            item = _catalog.summary(entry)
+            item['local'] = entry['id'] in local_ids
+            item['restorable'] = _catalog.restorable(remote['entries'], entry)
+            s3_backups.append(item)
+        good = [item['id'] for item in s3_backups if item['restorable']]
+        result.update(s3_backups=s3_backups, s3_latest=good[-1] if good else None, s3_incomplete=remote['incomplete'],
+                      s3_unreadable=remote['unreadable'])
+    return result
+
+
+def do_verify(module, root):
+    entries = _catalog.list_backups(root)['backups']
+    wanted = module.params['backup_id']
+    if wanted == 'all':
+        chosen = entries
+    elif wanted == 'latest':
+        if not entries:
+            module.fail_json(msg='There is no snapshot in %s to verify: take one first (action=backup)' % root)
+        chosen = entries[-1:]
+    else:
+        chosen = [e for e in entries if e['id'] == wanted]
+        if not chosen:
+            module.fail_json(msg='Snapshot %s is not in the catalog of %s (action=list shows the ids)' % (wanted, root))
+    tools = find_tools(module, ('redis-check-rdb', 'zstd'))
+    store = s3_store(module)
+    remote_ids = set(e['id'] for e in store.list_entries()) if store is not None else set()
+    results, changed = [], False
+    for entry in chosen:
+        outcome = _redissnap.verify_snapshot(module.run_command, tools, root, entry)
+        if entry['id'] in remote_ids:
+            try:
+                remote = store.verify(entry)
+            except S3Error as err:
+                if err.result is None:
+                    raise
+                remote = err.result
+            outcome['s3'] = dict((k, remote[k]) for k in ('ok', 'url', 'checks', 'problems'))
+            outcome['checks'] = outcome['checks'] + remote['checks']
+            outcome['problems'] = outcome['problems'] + ['S3 ' + p for p in remote['problems']]
+            outcome['ok'] = outcome['ok'] and remote['ok']
+        results.append(outcome)
+        if not module.check_mode:
+            changed = _redissnap.record_verification(root, entry, outcome) or changed
+    failed = [r for r in results if not r['ok']]
+    if failed:
+        module.fail_json(msg='Verification failed for %s: %s. Do not restore from it; take a new snapshot'
+                         % (', '.join(r['id'] for r in failed), '; '.join(failed[0]['problems'][:5])),
+                         results=results, changed=changed)
+    return dict(changed=changed, results=results,
+                msg='Verified %d snapshot(s): %s' % (len(results), ', '.join(r['id'] for r in results) or 'none'))
+
+
+def do_prune(module, root):
+    params = module.params
+    lock = None if module.check_mode else _pgbackup.RootLock(root).acquire()
+    try:
+        result = _redissnap.prune(root, params['keep_days'], params['keep_count'], params['stale_after_hours'] * 3600,
+                                  module.check_mode)
+    finally:
+        if lock is not None:
+            lock.release()
+    for warning in result.pop('warnings'):
+        module.warn(warning)
+    result['msg'] = '%s %d snapshot(s); kept %d' % ('Would remove' if module.check_mode else 'Removed',
+                                                    len(result['removed']), len(result['kept']))
+    store = s3_store(module)
+    if store is not None:
+        remote = _redissnap.prune_remote(store, params['keep_days'], params['keep_count'], module.check_mode)
+        for warning in remote.pop('warnings'):
+            module.warn('S3: %s' % warning)
+        result['s3'] = remote
+        result['changed'] = result['changed'] or bool(remote['removed'])
+        result['msg'] += '; in S3 %s %d, kept %d' % ('would remove' if module.check_mode else 'removed',
+                                                     len(remote['removed']), len(remote['kept']))
+    return result
+
+
+def do_restore(module, root):
+    params = module.params
+    if not params['restore_listen_host']:
+        module.fail_json(msg='action=restore needs restore_listen_host: the address of this container on the stack '
+                             'network, which the master connects to')
+    if params['backup_id'] == 'all':
+        module.fail_json(msg='backup_id=all is for action=verify; restore takes one snapshot id or latest')
+    tools = find_tools(module, _redissnap.RESTORE_TOOLS)
+    rc, out, err = module.run_command([tools['redis-server'], '--version'])
+    temp_version = (re.search(r'v=(\S+)', out or '') or re.search(r'(\d+\.\d+\.\d+)', out or '')).group(1)
+    log = []
+    result = dict(changed=False, log=log)
+    lock = None
+    if not module.check_mode:
+        lock = _pgbackup.RootLock(root).acquire()
+    sset = sentinel_set(module)
+    scratch = _redissnap.scratch_dir(root, 'restore')
+    try:
+        if params['rdb_file']:
+            if not os.path.isfile(params['rdb_file']):
+                module.fail_json(msg='rdb_file %s does not exist on this host' % params['rdb_file'])
+            facts = _redissnap.check_rdb(module.run_command, tools['redis-check-rdb'], params['rdb_file'])
+            snapshot = dict(name=params['rdb_file'], keys=facts['keys'], expires=facts['expires'],
+                            keys_by_db=_redissnap.plain_counts(facts['keys_by_db']) if facts['keys_by_db'] is not None else None)
+            rdb_path = params['rdb_file']
+            result['rdb_file'] = rdb_path
+        else:
+            store = s3_store(module)
+            entry, download = _redissnap.choose_for_restore(_catalog.list_backups(root)['backups'],
+                                                            store.list_entries() if store is not None else None,
+                                                            params['backup_id'])
+            result['downloaded_from_s3'] = download
+            if download and not module.check_mode:
+                entry = store.download(root, entry['id'])
+                log.append('downloaded %s from %s' % (entry['id'], store.url(store.key(entry['id']))))
+            if download and module.check_mode:
+                rdb_path, problems = None, []  # it would be downloaded, verified against its catalog, then checked
+            else:
+                rdb_path, facts, problems = _redissnap.unpack_checked(module.run_command, tools, root, entry, scratch)
+            if problems:
+                module.fail_json(msg='Snapshot %s fails its checks, nothing was changed: %s' % (entry['id'], '; '.join(problems[:5])),
+                                 backup_id=entry['id'])
+            snapshot = dict(name=entry['id'], keys=entry.get('keys'), expires=entry.get('expires'),
+                            keys_by_db=entry.get('keys_by_db'))
+            result['backup_id'] = entry['id']
+        restore = _redissnap.Restore(module.run_command, tools, sset, _redis.Node, params['restore_listen_host'],
+                                     params['restore_listen_port'], params['redis_password'], log.append,
+                                     sync_timeout=params['restore_sync_timeout'], timeout=params['restore_timeout'])
+        try:
+            outcome = _redissnap.run_restore(restore, rdb_path, snapshot, scratch, temp_version, module.check_mode)
+        except BackupError as err:
+            result['changed'] = not module.check_mode and bool(log)
+            module.fail_json(msg='Restore failed: %s' % err.msg, **result)
+        result.update(outcome)
+        if module.check_mode:
+            result.update(changed=True, msg='Would restore %s into master %s: %s'
+                          % (snapshot['name'], outcome['master'], '; '.join(outcome['plan'])))
+            return result
+        result['changed'] = True
+        state, report = _redissnap.sentinel_check(sset, outcome['master'], params['restore_timeout'],
+                                                  expected_replicas=len(outcome['replicas']))
+        if state != _redissnap.DONE:
+            module.fail_json(msg='Restored %s into %s, but the Sentinel check fails: %s'
+                             % (snapshot['name'], outcome['master'], report), **result)
+        result['sentinel'] = dict((k, report[k]) for k in ('master', 'quorum_ok', 'problems', 'epoch'))
+        result['msg'] = ('Restored %s into master %s and %d replica(s): %s'
+                         % (snapshot['name'], outcome['master'], len(outcome['replicas']),
+                            _redissnap.counts_text(outcome['restored_keys'])))
+        return result
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        sset.close()
+        if lock is not None:
+            lock.release()
+
+
+def main():
+    argument_spec = _redis.sentinel_connection_spec()
+    argument_spec['sentinels']['required'] = False
+    argument_spec.update(_catalog.catalog_spec())
+    argument_spec.update(_s3.s3_argument_spec())
+    argument_spec.update(
+        action=dict(type='str', required=True, choices=['backup', 'verify', 'list', 'prune', 'restore']),
+        source=dict(type='str', default='replica', choices=['replica', 'master']),
+        bgsave_timeout=dict(type='int', default=300),
+        fetch_timeout=dict(type='int', default=600),
+        backup_id=dict(type='str', default='latest'),
+        rdb_file=dict(type='path'),
+        restore_listen_host=dict(type='str'),
+        restore_listen_port=dict(type='int', default=16379),
+        restore_timeout=dict(type='int', default=300),
+        restore_sync_timeout=dict(type='float'),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    action = module.params['action']
+    if action in ('backup', 'restore') and not _redis.HAS_REDIS:
+        module.fail_json(msg=missing_required_lib('redis'), exception=_redis.REDIS_IMPORT_ERROR)
+    root = module.params['backup_dir']
+    try:
+        if action == 'backup':
+            result = do_backup(module, root)
+        elif not os.path.isdir(root):
+            module.fail_json(msg='backup_dir %s does not exist: check the path (and the volume mount)' % root)
+        elif action == 'list':
+            result = do_list(module, root)
+        elif action == 'verify':
+            result = do_verify(module, root)
+        elif action == 'restore':
+            result = do_restore(module, root)
+        else:
+            result = do_prune(module, root)
+    except (BackupError, CatalogError, _redis.RedisOpError, S3Error) as err:
+        module.fail_json(msg=err.msg)
+    except (IOError, OSError) as err:
+        module.fail_json(msg='%s failed on the file system: %s; check permissions and space of backup_dir'
+                         % (action, err), exception=traceback.format_exc())
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,501 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) psscript.infra developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Unit tests for module_utils._redissnap: the pure decisions of redis_snapshot.
+
+The redis-check-rdb outputs are what redis-check-rdb 8.0.2 of the psscript/backup image printed for
+an RDB written by psscript/redis:8 (2 keys in db0, one with a TTL, 2 in db3), for the same file with
+one byte flipped, and for it cut after 50 bytes; fake_rdb() places bytes of that file at their offsets.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+
+import pytest
+
+from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _redissnap
+from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import BackupError
+
+CHECK_OK = """\
+[offset 0] Checking RDB file /d/dump.rdb
+[offset 26] AUX FIELD redis-ver = '8.0.2'
+[offset 40] AUX FIELD redis-bits = '64'
+[offset 52] AUX FIELD ctime = '1795638386'
+[offset 67] AUX FIELD used-mem = '788624'
+[offset 79] AUX FIELD aof-base = '0'
+[offset 81] Selecting DB ID 0
+[offset 105] Selecting DB ID 3
+[offset 139] Checksum OK
+[offset 139] \\o/ RDB looks OK! \\o/
+[info] 4 keys read
+[info] 1 expires
+[info] 0 already expired
+[info] 0 subexpires
+"""
+
+CHECK_CRC = """\
+[offset 0] Checking RDB file /d/bad.rdb
+[offset 26] AUX FIELD redis-ver = '8.0.2'
+[offset 81] Selecting DB ID 0
+[offset 105] Selecting DB ID 3
+--- RDB ERROR DETECTED ---
+[offset 139] RDB CRC error
+[additional info] While doing: check-sum
+[info] 4 keys read
+[info] 1 expires
+[info] 0 already expired
+[info] 0 subexpires
+"""
+
+CHECK_TRUNCATED = """\
+[offset 0] Checking RDB file /d/trunc.rdb
+[offset 26] AUX FIELD redis-ver = '8.0.2'
+[offset 40] AUX FIELD redis-bits = '64'
+--- RDB ERROR DETECTED ---
+[offset 48] Unexpected EOF reading RDB file
+[additional info] While doing: read-aux
+[additional info] Reading type 0 (string)
+[info] 0 keys read
+[info] 0 expires
+[info] 0 already expired
+[info] 0 subexpires
+"""
+
+# Bytes 0-8 (magic), 77-89 and 100-109 of the RDB above: SELECTDB 0, RESIZEDB 2 1, ... SELECTDB 3, RESIZEDB 2 0.
+RDB_HEAD = b'REDIS0012'
+RDB_DB0 = bytes.fromhex('c000fe00fb0201fc8a9d7214a2')
+RDB_DB3 = bytes.fromhex('61c001fe03fb02000001')
+
+
+def fake_rdb():
+    data = bytearray(120)
+    data[0:9] = RDB_HEAD
+    data[77:77 + len(RDB_DB0)] = RDB_DB0
+    data[100:100 + len(RDB_DB3)] = RDB_DB3
+    return bytes(data)
+
+
+def reader(data):
+    return lambda offset, size: data[offset:offset + size]
+
+
+# ---------------------------------------------------------------------------------------------
+# redis-check-rdb, RDB bytes, INFO
+
+
+def test_parse_check_rdb_ok():
+    facts = _redissnap.parse_check_rdb(CHECK_OK)
+    assert facts['ok'] is True and facts['error'] is None
+    assert (facts['keys'], facts['expires'], facts['already_expired']) == (4, 1, 0)
+    assert facts['redis_version'] == '8.0.2' and facts['ctime'] == 1795638386 and facts['used_mem'] == 788624
+    assert facts['db_offsets'] == [(0, 81), (3, 105)]
+
+
+@pytest.mark.parametrize('text, words', [(CHECK_CRC, 'RDB CRC error'), (CHECK_TRUNCATED, 'Unexpected EOF')])
+def test_parse_check_rdb_errors(text, words):
+    facts = _redissnap.parse_check_rdb(text)
+    assert facts['ok'] is False
+    assert words in facts['error'] and '[additional info]' in facts['error']
+
+
+def test_parse_check_rdb_empty_output_is_not_ok():
+    assert _redissnap.parse_check_rdb('')['ok'] is False
+
+
+@pytest.mark.parametrize('data, value, pos', [
+    (bytes([0x05]), 5, 1),
+    (bytes([0x41, 0x02]), 0x102, 2),
+    (bytes([0x80, 0, 1, 0, 0]), 65536, 5),
+    (bytes([0x81, 0, 0, 0, 1, 0, 0, 0, 0]), 1 << 32, 9),
+])
+def test_read_length(data, value, pos):
+    assert _redissnap.read_length(data, 0) == (value, pos)
+
+
+def test_read_length_refuses_special_encoding():
+    with pytest.raises(ValueError):
+        _redissnap.read_length(bytes([0xC0]), 0)
+
+
+def test_keys_per_db_reads_resizedb_after_selectdb():
+    counts = _redissnap.keys_per_db(reader(fake_rdb()), [(0, 81), (3, 105)])
+    assert counts == {'0': {'keys': 2, 'expires': 1}, '3': {'keys': 2, 'expires': 0}}
+
+
+def test_keys_per_db_none_without_resizedb():
+    assert _redissnap.keys_per_db(reader(fake_rdb()), [(0, 80)]) is None
+    assert _redissnap.keys_per_db(reader(b''), [(0, 0)]) is None
+
+
+def test_rdb_version():
+    assert _redissnap.rdb_version(RDB_HEAD) == 12
+    assert _redissnap.rdb_version(b'PGDMP') is None
+
+
+def test_keyspace_from_redis_py_and_text():
+    parsed = {'db0': {'keys': 1001, 'expires': 1, 'avg_ttl': 5}, 'db3': {'keys': 50}, 'db4': {'keys': 0}}
+    assert _redissnap.keyspace(parsed) == {'0': 1001, '3': 50}
+    assert _redissnap.keyspace({'db2': 'keys=7,expires=0,avg_ttl=0'}) == {'2': 7}
+    assert _redissnap.keyspace(None) == {}
+
+
+def test_counts_helpers():
+    assert _redissnap.plain_counts({'0': {'keys': 3}, '1': {'keys': 0}}) == {'0': 3}
+    assert _redissnap.total_keys({'0': 3, '5': 4}) == 7
+    assert _redissnap.counts_text({'3': 2, '0': 1}) == 'db0=1, db3=2'
+    assert _redissnap.counts_text({}) == 'no keys'
+    assert _redissnap.version_tuple('8.0.2') == (8, 0, 2) and _redissnap.version_tuple(None) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing the node
+
+
+MASTER = '172.29.0.31:6379'
+
+
+def replication(master_host='172.29.0.31', master_port=6379, link='up', syncing=0, offset=100, role='slave'):
+    return dict(role=role, master_host=master_host, master_port=master_port, master_link_status=link,
+                master_sync_in_progress=syncing, slave_repl_offset=offset)
+
+
+def view(address, master=MASTER, replicas=(), reachable=True):
+    if not reachable:
+        return dict(address=address, reachable=False, error='down')
+    host, port = master.split(':')
+    return dict(address=address, reachable=True, error=None, ckquorum_ok=True,
+                master=dict(host=host, port=int(port), address=master, flags=['master'], epoch=0),
+                replicas=[dict(address=a, flags=list(flags), priority=priority, link_status='ok')
+                          for a, flags, priority in replicas])
+
+
+REPLICAS = [('172.29.0.32:6380', ['slave'], 100), ('172.29.0.33:6381', ['slave'], 100)]
+
+
+def test_replica_in_sync_reasons():
+    assert _redissnap.replica_in_sync(replication(), MASTER) is None
+    assert 'did not answer' in _redissnap.replica_in_sync(None, MASTER)
+    assert 'role:master' in _redissnap.replica_in_sync(replication(role='master'), MASTER)
+    assert 'not 172.29.0.31:6379' in _redissnap.replica_in_sync(replication(master_host='10.0.0.1'), MASTER)
+    assert 'down' in _redissnap.replica_in_sync(replication(link='down'), MASTER)
+    assert 'syncing' in _redissnap.replica_in_sync(replication(syncing=1), MASTER)
+
+
+def test_choose_source_prefers_replica_with_highest_offset():
+    candidates = ['172.29.0.32:6380', '172.29.0.33:6381']
+    infos = {candidates[0]: replication(offset=10), candidates[1]: replication(offset=20)}
+    chosen = _redissnap.choose_source(MASTER, candidates, infos)
+    assert chosen == dict(address=candidates[1], role='replica', warning=None, skipped={})
+
+
+def test_choose_source_skips_replicas_not_in_sync():
+    candidates = ['172.29.0.32:6380', '172.29.0.33:6381']
+    infos = {candidates[0]: replication(link='down', offset=99), candidates[1]: replication(offset=1)}
+    chosen = _redissnap.choose_source(MASTER, candidates, infos)
+    assert chosen['address'] == candidates[1] and 'down' in chosen['skipped'][candidates[0]]
+
+
+def test_choose_source_falls_back_to_master_with_warning():
+    candidates = ['172.29.0.32:6380']
+    chosen = _redissnap.choose_source(MASTER, candidates, {candidates[0]: replication(syncing=1)})
+    assert chosen['address'] == MASTER and chosen['role'] == 'master'
+    assert 'No replica' in chosen['warning'] and 'syncing' in chosen['warning']
+    chosen = _redissnap.choose_source(MASTER, [], {})
+    assert chosen['role'] == 'master' and 'no healthy replica' in chosen['warning']
+
+
+def test_choose_source_master_when_asked():
+    chosen = _redissnap.choose_source(MASTER, ['172.29.0.32:6380'], {'172.29.0.32:6380': replication()}, 'master')
+    assert chosen['address'] == MASTER and chosen['warning'] is None
+
+
+def test_agreed_view_master_and_replicas():
+    down = [('172.29.0.32:6380', ['slave', 's_down'], 100), ('172.29.0.33:6381', ['slave'], 100)]
+    views = [view('s1:1', replicas=REPLICAS), view('s2:2', replicas=down), view('s3:3', reachable=False)]
+    assert _redissnap.agreed_view_master(views) == MASTER
+    # A replica any agreeing Sentinel flags down is not a snapshot candidate, but a restore covers it.
+    assert _redissnap.replica_addresses(views, MASTER) == ['172.29.0.33:6381']
+    assert _redissnap.all_replica_addresses(views, MASTER) == ['172.29.0.32:6380', '172.29.0.33:6381']
+
+
+def test_agreed_view_master_refuses_without_majority():
+    views = [view('s1:1'), view('s2:2', master='172.29.0.32:6380'), view('s3:3', reachable=False)]
+    with pytest.raises(BackupError) as err:
+        _redissnap.agreed_view_master(views)
+    assert 'majority' in err.value.msg
+
+
+# ---------------------------------------------------------------------------------------------
+# BGSAVE and waiting
+
+
+def test_bgsave_args():
+    assert _redissnap.bgsave_args({'aof_rewrite_in_progress': 0}) == ['BGSAVE']
+    assert _redissnap.bgsave_args({'aof_rewrite_in_progress': 1}) == ['BGSAVE', 'SCHEDULE']
+
+
+def test_lastsave_needs_next_second():
+    assert _redissnap.lastsave_needs_next_second(100, 100) is True
+    assert _redissnap.lastsave_needs_next_second(99, 100) is False
+
+
+def persistence(running=0, status='ok'):
+    return dict(rdb_bgsave_in_progress=running, rdb_last_bgsave_status=status)
+
+
+def test_bgsave_decision():
+    decide = _redissnap.bgsave_decision
+    assert decide(100, persistence(), 101, True, 1, 60)[0] == _redissnap.DONE
+    # LASTSAVE alone is not proof: still running, or not advanced.
+    assert decide(100, persistence(running=1), 101, True, 1, 60)[0] == _redissnap.WAIT
+    assert decide(100, persistence(), 100, False, 1, 60)[0] == _redissnap.WAIT
+    state, detail = decide(100, persistence(status='err'), 100, True, 1, 60)
+    assert state == _redissnap.FAILED and 'rdb_last_bgsave_status:err' in detail
+    state, detail = decide(100, persistence(running=1), 100, True, 60, 60)
+    assert state == _redissnap.FAILED and 'bgsave_timeout' in detail
+    # A failed earlier save does not fail a save that has not started yet (scheduled).
+    assert decide(100, persistence(status='err'), 100, False, 1, 60)[0] == _redissnap.WAIT
+
+
+def test_wait_for_polls_until_done_and_times_out():
+    ticks = iter(range(100))
+    looks = iter([1, 2, 3])
+    state, detail = _redissnap.wait_for(lambda: next(looks), lambda v, elapsed, t: (_redissnap.DONE, v) if v == 3
+                                        else (_redissnap.WAIT, v), 10, sleep=lambda s: None,
+                                        clock=lambda: next(ticks))
+    assert (state, detail) == (_redissnap.DONE, 3)
+    def late(value, elapsed, limit):
+        return (_redissnap.FAILED, 'late') if elapsed >= limit else (_redissnap.WAIT, '')
+    state, detail = _redissnap.wait_for(lambda: 0, late, 3, sleep=lambda s: None, clock=iter(range(100)).__next__)
+    assert (state, detail) == (_redissnap.FAILED, 'late')
+
+
+def test_save_and_rewrite_ended():
+    assert _redissnap.save_ended({'rdb_bgsave_in_progress': 0}, 0, 5)[0] == _redissnap.DONE
+    assert _redissnap.save_ended({'rdb_bgsave_in_progress': 1}, 5, 5)[0] == _redissnap.FAILED
+    assert _redissnap.rewrite_ended({'aof_rewrite_in_progress': 0, 'aof_rewrite_scheduled': 1}, 0, 5)[0] == _redissnap.WAIT
+    assert _redissnap.rewrite_ended({'aof_rewrite_in_progress': 0, 'aof_rewrite_scheduled': 0}, 0, 5)[0] == _redissnap.DONE
+
+
+def test_aof_decision():
+    info = dict(aof_rewrite_in_progress=0, aof_rewrite_scheduled=0, aof_rewrites=3, aof_last_bgrewrite_status='ok')
+    assert _redissnap.aof_decision(2, info, 0, 10)[0] == _redissnap.DONE
+    assert _redissnap.aof_decision(3, info, 0, 10)[0] == _redissnap.WAIT
+    assert _redissnap.aof_decision(3, info, 10, 10)[0] == _redissnap.FAILED
+    assert _redissnap.aof_decision(2, dict(info, aof_last_bgrewrite_status='err'), 0, 10)[0] == _redissnap.FAILED
+    assert _redissnap.aof_decision(2, dict(info, aof_rewrite_in_progress=1), 0, 10)[0] == _redissnap.WAIT
+
+
+# ---------------------------------------------------------------------------------------------
+# Space, budget, counts, plan
+
+
+def entry(backup_id, stop, **extra):
+    base = dict(id=backup_id, type='full', service='redis', started_at=stop, stopped_at=stop, files={})
+    base.update(extra)
+    return base
+
+
+def test_expected_size():
+    entries = [entry('20250101T000000Z-full', '2025-01-01T00:00:01Z', rdb_bytes=1000, bytes=300),
+               entry('20250102T000000Z-full', '2025-01-02T00:00:01Z', rdb_bytes=2000, bytes=500)]
+    assert _redissnap.expected_size(entries, 10)[0] == 2500
+    assert _redissnap.expected_size([], 4096) == (8192, 'used_memory of the source node, twice (plain RDB and compressed copy)')
+    assert _redissnap.expected_size([], None)[0] == 0
+
+
+def test_role_switch_budget():
+    # down-after 5000 ms: SDOWN after 5 + 20 s; stay 5 s below.
+    assert _redissnap.role_switch_budget(['5000', '30000', None]) == 20.0
+    assert _redissnap.role_switch_budget(['5000'], wanted=8) == 8.0
+    with pytest.raises(BackupError):
+        _redissnap.role_switch_budget([None])
+
+
+def test_loaded_counts_problems():
+    catalog = {'0': 10, '3': 2}
+    assert _redissnap.loaded_counts_problems(catalog, 12, 0, {'0': 10, '3': 2}) == []
+    # Keys with a TTL may have expired on load, no more.
+    assert _redissnap.loaded_counts_problems(catalog, 12, 3, {'0': 8, '3': 2}) == []
+    problems = _redissnap.loaded_counts_problems(catalog, 12, 1, {'0': 8, '3': 2})
+    assert problems and '2 keys are missing' in problems[0]
+    problems = _redissnap.loaded_counts_problems(catalog, 12, 0, {'0': 10, '3': 2, '5': 1})
+    assert problems and 'db5 holds 1 keys' in problems[0]
+    # Per-database counts unknown: totals only.
+    assert _redissnap.loaded_counts_problems(None, 12, 0, {'0': 12}) == []
+    assert _redissnap.loaded_counts_problems(None, 12, 0, {'0': 13})
+
+
+def test_sync_decision():
+    up = dict(master_link_status='up', master_sync_in_progress=0, master_replid='abc')
+    want = {'0': 5}
+    assert _redissnap.sync_decision(up, {'0': 5}, want, 0, 10, 'master m', 'abc')[0] == _redissnap.DONE
+    state, detail = _redissnap.sync_decision(up, {'0': 5}, want, 0, 10, 'replica r', 'def')
+    assert state == _redissnap.WAIT and 'replication id' in detail
+    assert _redissnap.sync_decision(dict(up, master_link_status='down'), {}, want, 0, 10, 'm')[0] == _redissnap.WAIT
+    assert _redissnap.sync_decision(dict(up, master_sync_in_progress=1), {}, want, 0, 10, 'm')[0] == _redissnap.WAIT
+    state, detail = _redissnap.sync_decision(up, {'0': 4}, want, 10, 10, 'master m')
+    assert state == _redissnap.FAILED and 'holds db0=4, expected db0=5' in detail
+    assert _redissnap.sync_decision(None, {}, want, 10, 10, 'm')[0] == _redissnap.FAILED
+
+
+def test_restore_plan_names_every_step():
+    plan = _redissnap.restore_plan(MASTER, ['r1:1', 'r2:2'], '172.29.0.50:16379', 'id', 'db0=5', True, 20.0)
+    text = '\n'.join(plan)
+    for words in ('replica-priority 0 on r1:1, r2:2', 'REPLICAOF 172.29.0.50:16379', 'REPLICAOF NO ONE',
+                  'BGREWRITEAOF', 'at most 20 s', 'restore replica-priority', 'CKQUORUM'):
+        assert words in text
+    assert 'BGSAVE' in '\n'.join(_redissnap.restore_plan(MASTER, [], 'l:1', 'f', 'x', False, 20.0))
+
+
+def test_temp_server_config_quotes_password_and_turns_persistence_off():
+    text = _redissnap.temp_server_config('172.29.0.50', 16379, 'a"b\\c', '/backups/.scratch-x')
+    lines = text.splitlines()
+    assert 'bind 172.29.0.50' in lines and 'port 16379' in lines and 'appendonly no' in lines and 'save ""' in lines
+    assert 'requirepass "a\\"b\\\\c"' in lines
+    assert 'dir /backups/.scratch-x' in lines
+    assert 'requirepass' not in _redissnap.temp_server_config('h', 1, None, '/d')
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and catalog (real files in tmp_path, a fake run for the tools)
+
+
+def fake_run(outputs):
+    calls = []
+
+    def run(args, environ_update=None):
+        calls.append((list(args), environ_update))
+        name = os.path.basename(args[0])
+        if name == 'zstd':
+            src, dst = args[-1], args[args.index('-o') + 1]
+            with open(src, 'rb') as handle, open(dst, 'wb') as out:
+                out.write(handle.read())
+            return 0, '', ''
+        return outputs[name]
+    run.calls = calls
+    return run
+
+
+TOOLS = {'redis-check-rdb': '/usr/bin/redis-check-rdb', 'zstd': '/usr/bin/zstd'}
+
+
+def test_check_rdb_adds_version_and_per_db_counts(tmp_path):
+    path = tmp_path / 'dump.rdb'
+    path.write_bytes(fake_rdb())
+    facts = _redissnap.check_rdb(fake_run({'redis-check-rdb': (0, CHECK_OK, '')}), TOOLS['redis-check-rdb'], str(path))
+    assert facts['rdb_version'] == 12
+    assert facts['keys_by_db'] == {'0': {'keys': 2, 'expires': 1}, '3': {'keys': 2, 'expires': 0}}
+
+
+def test_check_rdb_raises_on_damage(tmp_path):
+    path = tmp_path / 'dump.rdb'
+    path.write_bytes(fake_rdb())
+    with pytest.raises(BackupError) as err:
+        _redissnap.check_rdb(fake_run({'redis-check-rdb': (1, CHECK_CRC, '')}), TOOLS['redis-check-rdb'], str(path))
+    assert 'RDB CRC error' in err.value.msg and err.value.kind == 'damaged'
+
+
+def publish_fake(root, backup_id='20250102T000000Z-full', stop='2025-01-02T00:00:05.000000Z'):
+    staged = _catalog.start_backup(str(root), backup_id)
+    with open(os.path.join(staged, _redissnap.ARCHIVE_FILE), 'wb') as handle:
+        handle.write(fake_rdb())
+    digest, size = _catalog.hash_file(os.path.join(staged, _redissnap.ARCHIVE_FILE))
+    item = _catalog.make_entry(backup_id, 'full', stop, stop, _catalog.hash_tree(staged), service='redis',
+                               keys=4, rdb_sha256=digest, rdb_bytes=size)
+    _catalog.publish(str(root), item, staged)
+    return item
+
+
+def test_verify_snapshot_ok_and_damaged(tmp_path):
+    item = publish_fake(tmp_path)
+    run = fake_run({'redis-check-rdb': (0, CHECK_OK, '')})
+    outcome = _redissnap.verify_snapshot(run, TOOLS, str(tmp_path), item)
+    assert outcome['ok'] is True and outcome['keys'] == 4
+    assert not [name for name in os.listdir(str(tmp_path)) if name.startswith('.scratch-')]
+    # One flipped byte: the SHA-256 check fails before anything is unpacked.
+    archive = tmp_path / item['id'] / _redissnap.ARCHIVE_FILE
+    data = bytearray(archive.read_bytes())
+    data[5] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    outcome = _redissnap.verify_snapshot(run, TOOLS, str(tmp_path), item)
+    assert outcome['ok'] is False and 'SHA-256' in outcome['problems'][0]
+
+
+def test_verify_snapshot_reports_key_count_mismatch(tmp_path):
+    item = publish_fake(tmp_path)
+    item['keys'] = 5
+    outcome = _redissnap.verify_snapshot(fake_run({'redis-check-rdb': (0, CHECK_OK, '')}), TOOLS, str(tmp_path), item)
+    assert outcome['ok'] is False and 'reads 4 keys, the catalog records 5' in outcome['problems'][0]
+
+
+def test_record_verification(tmp_path):
+    item = publish_fake(tmp_path)
+    assert _redissnap.record_verification(str(tmp_path), item, dict(ok=False, problems=['bad']))
+    stored = json.loads((tmp_path / item['id'] / 'catalog.json').read_text())
+    assert stored['verified'] is False and stored['verify_error'] == 'bad'
+
+
+def test_listing_and_prune(tmp_path):
+    old = publish_fake(tmp_path, '20250101T000000Z-full', '2025-01-01T00:00:05.000000Z')
+    new = publish_fake(tmp_path, '20250102T000000Z-full', '2025-01-02T00:00:05.000000Z')
+    listed = _redissnap.listing(str(tmp_path))
+    assert [b['id'] for b in listed['backups']] == [old['id'], new['id']] and listed['latest'] == new['id']
+    assert listed['last_verified'] is None
+    plan = _redissnap.prune(str(tmp_path), 0, 1, 3600, check_mode=True)
+    assert plan['removed'] == [old['id']] and os.path.isdir(str(tmp_path / old['id']))
+    done = _redissnap.prune(str(tmp_path), 0, 1, 3600, check_mode=False)
+    assert done['removed'] == [old['id']] and not os.path.exists(str(tmp_path / old['id']))
+    assert done['kept'] == [new['id']]
+
+
+class FakeStore(object):
+    def __init__(self, entries):
+        self.entries = entries
+        self.removed = []
+
+    def listing(self):
+        return dict(entries=self.entries, incomplete=['x'], unreadable=[])
+
+    def remove(self, backup_id):
+        self.removed.append(backup_id)
+
+
+def test_prune_remote_uses_the_same_plan():
+    old = entry('20250101T000000Z-full', '2025-01-01T00:00:05Z', verified=True)
+    new = entry('20250102T000000Z-full', '2025-01-02T00:00:05Z', verified=True)
+    store = FakeStore([old, new])
+    planned = _redissnap.prune_remote(store, 0, 1, check_mode=True)
+    assert planned['removed'] == [old['id']] and store.removed == []
+    done = _redissnap.prune_remote(store, 0, 1, check_mode=False)
+    assert done['kept'] == [new['id']] and store.removed == [old['id']] and done['incomplete'] == ['x']
+
+
+def test_choose_for_restore_local_first_then_s3():
+    a = entry('20250101T000000Z-full', '2025-01-01T00:00:05Z')
+    b = entry('20250102T000000Z-full', '2025-01-02T00:00:05Z')
+    assert _redissnap.choose_for_restore([a], [a, b], 'latest') == (b, True)
+    assert _redissnap.choose_for_restore([a, b], [b], 'latest') == (b, False)
+    assert _redissnap.choose_for_restore([a], [], a['id']) == (a, False)
+    with pytest.raises(_catalog.CatalogError):
+        _redissnap.choose_for_restore([a], [], '20991231T000000Z-full')
+    with pytest.raises(BackupError):
+        _redissnap.choose_for_restore([], [], 'latest')
+    # A snapshot that failed verification is never chosen as latest.
+    assert _redissnap.choose_for_restore([a, dict(b, verified=False)], [], 'latest') == (a, False)
+
+
+def test_server_time_and_lastsave_conversions():
+    class Node(object):
+        def call(self, method, command=None):
+            return (1795638386, 250000)
+
+        def command(self, *args):
+            return datetime.datetime.fromtimestamp(1795638386)
+    moment = _redissnap.server_time(Node())
+    assert moment.tzinfo is not None and moment.microsecond == 250000
+    assert _redissnap.lastsave(Node()) == 1795638386
