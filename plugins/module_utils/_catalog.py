@@ -394,6 +394,17 @@ def write_entry(backup_path, entry):
     write_json_atomic(os.path.join(backup_path, CATALOG_FILE), entry)
 
 
+def record_verify(root, entry, outcome):
+    """Record a verify outcome (``dict(ok, problems)``) in the backup's catalog.json; return whether the
+    recorded state changed."""
+    changed = entry.get('verified') is not outcome['ok']
+    entry['verified'] = outcome['ok']
+    entry['verified_at'] = format_time(utc_now())
+    entry['verify_error'] = None if outcome['ok'] else '; '.join(outcome['problems'])[:2000]
+    write_entry(os.path.join(root, entry['id']), entry)
+    return changed
+
+
 def read_entry(backup_path):
     with open(os.path.join(backup_path, CATALOG_FILE)) as handle:
         entry = json.load(handle)

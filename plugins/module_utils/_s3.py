@@ -33,6 +33,7 @@ import re
 import shutil
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.psscript.infra.plugins.module_utils import _catalog
 from ansible_collections.psscript.infra.plugins.module_utils._files import fsync_path
@@ -57,6 +58,9 @@ AREAS = ('wal',)
 SSE_CHOICES = ('AES256', 'aws:kms')
 SHA256_META = 'sha256'
 _CHUNK = 1024 * 1024
+# Objects transferred at once: a backup in plain layout is ~1000 files, mostly small, so the time
+# goes into request latency, not bandwidth. boto3 clients are thread-safe.
+WORKERS = 8
 _NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 
 
@@ -320,10 +324,16 @@ class S3Store(object):
     def _stream(self, key, sink=None):
         """Read an object through SHA-256 (writing it to ``sink`` when given); ``(hex, size)``."""
         def read():
-            body = self.client.get_object(Bucket=self.bucket, Key=key)['Body']
+            answer = self.client.get_object(Bucket=self.bucket, Key=key)
+            body, remaining = answer['Body'], int(answer.get('ContentLength') or 0)
             digest, size = hashlib.sha256(), 0
             try:
-                for chunk in iter(lambda: body.read(_CHUNK), b''):
+                # Read exactly ContentLength: one more read() that would return b'' costs a wait per object.
+                while remaining > 0:
+                    chunk = body.read(min(_CHUNK, remaining))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
                     digest.update(chunk)
                     size += len(chunk)
                     if sink is not None:
@@ -332,6 +342,15 @@ class S3Store(object):
                 body.close()
             return digest.hexdigest(), size
         return self._call('download', key, read)
+
+    @staticmethod
+    def _each(func, items):
+        """``[func(item) ...]`` in order, WORKERS at a time; the first exception is raised."""
+        items = list(items)
+        if len(items) < 2:
+            return [func(item) for item in items]
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            return list(pool.map(func, items))
 
     def _get_json(self, key):
         def read():
@@ -379,8 +398,8 @@ class S3Store(object):
         files = entry.get('files') or {}
         if not files:
             raise S3Error('Backup %s records no files: nothing to upload' % backup_id)
-        for rel in sorted(files):
-            self._put_file(os.path.join(path, rel), self.key(backup_id, rel), files[rel]['sha256'])
+        self._each(lambda rel: self._put_file(os.path.join(path, rel), self.key(backup_id, rel), files[rel]['sha256']),
+                   sorted(files))
         stale = [k for k in existing if k != marker and k[len(self.key(backup_id)):] not in files]
         if stale:
             self._delete_keys(stale)
@@ -406,8 +425,8 @@ class S3Store(object):
         if not result['problems']:
             result['checks'].append('s3 sha256')
             files = entry['files']
-            for rel in sorted(files):
-                digest, size = self._stream(prefix + rel)
+            names = sorted(files)
+            for rel, (digest, size) in zip(names, self._each(lambda rel: self._stream(prefix + rel), names)):
                 if digest != files[rel]['sha256']:
                     result['problems'].append('%s: SHA-256 %s in S3, recorded %s' % (rel, digest, files[rel]['sha256']))
         if result['problems']:
@@ -415,6 +434,35 @@ class S3Store(object):
                           % (result['url'], '; '.join(result['problems'][:5])), kind='checksum', result=result)
         result.update(ok=True, verified_at=_catalog.format_time(_catalog.utc_now()))
         return result
+
+    def add_remote_check(self, outcome, entry):
+        """Verify the remote copy of ``entry`` and fold the result into a local verify ``outcome``
+        (``dict(ok, checks, problems)``, changed in place: ``outcome['s3']`` holds the remote part).
+        Returns the remote result."""
+        try:
+            remote = self.verify(entry)
+        except S3Error as err:
+            if err.result is None:
+                raise
+            remote = err.result
+        outcome['s3'] = dict((k, remote[k]) for k in ('ok', 'url', 'checks', 'problems'))
+        outcome['checks'] = list(outcome.get('checks') or []) + remote['checks']
+        outcome['problems'] = list(outcome.get('problems') or []) + ['S3 ' + p for p in remote['problems']]
+        outcome['ok'] = bool(outcome.get('ok')) and remote['ok']
+        return remote
+
+    def prune(self, keep_days=None, keep_count=None, dry_run=False, now=None):
+        """Apply the local retention rules (``_catalog.plan_retention``) to the remote copies and remove
+        what they do not keep (nothing with ``dry_run``). Returns the plan (removed, kept, reasons,
+        oldest_wal_needed, warnings, incomplete)."""
+        remote = self.listing()
+        plan = _catalog.plan_retention(remote['entries'], keep_days=keep_days, keep_count=keep_count, now=now)
+        if not dry_run:
+            for backup_id in plan['remove']:
+                self.remove(backup_id)
+        return dict(removed=plan['remove'], kept=plan['keep'], reasons=plan['reasons'],
+                    oldest_wal_needed=plan['oldest_wal_needed'], warnings=plan['warnings'],
+                    incomplete=remote['incomplete'])
 
     def listing(self):
         """``dict(entries=[remote catalog entries, oldest first by stop time], incomplete=[ids without
@@ -468,15 +516,18 @@ class S3Store(object):
             shutil.rmtree(staged)
         os.mkdir(staged, 0o700)
         try:
-            problems = []
-            for rel in sorted(entry['files']):
-                want = entry['files'][rel]
-                target = os.path.join(staged, check_relpath(rel))
-                parent = os.path.dirname(target)
+            names = sorted(entry['files'])
+            for rel in names:
+                parent = os.path.dirname(os.path.join(staged, check_relpath(rel)))
                 if not os.path.isdir(parent):
                     os.makedirs(parent, 0o700)
-                with open(target, 'wb') as handle:
-                    digest, size = self._stream(self.key(backup_id, rel), handle)
+
+            def fetch(rel):
+                with open(os.path.join(staged, rel), 'wb') as handle:
+                    return self._stream(self.key(backup_id, rel), handle)
+            problems = []
+            for rel, (digest, size) in zip(names, self._each(fetch, names)):
+                want = entry['files'][rel]
                 if size != want['size'] or digest != want['sha256']:
                     problems.append('%s: %d bytes SHA-256 %s in S3, recorded %d bytes %s'
                                     % (rel, size, digest, want['size'], want['sha256']))

@@ -305,3 +305,39 @@ def test_catalog_json_is_uploaded_last(s3_env, tmp_path, monkeypatch):
     assert order[-1].endswith('/catalog.json') and len(order) == 3
     remote = json.loads(s3_env.get_object(Bucket=BUCKET, Key=order[-1])['Body'].read())
     assert remote['id'] == entry['id']
+
+
+def test_add_remote_check_folds_into_the_local_outcome(s3_env, tmp_path):
+    root = str(tmp_path)
+    entry = make_backup(root, '20250101T000000Z-full')
+    store = S3Store(params(), 'postgres', client=s3_env)
+    store.upload(root, entry)
+    outcome = dict(id=entry['id'], ok=True, checks=['sha256'], problems=[])
+    assert store.add_remote_check(outcome, entry)['ok'] is True
+    assert outcome['ok'] is True and outcome['checks'] == ['sha256', 's3 sizes', 's3 sha256'] and outcome['s3']['ok']
+    s3_env.delete_object(Bucket=BUCKET, Key='site/postgres/%s/backup_manifest' % entry['id'])
+    outcome = dict(id=entry['id'], ok=True, checks=['sha256'], problems=[])
+    assert store.add_remote_check(outcome, entry)['ok'] is False
+    assert outcome['ok'] is False and outcome['problems'] == ['S3 backup_manifest: missing in S3']
+    assert _catalog.record_verify(root, entry, outcome) is True
+    assert _catalog.read_entry(os.path.join(root, entry['id']))['verify_error'] == 'S3 backup_manifest: missing in S3'
+    assert _catalog.record_verify(root, entry, outcome) is False
+
+
+def test_prune_applies_the_local_plan_remotely(s3_env, tmp_path):
+    root = str(tmp_path)
+    old = make_backup(root, '20250101T000000Z-full', minutes=0)
+    new = make_backup(root, '20250101T010000Z-full', minutes=60)
+    for item in (old, new):
+        item['verified'] = True
+        _catalog.write_entry(os.path.join(root, item['id']), item)
+    store = S3Store(params(), 'postgres', client=s3_env)
+    store.upload(root, old)
+    store.upload(root, new)
+    dry = store.prune(keep_days=0, keep_count=1, dry_run=True)
+    assert dry['removed'] == [old['id']] and dry['kept'] == [new['id']]
+    assert [e['id'] for e in store.list_entries()] == [old['id'], new['id']]
+    done = store.prune(keep_days=0, keep_count=1)
+    assert done['removed'] == [old['id']] and 'newest verified full backup' in done['reasons'][new['id']]
+    assert [e['id'] for e in store.list_entries()] == [new['id']]
+    assert keys(s3_env, 'site/postgres/%s/' % old['id']) == []
