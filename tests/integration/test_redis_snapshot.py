@@ -1,0 +1,349 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) psscript.infra developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""redis_snapshot against a real Redis 8 master, 2 replicas and 3 Sentinels (see redis_stack.py).
+
+The tests share one set and one backup directory and run in file order: backup, verify, list,
+prune, restore, bad input, S3.
+
+    .venv/bin/python -m pytest tests/integration/test_redis_snapshot.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import redis_stack as rs
+
+pytestmark = pytest.mark.integration
+
+S3_NAME = rs.PREFIX + '-s3'
+BUCKET = 'redis-snapshots'
+
+
+@pytest.fixture(scope='module')
+def rset():
+    """The Redis set (named so as not to shadow the PostgreSQL ``stack`` of conftest.py)."""
+    handle = None
+    try:
+        handle = rs.start()
+        yield handle
+    finally:
+        rs.stop(handle)
+
+
+@pytest.fixture(scope='module')
+def seeded(rset):
+    """1000 strings (one with a TTL) in db0 and 50 hashes in db3, saved on the master without a fork (SAVE)."""
+    master = rset.client(rset.master())
+    pipe = master.pipeline()
+    for i in range(1000):
+        pipe.set('key:%d' % i, 'value-%d' % i)
+    pipe.set('with-ttl', 'x', ex=3600)
+    pipe.execute()
+    db3 = rset.client(rset.master(), db=3)
+    for i in range(50):
+        db3.hset('hash:%d' % i, mapping={'a': i, 'b': 'text'})
+    master.execute_command('WAIT', 2, 5000)
+    # SAVE runs in the server's own process: the save rules cannot fork a BGSAVE during the tests.
+    master.save()
+    return dict(counts={'0': 1001, '3': 50})
+
+
+def ok(result):
+    assert result['_rc'] == 0 and not result.get('failed'), result
+    return result
+
+
+def failed(result):
+    assert result['_rc'] != 0 and result.get('failed'), result
+    return result
+
+
+def catalog_entry(directory, backup_id):
+    with open(os.path.join(directory, backup_id, 'catalog.json')) as handle:
+        return json.load(handle)
+
+
+def keyspace(client):
+    return dict((name[2:], value['keys']) for name, value in client.info('keyspace').items())
+
+
+def set_state(rset):
+    """What must survive a failed or check-mode restore: master, its data, replica priorities."""
+    master = rset.master()
+    client = rset.client(master)
+    return dict(master=master, keys=keyspace(client), sample=client.get('key:7'),
+                priorities=dict((name, rset.client(name).config_get('replica-priority')['replica-priority'])
+                                for name in rset.replicas()))
+
+
+def flip_byte(path, offset):
+    with open(path, 'r+b') as handle:
+        handle.seek(offset)
+        value = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([value[0] ^ 0xFF]))
+
+
+# ---------------------------------------------------------------------------------------------
+# backup
+
+
+def test_backup_check_mode_writes_nothing(rset, seeded):
+    result = ok(rset.module(check_mode=True, env=rset.password_env(), **rset.set_args(action='backup')))
+    assert result['changed'] is True and result['msg'].startswith('Would snapshot')
+    assert result['source']['role'] == 'replica'
+    assert os.listdir(rset.backup_dir) == []
+
+
+def test_backup_from_a_replica_does_not_fork_the_master(rset, seeded):
+    master = rset.client(rset.master())
+    forks = master.info('stats')['total_forks']
+    before = master.info('persistence')
+    result = ok(rset.module(env=rset.password_env(), **rset.set_args(action='backup')))
+    after = master.info('persistence')
+    assert master.info('stats')['total_forks'] == forks
+    assert after['rdb_last_save_time'] == before['rdb_last_save_time'] and after['rdb_saves'] == before['rdb_saves']
+
+    entry = catalog_entry(rset.backup_dir, result['backup_id'])
+    replica_addresses = ['%s:%d' % rs.DATA_NODES[name][:2] for name in rset.replicas()]
+    assert entry['source']['role'] == 'replica' and entry['source']['address'] in replica_addresses
+    assert entry['service'] == 'redis' and entry['type'] == 'full' and entry['redis_version'].startswith('8.')
+    assert entry['rdb_version'] == 12
+    assert entry['keys'] == 1051 and entry['expires'] == 1 and entry['keys_by_db'] == seeded['counts']
+    assert sorted(entry['files']) == ['dump.rdb.zst'] and entry['rdb_bytes'] > entry['bytes'] > 0
+    assert result['entry']['id'] == result['backup_id']
+    # The replica that served it did save (BGSAVE), and the fork happened there.
+    source = rset.client(rset.name_of(entry['source']['address']))
+    assert source.info('persistence')['rdb_last_bgsave_status'] == 'ok'
+    assert not [name for name in os.listdir(rset.backup_dir) if name.startswith('.tmp-') or name.startswith('.scratch-')]
+
+
+# ---------------------------------------------------------------------------------------------
+# verify, list, prune
+
+
+def test_verify_records_the_result(rset):
+    result = ok(rset.module(action='verify'))
+    assert [r['ok'] for r in result['results']] == [True] and result['results'][0]['keys'] == 1051
+    assert catalog_entry(rset.backup_dir, result['results'][0]['id'])['verified'] is True
+
+
+def test_one_flipped_byte_fails_verify(rset):
+    latest = ok(rset.module(action='list'))['latest']
+    damaged = os.path.join(rset.workdir, 'damaged')
+    os.makedirs(damaged)
+    shutil.copytree(os.path.join(rset.backup_dir, latest), os.path.join(damaged, latest))
+    flip_byte(os.path.join(damaged, latest, 'dump.rdb.zst'), 40)
+    result = failed(rset.module(action='verify', backups=damaged))
+    assert 'Verification failed for %s' % latest in result['msg'] and 'SHA-256' in result['msg']
+    assert catalog_entry(damaged, latest)['verified'] is False
+    # The catalog itself is intact.
+    assert catalog_entry(rset.backup_dir, latest)['verified'] is True
+
+
+def test_list_and_prune(rset, seeded):
+    first = ok(rset.module(action='list'))['latest']
+    second = ok(rset.module(env=rset.password_env(), **rset.set_args(action='backup')))['backup_id']
+    listed = ok(rset.module(action='list'))
+    assert [b['id'] for b in listed['backups']] == [first, second]
+    assert listed['latest'] == second and listed['last_verified'] == first
+    # The newest verified snapshot is kept whatever the rules say; verify the new one so the old can go.
+    ok(rset.module(action='verify', backup_id=second))
+    planned = ok(rset.module(check_mode=True, action='prune', keep_days=0, keep_count=1))
+    assert planned['removed'] == [first] and planned['kept'] == [second] and planned['changed'] is True
+    assert os.path.isdir(os.path.join(rset.backup_dir, first))
+    pruned = ok(rset.module(action='prune', keep_days=0, keep_count=1))
+    assert pruned['removed'] == [first] and not os.path.exists(os.path.join(rset.backup_dir, first))
+    assert [b['id'] for b in ok(rset.module(action='list'))['backups']] == [second]
+
+
+# ---------------------------------------------------------------------------------------------
+# restore
+
+
+def restore_args(rset, **extra):
+    return rset.set_args(action='restore', restore_listen_host=rs.BACKUP_IP, **extra)
+
+
+def test_restore_check_mode_changes_nothing(rset, seeded):
+    before = set_state(rset)
+    result = ok(rset.module(check_mode=True, ip=rs.BACKUP_IP, env=rset.password_env(), **restore_args(rset)))
+    assert result['changed'] is True and result['master'] == rset.master_address()
+    assert any('REPLICAOF %s:16379' % rs.BACKUP_IP in step for step in result['plan'])
+    assert set_state(rset) == before
+
+
+def test_restore_brings_back_the_snapshot_on_master_and_replicas(rset, seeded):
+    master_name = rset.master()
+    master = rset.client(master_name)
+    epoch = rset.sentinel('sentinel-1').execute_command('SENTINEL', 'MASTER', rs.MASTER_NAME)
+    epoch = dict(zip(epoch[0::2], epoch[1::2]))['config-epoch']
+    # Change the data after the snapshot: overwrite, delete, add, and a database the snapshot does not have.
+    master.set('key:7', 'changed')
+    master.delete('key:8', 'key:9')
+    master.set('added-after', '1')
+    rset.client(master_name, db=5).set('other-db', '1')
+    rset.client(master_name, db=3).flushdb()
+    master.execute_command('WAIT', 2, 5000)
+    assert keyspace(master) == {'0': 1000, '5': 1}
+
+    result = ok(rset.module(ip=rs.BACKUP_IP, env=rset.password_env(), **restore_args(rset)))
+    assert result['master'] == rset.master_address() == '%s:%d' % rs.DATA_NODES[master_name][:2]
+    assert result['restored_keys'] == seeded['counts']
+    for name in rs.DATA_NODES:
+        client = rset.client(name)
+        assert keyspace(client) == seeded['counts'], name
+        assert client.get('key:7') == 'value-7' and client.get('key:8') == 'value-8', name
+        assert client.get('added-after') is None and client.ttl('with-ttl') > 0, name
+        assert rset.client(name, db=3).hget('hash:49', 'b') == 'text', name
+    # Failovers are possible again, nothing failed over, the Sentinels are healthy.
+    for name in rset.replicas():
+        assert rset.client(name).config_get('replica-priority')['replica-priority'] == '100'
+        assert rset.client(name).info('replication')['master_link_status'] == 'up'
+    assert result['sentinel']['problems'] == [] and result['sentinel']['quorum_ok'] is True
+    for name in rs.SENTINELS:
+        fields = rset.sentinel(name).execute_command('SENTINEL', 'MASTER', rs.MASTER_NAME)
+        fields = dict(zip(fields[0::2], fields[1::2]))
+        assert fields['config-epoch'] == epoch and 's_down' not in fields['flags'] and 'o_down' not in fields['flags']
+        assert 'OK' in rset.sentinel(name).execute_command('SENTINEL', 'CKQUORUM', rs.MASTER_NAME)
+    # The AOF was rewritten from the restored data; the temporary server is gone with its scratch directory.
+    persistence = master.info('persistence')
+    assert persistence['aof_enabled'] == 1 and persistence['aof_last_bgrewrite_status'] == 'ok'
+    assert any(line.startswith('AOF rewritten') for line in result['log'])
+    assert not [name for name in os.listdir(rset.backup_dir) if name.startswith('.scratch-')]
+    # A write through the master reaches the replicas (min-replicas-to-write is met again).
+    master.set('after-restore', 'yes')
+    assert master.execute_command('WAIT', 2, 5000) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: clear failures, data untouched
+
+
+def test_unknown_backup_id_fails_with_data_intact(rset):
+    before = set_state(rset)
+    result = failed(rset.module(ip=rs.BACKUP_IP, env=rset.password_env(),
+                                 **restore_args(rset, backup_id='20200101T000000Z-full')))
+    assert '20200101T000000Z-full is not in the catalog' in result['msg']
+    assert set_state(rset) == before
+
+
+def test_wrong_redis_password_fails_with_data_intact(rset):
+    before = set_state(rset)
+    env = dict(rset.password_env(), REDIS_PASSWORD='not-the-password')
+    result = failed(rset.module(ip=rs.BACKUP_IP, env=env, **restore_args(rset)))
+    assert 'refused the password' in result['msg'] and 'redis_password' in result['msg']
+    assert set_state(rset) == before
+    result = failed(rset.module(env=env, **rset.set_args(action='backup')))
+    assert 'password' in result['msg']
+    entries = ok(rset.module(action='list'))['backups']
+    assert len(entries) == 1 and not [n for n in os.listdir(rset.backup_dir) if n.startswith('.tmp-')]
+
+
+def test_failed_restore_gives_failovers_back(rset):
+    """The temporary server cannot start (an address this container does not have): priorities come back."""
+    before = set_state(rset)
+    result = failed(rset.module(ip=rs.BACKUP_IP, env=rset.password_env(),
+                                **rset.set_args(action='restore', restore_listen_host='172.29.0.99')))
+    assert 'is not running' in result['msg'] and 'restore_listen_host' in result['msg']
+    assert 'the live data was not touched' in result['msg']
+    assert any(line.startswith('replica-priority 0') for line in result['log'])
+    assert any(line.startswith('replica-priority restored') for line in result['log'])
+    assert set_state(rset) == before
+
+
+def test_wrong_sentinel_password_fails_clearly(rset):
+    env = dict(rset.password_env(), REDIS_SENTINEL_PASSWORD='wrong')
+    result = failed(rset.module(env=env, **rset.set_args(action='backup')))
+    assert 'sentinel_password' in result['msg']
+
+
+# ---------------------------------------------------------------------------------------------
+# S3
+
+
+@pytest.fixture(scope='module')
+def s3(rset):
+    sys.path.insert(0, os.path.join(rs.COLLECTION_ROOT, 'tests', 'support'))
+    try:
+        import s3server
+    finally:
+        sys.path.pop(0)
+    import boto3
+    host = s3server.start(S3_NAME, rs.NETWORK, rs.S3_IP)
+    try:
+        client = boto3.client('s3', endpoint_url=host, aws_access_key_id=s3server.ACCESS_KEY,
+                              aws_secret_access_key=s3server.SECRET_KEY, region_name=s3server.REGION)
+        client.create_bucket(Bucket=BUCKET)
+        option = dict(bucket=BUCKET, prefix='dev', endpoint_url=s3server.network_endpoint(S3_NAME),
+                      region=s3server.REGION, access_key=s3server.ACCESS_KEY, secret_key=s3server.SECRET_KEY,
+                      sse='AES256')
+        yield dict(client=client, option=option)
+    finally:
+        s3server.stop(S3_NAME)
+
+
+def test_s3_round_trip(rset, seeded, s3):
+    taken = ok(rset.module(env=rset.password_env(), **rset.set_args(action='backup', s3=s3['option'])))
+    backup_id = taken['backup_id']
+    assert taken['s3']['url'] == 's3://%s/dev/redis/%s/' % (BUCKET, backup_id) and taken['s3']['verified_at']
+    assert catalog_entry(rset.backup_dir, backup_id)['verified'] is True
+    keys = sorted(o['Key'] for o in s3['client'].list_objects_v2(Bucket=BUCKET, Prefix='dev/redis/')['Contents'])
+    assert keys == ['dev/redis/%s/catalog.json' % backup_id, 'dev/redis/%s/dump.rdb.zst' % backup_id]
+    head = s3['client'].head_object(Bucket=BUCKET, Key='dev/redis/%s/dump.rdb.zst' % backup_id)
+    assert head['ServerSideEncryption'] == 'AES256'
+
+    listed = ok(rset.module(action='list', s3=s3['option']))
+    assert listed['s3_latest'] == backup_id and [b['id'] for b in listed['s3_backups']] == [backup_id]
+    verified = ok(rset.module(action='verify', backup_id=backup_id, s3=s3['option']))
+    assert 's3 sha256' in verified['results'][0]['checks']
+
+    # The local copy is gone: restore downloads it (verified against its catalog) and loads it.
+    shutil.rmtree(os.path.join(rset.backup_dir, backup_id))
+    master = rset.client(rset.master())
+    master.set('key:1', 'changed-before-s3-restore')
+    master.execute_command('WAIT', 2, 5000)
+    restored = ok(rset.module(ip=rs.BACKUP_IP, env=rset.password_env(),
+                               **restore_args(rset, backup_id=backup_id, s3=s3['option'])))
+    assert restored['downloaded_from_s3'] is True and restored['backup_id'] == backup_id
+    for name in rs.DATA_NODES:
+        assert rset.client(name).get('key:1') == 'value-1', name
+    assert os.path.isfile(os.path.join(rset.backup_dir, backup_id, 'catalog.json'))
+
+    # Prune applies the same plan to the S3 copies: a newer verified copy lets the older one go.
+    newer = ok(rset.module(env=rset.password_env(), **rset.set_args(action='backup', s3=s3['option'])))['backup_id']
+    planned = ok(rset.module(check_mode=True, action='prune', keep_days=0, keep_count=1, s3=s3['option']))
+    assert planned['s3']['removed'] == [backup_id] and planned['s3']['kept'] == [newer]
+    pruned = ok(rset.module(action='prune', keep_days=0, keep_count=1, s3=s3['option']))
+    assert pruned['s3']['removed'] == [backup_id] and pruned['s3']['kept'] == [newer]
+    keys = sorted(o['Key'] for o in s3['client'].list_objects_v2(Bucket=BUCKET, Prefix='dev/redis/')['Contents'])
+    assert keys == ['dev/redis/%s/catalog.json' % newer, 'dev/redis/%s/dump.rdb.zst' % newer]
+    assert [b['id'] for b in ok(rset.module(action='list'))['backups']] == [newer]
+
+
+def test_restore_from_an_rdb_file(rset):
+    """Import: a plain dump.rdb (here unpacked from the newest snapshot) instead of a catalog id."""
+    latest = ok(rset.module(action='list'))['latest']
+    entry = catalog_entry(rset.backup_dir, latest)
+    imports = os.path.join(rset.workdir, 'import')
+    os.makedirs(imports)
+    subprocess.run(['zstd', '-q', '-d', '-o', os.path.join(imports, 'dump.rdb'),
+                    os.path.join(rset.backup_dir, latest, 'dump.rdb.zst')], check=True)
+    master = rset.client(rset.master())
+    master.set('key:2', 'changed-before-import')
+    master.execute_command('WAIT', 2, 5000)
+    result = ok(rset.module(ip=rs.BACKUP_IP, env=rset.password_env(), volumes=['%s:/import:ro' % imports],
+                            **restore_args(rset, rdb_file='/import/dump.rdb')))
+    assert result['rdb_file'] == '/import/dump.rdb' and 'backup_id' not in result
+    assert result['restored_keys'] == entry['keys_by_db']
+    for name in rs.DATA_NODES:
+        assert rset.client(name).get('key:2') == 'value-2', name
