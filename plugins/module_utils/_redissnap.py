@@ -602,8 +602,7 @@ def scratch_dir(root, what):
 # Backup
 
 
-def take_snapshot(run, tools, node, source, root, entries, clock_now, bgsave_timeout, fetch_timeout, env,
-                  sleep=time.sleep):
+def take_snapshot(run, tools, node, source, root, clock_now, bgsave_timeout, fetch_timeout, env, sleep=time.sleep):
     """BGSAVE on ``node``, fetch, check, compress, hash and publish; return the catalog entry.
 
     ``node``: a ``_redis.Node``; ``source``: the choose_source() result; ``clock_now()``: the node's
@@ -927,6 +926,10 @@ class Restore(object):
             info, error = snapshot
             if info is not None and str(info.get('loading', 0)) == '0':
                 return DONE, ''
+            # It daemonizes before it binds: a wrong address shows only in its log, and as no pidfile.
+            if info is None and elapsed >= 5 and not self.temp_running():
+                return FAILED, ('the temporary redis-server on %s is not running (is restore_listen_host an address of '
+                                'this host?); its log: %s' % (self.listen, self.temp_log()))
             if elapsed >= timeout:
                 return FAILED, ('the temporary redis-server on %s did not come up loaded within %s s (%s); its log: %s'
                                 % (self.listen, timeout, error or 'loading', self.temp_log()))
@@ -943,6 +946,14 @@ class Restore(object):
         except (OSError, IOError, TypeError):
             return 'no log'
 
+    def temp_running(self):
+        try:
+            with open(os.path.join(self.temp_dir, 'redis.pid')) as handle:
+                os.kill(int(handle.read().strip()), 0)
+            return True
+        except (OSError, IOError, ValueError, TypeError):
+            return False
+
     def stop_temp_server(self):
         if self.temp is not None:
             try:
@@ -951,14 +962,8 @@ class Restore(object):
                 pass
             self.temp.close()
             self.temp = None
-        pidfile = os.path.join(self.temp_dir or '/nonexistent', 'redis.pid')
         for dummy in range(50):
-            if not os.path.exists(pidfile):
-                break
-            try:
-                with open(pidfile) as handle:
-                    os.kill(int(handle.read().strip()), 0)
-            except (OSError, ValueError):
+            if not self.temp_running():
                 break
             self.sleep(0.1)
 

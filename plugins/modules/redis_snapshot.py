@@ -432,7 +432,7 @@ def do_backup(module, root):
                           % (source['address'], source['role'], root, human_bytes(needed), why))
             return result
 
-        entry = _redissnap.take_snapshot(module.run_command, tools, node, source, root, entries,
+        entry = _redissnap.take_snapshot(module.run_command, tools, node, source, root,
                                          lambda: _redissnap.server_time(node),
                                          params['bgsave_timeout'], params['fetch_timeout'], redis_env(params))
         result.update(changed=True, backup_id=entry['id'], entry=_catalog.summary(entry),
