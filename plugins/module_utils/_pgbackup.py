@@ -43,10 +43,12 @@ import pwd
 import re
 import shlex
 import shutil
+import socket
 import tempfile
 import time
 
 from ansible_collections.psscript.infra.plugins.module_utils import _catalog
+from ansible_collections.psscript.infra.plugins.module_utils._files import fsync_path
 
 DATA_DIR = 'data'
 ARCHIVE_FILE = 'data.tar.zst'
@@ -532,7 +534,18 @@ _STOPPING = re.compile(r'recovery stopping (before|after) .*')
 _NOT_REACHED = 'recovery ended before configured recovery target was reached'
 
 
-def recovery_settings(wal_archive_dir, socket_dir, hba_file, ident_file, target_time=None, immediate=False):
+def restore_command(wal_dirs):
+    """``restore_command`` reading the first of ``wal_dirs`` that has the file (the WAL archive, then
+    the segments fetched from S3 for this restore)."""
+    dirs = [d.rstrip('/') for d in wal_dirs]
+    parts = ['cp "%s/%%f" "%%p"' % dirs[-1]]
+    for directory in reversed(dirs[:-1]):
+        parts.insert(0, 'test -f "%s/%%f" && cp "%s/%%f" "%%p" ||' % (directory, directory))
+    return ' '.join(parts)
+
+
+def recovery_settings(wal_archive_dir, socket_dir, hba_file, ident_file, target_time=None, immediate=False,
+                      extra_wal_dirs=()):
     """Server options (``-c name=value``) for the temporary recovery: nothing is written to the
     restored configuration, so the directory can later be started with the stack's own settings.
 
@@ -542,7 +555,7 @@ def recovery_settings(wal_archive_dir, socket_dir, hba_file, ident_file, target_
     restored cluster (max_connections...) can block recovery.
     """
     settings = [
-        ('restore_command', 'cp "%s/%%f" "%%p"' % wal_archive_dir.rstrip('/')),
+        ('restore_command', restore_command([wal_archive_dir] + list(extra_wal_dirs))),
         ('recovery_target_action', 'promote'),
         ('archive_mode', 'off'),
         ('summarize_wal', 'off'),
@@ -617,13 +630,14 @@ def _log_tail(path, count=25):
 
 def restore_backup(run, tools, root, members, restore_dir, wal_archive_dir, target_time=None, immediate=False,
                    run_as='postgres', timeout=600, check_query=None, check_db='postgres', scratch_root=None,
-                   sleep=time.sleep, clock=time.monotonic):
+                   sleep=time.sleep, clock=time.monotonic, extra_wal_dirs=()):
     """Rebuild ``members`` (a chain, full first) into ``restore_dir`` and recover it to the target.
 
     pg_combinebackup writes the data directory (compressed members are unpacked into scratch first);
     a temporary server (socket only, as ``run_as``) replays the archived WAL to the target and
     promotes; the log must say the target was reached; ``check_query`` runs on the result; the
     server is stopped. On failure the restored directory is removed (it was empty before).
+    ``extra_wal_dirs``: more directories ``restore_command`` reads after the archive (WAL fetched from S3).
     Returns ``dict(reached, stop, check_result, recovery_log)``.
     """
     if os.path.exists(restore_dir) and (not os.path.isdir(restore_dir) or os.listdir(restore_dir)):
@@ -670,13 +684,17 @@ def restore_backup(run, tools, root, members, restore_dir, wal_archive_dir, targ
             pass
         _chown_tree(restore_dir, run_as)
         _chown_tree(server_dir, run_as)
-        rc, out, err = run(_as_user(['test', '-w', restore_dir, '-a', '-r', wal_archive_dir, '-a', '-x', wal_archive_dir],
-                                    run_as))
+        readable = ['-a', '-r', wal_archive_dir, '-a', '-x', wal_archive_dir]
+        for directory in extra_wal_dirs:
+            _chown_tree(directory, run_as)
+            readable += ['-a', '-r', directory, '-a', '-x', directory]
+        rc, out, err = run(_as_user(['test', '-w', restore_dir] + readable, run_as))
         if rc != 0:
             raise BackupError('User %s cannot write %s or read the WAL archive %s (a parent directory it cannot enter?): '
                               'choose a restore_dir that %s can reach, or fix the permissions'
                               % (run_as, restore_dir, wal_archive_dir, run_as))
-        settings = recovery_settings(wal_archive_dir, socket_dir, hba_file, ident_file, target_time, immediate)
+        settings = recovery_settings(wal_archive_dir, socket_dir, hba_file, ident_file, target_time, immediate,
+                                     extra_wal_dirs)
         options = ' '.join('-c %s' % shlex.quote('%s=%s' % item) for item in settings)
         rc, out, err = run(_as_user([tools['pg_ctl'], '--pgdata', restore_dir, '--log', log_file, '--options', options,
                                      '--wait', '--timeout', str(timeout), 'start'], run_as))
@@ -741,3 +759,156 @@ def describe_target(target_time=None, immediate=False):
     if immediate:
         return 'the end of the backup (recovery_target immediate)'
     return 'the end of the archived WAL'
+
+
+# ---------------------------------------------------------------------------------------------
+# Before a restore: hashes, WAL from S3, the live data directory
+
+HISTORY_RE = re.compile(r'^[0-9A-F]{8}\.history$')
+S3_WAL_AREA = 'wal'
+
+
+def wal_names_since(names, since):
+    """WAL archive files at or after the segment ``since`` (by position, any timeline), plus every
+    timeline history file, sorted. ``since`` None: every WAL file."""
+    limit = _catalog.wal_position(since) if since else None
+    found = []
+    for name in names:
+        position = _catalog.wal_position(name)
+        if HISTORY_RE.match(name) or position is not None and (limit is None or position >= limit):
+            found.append(name)
+    return sorted(found)
+
+
+def oldest_wal_start(entries):
+    """The oldest ``wal_start`` of ``entries`` by position, or None."""
+    starts = [e['wal_start'] for e in entries if e.get('wal_start')]
+    return min(starts, key=_catalog.wal_position) if starts else None
+
+
+def check_chain_hashes(root, members):
+    """Re-hash every backup of the chain against the catalog; raise (kind ``checksum``) on any difference.
+
+    Runs before a restore touches anything: a damaged backup is refused, not half restored."""
+    problems = []
+    for member in members:
+        problems.extend('%s: %s' % (member['id'], p) for p in _catalog.check_hashes(os.path.join(root, member['id']), member))
+    if problems:
+        raise BackupError('Refusing to restore: backup files differ from the SHA-256 the catalog recorded (%s%s). Nothing '
+                          'was changed; restore another backup (backup_id, target_time) or fetch an intact copy'
+                          % ('; '.join(problems[:5]), '; ...' if len(problems) > 5 else ''), kind='checksum')
+    return len(members)
+
+
+def upload_wal(store, archive_dir, since, required=()):
+    """Copy the archived WAL from ``since`` on (and history files) to ``<prefix>/postgres/wal/`` in S3,
+    skipping what is there already. ``required`` must all be in S3 afterwards (raises otherwise).
+    Returns ``dict(uploaded, present)`` counts and the first/last uploaded names."""
+    remote = store.list_area(S3_WAL_AREA)
+    local = wal_names_since(os.listdir(archive_dir), since)
+    result = store.put_area(S3_WAL_AREA, archive_dir, [n for n in local if n not in remote], present=remote)
+    have = set(remote) | set(result['uploaded'])
+    missing = [n for n in required if n not in have]
+    if missing:
+        raise BackupError('WAL file(s) %s the backup needs are neither in %s nor in S3: the S3 copy could not be '
+                          'restored; take a new backup' % (', '.join(missing), archive_dir), kind='wal_missing')
+    return dict(uploaded=len(result['uploaded']), present=len(local) - len(result['uploaded']),
+                first=result['uploaded'][0] if result['uploaded'] else None,
+                last=result['uploaded'][-1] if result['uploaded'] else None)
+
+
+def fetch_wal(store, archive_dir, dest, since):
+    """Download into ``dest`` the WAL from ``since`` on that S3 has and ``archive_dir`` lacks; return the names."""
+    local = set(os.listdir(archive_dir)) if os.path.isdir(archive_dir) else set()
+    wanted = [n for n in wal_names_since(store.list_area(S3_WAL_AREA), since) if n not in local]
+    return store.get_area(S3_WAL_AREA, wanted, dest)
+
+
+def read_postmaster_pid(data_dir):
+    """Fields of ``postmaster.pid`` (pid, data_dir, start, port, socket_dir, listen, status) or None."""
+    try:
+        with open(os.path.join(data_dir, 'postmaster.pid')) as handle:
+            lines = handle.read().splitlines()
+    except (IOError, OSError):
+        return None
+    names = ('pid', 'data_dir', 'start', 'port', 'socket_dir', 'listen', 'shmem', 'status')
+    fields = dict((name, lines[i].strip() if i < len(lines) else None) for i, name in enumerate(names))
+    try:
+        fields['pid'] = int(fields['pid'])
+    except (TypeError, ValueError):
+        fields['pid'] = None
+    return fields
+
+
+def local_postmaster_alive(pid):
+    """Whether ``pid`` is a live postgres process in this PID namespace."""
+    if not pid:
+        return False
+    try:
+        with open('/proc/%d/comm' % pid) as handle:
+            return handle.read().strip() in ('postgres', 'postmaster')
+    except (IOError, OSError):
+        return False
+
+
+def server_answers(host, port, timeout=3.0):
+    """Whether something accepts TCP connections at host:port (a running server)."""
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
+    except (OSError, ValueError):
+        return False
+    sock.close()
+    return True
+
+
+def live_dir_state(data_dir, login_host=None, login_port=5432, answers=server_answers, alive=local_postmaster_alive):
+    """Decide whether the live data directory may be replaced; ``dict(ok, why, postmaster_pid)``.
+
+    ``postmaster.pid`` exists while a server runs and stays after a crash. Its PID means nothing
+    from another container (PID namespaces), so: a live postgres process here, or a server answering
+    at ``login_host`` (the stack's address of this data directory), means running; a pid file with
+    neither is only accepted when ``login_host`` was given to check (a crashed server)."""
+    pid = read_postmaster_pid(data_dir)
+    if login_host and answers(login_host, login_port):
+        return dict(ok=False, postmaster_pid=pid,
+                    why='a PostgreSQL server answers at %s:%s: stop it first (the restore playbook stops the container)'
+                    % (login_host, login_port))
+    if pid is None:
+        return dict(ok=True, postmaster_pid=None, why=None)
+    if alive(pid['pid']):
+        return dict(ok=False, postmaster_pid=pid,
+                    why='postmaster.pid in %s names process %s, a running postgres: stop the server first'
+                    % (data_dir, pid['pid']))
+    if not login_host:
+        return dict(ok=False, postmaster_pid=pid,
+                    why='postmaster.pid in %s (pid %s, status %s) says a server runs or crashed, and without login_host '
+                        'the module cannot check which: stop the server, or give login_host/login_port of the stopped '
+                        'server so it can check that nothing answers there' % (data_dir, pid['pid'], pid['status']))
+    return dict(ok=True, postmaster_pid=pid, why=None)
+
+
+def live_names(data_dir, backup_id, now):
+    """Sibling names for a live restore: where the restored copy is built, and where the old data goes."""
+    parent, base = os.path.split(os.path.normpath(data_dir))
+    stamp = now.strftime('%Y%m%dT%H%M%SZ')
+    return (os.path.join(parent, '%s.restore-%s-%s' % (base, backup_id, stamp)),
+            os.path.join(parent, '%s.before-%s-%s' % (base, backup_id, stamp)))
+
+
+def swap_live(data_dir, restored, moved_aside):
+    """Move the current data directory aside and the restored one into its place: two renames in
+    one directory (one file system), then an fsync of that directory. Returns where the old data is
+    (None when there was none)."""
+    parent = os.path.dirname(os.path.normpath(data_dir))
+    old = None
+    if os.path.lexists(data_dir):
+        os.rename(data_dir, moved_aside)
+        old = moved_aside
+    try:
+        os.rename(restored, data_dir)
+    except OSError:
+        if old:
+            os.rename(moved_aside, data_dir)
+        raise
+    fsync_path(parent, directory=True)
+    return old

@@ -57,6 +57,8 @@ KINDS = ('postgres', 'redis')
 AREAS = ('wal',)
 SSE_CHOICES = ('AES256', 'aws:kms')
 SHA256_META = 'sha256'
+# Key of the remote catalog.json listing the backup's directories (empty ones included).
+DIRS_KEY = 's3_dirs'
 _CHUNK = 1024 * 1024
 # Objects transferred at once: a backup in plain layout is ~1000 files, mostly small, so the time
 # goes into request latency, not bandwidth. boto3 clients are thread-safe.
@@ -217,6 +219,15 @@ def compare_remote(entry, remote_sizes, catalog_key):
     if catalog_key not in remote_sizes:
         problems.append('%s: missing in S3 (the upload did not finish)' % catalog_key)
     return problems
+
+
+def directories(top):
+    """Relative paths (with '/') of every directory under top, sorted (parents first)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames:
+            found.append(os.path.relpath(os.path.join(dirpath, name), top).replace(os.sep, '/'))
+    return sorted(found)
 
 
 def _client_config(params_s3):
@@ -403,8 +414,12 @@ class S3Store(object):
         stale = [k for k in existing if k != marker and k[len(self.key(backup_id)):] not in files]
         if stale:
             self._delete_keys(stale)
-        with open(os.path.join(path, _catalog.CATALOG_FILE), 'rb') as handle:
-            self._put_bytes(handle.read(), marker)
+        # The remote marker is the catalog entry plus the directory list: the catalog records files
+        # only, and a data directory needs its empty directories (pg_wal, pg_tblspc...) back.
+        with open(os.path.join(path, _catalog.CATALOG_FILE)) as handle:
+            remote_entry = json.load(handle)
+        remote_entry[DIRS_KEY] = directories(path)
+        self._put_bytes((json.dumps(remote_entry, indent=2, sort_keys=True) + '\n').encode('utf-8'), marker)
         uploaded = time.time()
         checked = self.verify(entry)
         return dict(id=backup_id, url=self.url(self.key(backup_id)), objects=len(files) + 1,
@@ -517,6 +532,8 @@ class S3Store(object):
         os.mkdir(staged, 0o700)
         try:
             names = sorted(entry['files'])
+            for rel in sorted(entry.pop(DIRS_KEY, None) or []):
+                os.makedirs(os.path.join(staged, check_relpath(rel)), 0o700)
             for rel in names:
                 parent = os.path.dirname(os.path.join(staged, check_relpath(rel)))
                 if not os.path.isdir(parent):

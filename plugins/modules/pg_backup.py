@@ -33,6 +33,21 @@ description:
     fails, and removes what it restored, unless the server log says the target was reached. The server is stopped
     afterwards; the directory keeps its C(backup_label) history and is ready to be started with the stack's
     configuration.
+  - Before O(action=restore) changes anything it re-hashes every backup of the chain against the SHA-256 the catalog
+    recorded and refuses on any difference.
+  - With O(live=true), O(action=restore) replaces the live data directory O(restore_dir) (in the C(psscript) stack
+    C(/var/lib/postgresql/data/pgdata), run in a one-off backup container with the data volume mounted, the
+    PostgreSQL container stopped). It refuses when a server runs on it. The backup is restored into a new sibling
+    directory and proven there (target reached, O(check_query)); only then the current directory is renamed to
+    C(<name>.before-<backup_id>-<UTC time>) and the restored one to O(restore_dir), two renames on one file system.
+    Nothing is deleted, RV(previous_data_dir) says where the old data is.
+  - With O(s3), O(action=backup) verifies the new backup (as O(action=verify) does, with its WAL), then copies to S3
+    the archived WAL it needs (and any newer WAL not there yet) under C(<prefix>/postgres/wal/), then the backup
+    itself, and checks the remote copy end to end. O(action=list) also lists the S3 copies, O(action=verify) also
+    checks them, O(action=prune) applies the same retention rules to them (and to the WAL in S3), and
+    O(action=restore) downloads (verified, published atomically into O(backup_dir)) every backup of the chain that
+    is missing locally, and fetches the WAL the archive lacks into a temporary directory that C(restore_command)
+    reads after the archive.
   - The module needs the PostgreSQL client tools of the server's major version (C(pg_basebackup),
     C(pg_verifybackup), C(pg_combinebackup), C(pg_waldump)); the C(psscript/backup) image has them. They are
     looked up in C(/usr/lib/postgresql/<major>/bin) first, then in E(PATH).
@@ -42,6 +57,7 @@ author:
 extends_documentation_fragment:
   - psscript.infra.postgres
   - psscript.infra.backup
+  - psscript.infra.s3
   - psscript.infra.attributes
 attributes:
   check_mode:
@@ -52,7 +68,9 @@ attributes:
       - O(action=backup) in check mode connects, runs every pre-check (versions, WAL summaries, parent, free space)
         and reports what it would take, without writing anything.
       - O(action=prune) in check mode returns what it would remove.
-      - O(action=restore) in check mode chooses the backup chain and reports it, without writing.
+      - O(action=restore) in check mode chooses the backup chain (local or S3), checks the hashes of the local
+        backups, checks that no server runs on a live O(restore_dir), and reports what it would do, without writing.
+      - With O(s3), check mode lists and reads S3 but writes and deletes nothing there.
   diff_mode:
     support: none
 options:
@@ -128,7 +146,18 @@ options:
     description:
       - For O(action=restore), the directory to rebuild the data directory in. It must not exist or be empty; a restore
         never overwrites. Needs the plain size of the full backup free.
+      - With O(live=true), the live data directory to replace (it may exist and hold data); the restore is built beside
+        it, so its parent needs the plain size of the full backup free.
     type: path
+  live:
+    description:
+      - For O(action=restore), replace the live data directory O(restore_dir) instead of filling an empty one.
+      - Refused while a server runs on it. C(postmaster.pid) stays after a crash and its process id means nothing from
+        another container, so when that file exists give O(login_host) and O(login_port) of the (stopped) server;
+        the restore goes on only when nothing answers there. A server answering there is always refused.
+      - The current data directory is moved aside (never deleted), see RV(previous_data_dir).
+    type: bool
+    default: false
   restore_user:
     description:
       - OS user the temporary recovery server runs as, and owner of O(restore_dir) (PostgreSQL refuses to run as root).
@@ -156,7 +185,8 @@ options:
         backup (and of its chain, for an incremental) free.
     type: path
 notes:
-  - The connection options are used by O(action=backup) only; O(db) defaults to V(postgres) here. The login role needs
+  - The connection options are used by O(action=backup), and by O(action=restore) with O(live=true) to check that no
+    server answers for the live directory; O(db) defaults to V(postgres) here. The login role needs
     C(REPLICATION) and a C(host replication) line in C(pg_hba.conf); C(pg_read_all_stats) lets it read database sizes
     for the first free-space check, and C(EXECUTE) on C(pg_switch_wal()) lets it close the current WAL segment when the
     archive lags (without it, the server's own switch at backup end is awaited).
@@ -225,6 +255,41 @@ EXAMPLES = r'''
     check_query: SELECT count(*) FROM scripts
     check_db: psscript
   register: drill
+
+- name: Nightly full backup, verified and copied to S3 (MinIO) with server-side encryption
+  psscript.infra.pg_backup:
+    action: backup
+    type: full
+    backup_dir: /backups/postgres
+    wal_archive_dir: /wal-archive
+    login_host: psscript-postgres-1
+    login_user: psscript_backup
+    login_password: "{{ postgres_backup_password }}"
+    s3:
+      bucket: psscript-backups
+      prefix: prod
+      endpoint_url: https://minio.example.net:9000
+      access_key: "{{ s3_access_key }}"
+      secret_key: "{{ s3_secret_key }}"
+      sse: AES256
+
+- name: Replace the live data directory (PostgreSQL stopped), fetching from S3 what is missing locally
+  psscript.infra.pg_backup:
+    action: restore
+    live: true
+    restore_dir: /var/lib/postgresql/data/pgdata
+    login_host: psscript-postgres-1
+    backup_dir: /backups/postgres
+    wal_archive_dir: /wal-archive
+    check_query: SELECT count(*) FROM scripts
+    check_db: psscript
+    s3:
+      bucket: psscript-backups
+      prefix: prod
+      endpoint_url: https://minio.example.net:9000
+      access_key: "{{ s3_access_key }}"
+      secret_key: "{{ s3_secret_key }}"
+  register: restored
 
 - name: Show the newest verified full backup
   psscript.infra.pg_backup:
@@ -391,6 +456,83 @@ recovery_log:
   type: list
   elements: str
   sample: ['2025-02-01 10:00:03.001 UTC [77] LOG:  archive recovery complete']
+downloaded_from_s3:
+  description: Ids of the backups O(action=restore) downloaded from S3 because they were missing locally (or would).
+  returned: action is restore
+  type: list
+  elements: str
+  sample: [20250130T020000Z-full]
+wal_from_s3:
+  description: Number of WAL files O(action=restore) fetched from S3 because the archive lacked them.
+  returned: action is restore, O(s3) given, not in check mode
+  type: int
+  sample: 12
+live:
+  description: Whether O(action=restore) replaced the live data directory (O(live)).
+  returned: action is restore
+  type: bool
+  sample: true
+previous_data_dir:
+  description: Where the data directory that O(live=true) replaced was moved (null when there was none).
+  returned: action is restore, O(live=true), success
+  type: str
+  sample: /var/lib/postgresql/data/pgdata.before-20250131T020000Z-incremental-20250201T101500Z
+restored_copy:
+  description: The restored and verified directory left beside the live one when a server was started during the
+    restore, so the swap was not done.
+  returned: action is restore, O(live=true), failure
+  type: str
+  sample: /var/lib/postgresql/data/pgdata.restore-20250131T020000Z-incremental-20250201T101500Z
+postmaster_pid:
+  description: The fields of C(postmaster.pid) of the live directory when O(live=true) refused to replace it.
+  returned: action is restore, O(live=true), refused
+  type: dict
+  sample: {pid: 1, port: '5432', status: ready}
+s3:
+  description:
+    - O(action=backup) with O(s3) - the upload of the backup (objects, bytes, seconds, when it was verified) and of the
+      WAL (C(wal), counts of WAL files uploaded and already present).
+    - O(action=prune) with O(s3) - what retention removed in S3 (C(removed), C(kept), C(reasons), C(oldest_wal_needed),
+      C(removed_wal)), as for the local catalog.
+  returned: action is backup or prune, O(s3) given, not in check mode for backup
+  type: dict
+  sample:
+    id: 20250131T020000Z-full
+    url: s3://backups/prod/postgres/20250131T020000Z-full/
+    objects: 1024
+    bytes: 52428800
+    sse: AES256
+    upload_seconds: 4.2
+    verify_seconds: 2.9
+    uploaded_at: '2025-01-31T02:01:20.000000Z'
+    verified_at: '2025-01-31T02:01:23.000000Z'
+    wal: {uploaded: 3, present: 40, first: '000000010000000000000029', last: '00000001000000000000002B'}
+s3_backups:
+  description:
+    - The backups in S3 (those whose C(catalog.json) was uploaded), oldest first by stop time, as RV(backups), each with
+      C(local) (whether O(backup_dir) has it too). Local entries in RV(backups) then carry C(in_s3).
+  returned: action is list, O(s3) given
+  type: list
+  elements: dict
+  sample:
+    - {id: 20250130T020000Z-full, type: full, restorable: true, local: false}
+s3_latest:
+  description: Id of the newest restorable backup in S3, or null.
+  returned: action is list, O(s3) given
+  type: str
+  sample: 20250130T020000Z-full
+s3_incomplete:
+  description: Backup ids in S3 without C(catalog.json) (an interrupted upload); never restored.
+  returned: action is list, O(s3) given
+  type: list
+  elements: str
+  sample: []
+s3_unreadable:
+  description: Backups in S3 whose C(catalog.json) could not be read.
+  returned: action is list, O(s3) given
+  type: list
+  elements: dict
+  sample: []
 removed_leftovers:
   description: Leftover directories removed by O(action=prune) (older than O(stale_after_hours)).
   returned: action is prune
@@ -400,12 +542,15 @@ removed_leftovers:
 '''
 
 import os
+import shutil
+import tempfile
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _files, _pg, _pgbackup
+from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _files, _pg, _pgbackup, _s3
 from ansible_collections.psscript.infra.plugins.module_utils._catalog import CatalogError
 from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import BackupError
+from ansible_collections.psscript.infra.plugins.module_utils._s3 import S3Error
 
 
 def find_tools(module, major, names=_pgbackup.TOOLS):
@@ -518,6 +663,14 @@ def do_backup(module, root):
                 raise
         result.update(changed=True, backup_id=entry['id'], backup=_catalog.summary(entry),
                       msg='Took %s backup %s (%s)' % (entry['type'], entry['id'], _pgbackup.human_bytes(entry['bytes'])))
+        store = s3_store(module)
+        if store is not None:
+            try:
+                result['s3'] = verify_and_upload(module, root, entry, store, major)
+            except S3Error as err:
+                raise BackupError('Backup %s was taken and verified, but its S3 copy failed: %s' % (entry['id'], err.msg))
+            result.update(backup=_catalog.summary(entry),
+                          msg='%s, verified it and copied it to %s' % (result['msg'], result['s3']['url']))
         return result
     except BackupError as err:
         if err.kind == 'wal_missing' and conn is not None:
@@ -530,23 +683,71 @@ def do_backup(module, root):
             lock.release()
 
 
-def listing(root):
-    catalog = _catalog.list_backups(root)
-    entries = catalog['backups']
-    backups = []
+def s3_store(module):
+    """The S3 copies of the PostgreSQL backups, or None when the s3 option is not given."""
+    if not module.params['s3']:
+        return None
+    return _s3.S3Store(module.params['s3'], 'postgres')
+
+
+def summarize(entries):
+    """Entries without per-file hashes, each with ``restorable``; plus the newest restorable id."""
+    items = []
     for entry in entries:
         item = _catalog.summary(entry)
         item['restorable'] = _catalog.restorable(entries, entry)
-        backups.append(item)
-    restorable = [b for b in backups if b['restorable']]
+        items.append(item)
+    restorable = [b for b in items if b['restorable']]
+    return items, restorable[-1]['id'] if restorable else None
+
+
+def verify_and_upload(module, root, entry, store, major):
+    """Verify the backup just taken (with its WAL), then copy its WAL and itself to S3 and check the copy."""
+    entries = _catalog.list_backups(root)['backups']
+    outcome = _pgbackup.verify_backup(module.run_command, find_tools(module, major), root, entry, entries,
+                                      wal_archive_dir=module.params['wal_archive_dir'],
+                                      scratch_root=module.params['scratch_dir'])
+    _catalog.record_verify(root, entry, outcome)
+    if not outcome['ok']:
+        raise BackupError('Backup %s was taken but failed verification, so it was not copied to S3: %s. Take a new full '
+                          'backup' % (entry['id'], '; '.join(outcome['problems'][:5])))
+    # The WAL first: a backup listed in S3 always has the WAL that makes it usable there.
+    since = _pgbackup.oldest_wal_start(store.list_entries() + [entry])
+    wal = _pgbackup.upload_wal(store, module.params['wal_archive_dir'], since, required=entry.get('wal_files') or [])
+    summary = store.upload(root, entry)
+    summary['wal'] = wal
+    entry['s3'] = summary
+    _catalog.write_entry(os.path.join(root, entry['id']), entry)
+    return summary
+
+
+def listing(root, store=None):
+    catalog = _catalog.list_backups(root)
+    entries = catalog['backups']
+    backups, latest = summarize(entries)
     verified_fulls = [e for e in entries if e['type'] == 'full' and e.get('verified') is True]
-    return dict(changed=False, backups=backups, latest=restorable[-1]['id'] if restorable else None,
-                last_verified_full=verified_fulls[-1]['id'] if verified_fulls else None,
-                leftovers=catalog['leftovers'], unreadable=catalog['unreadable'])
+    result = dict(changed=False, backups=backups, latest=latest,
+                  last_verified_full=verified_fulls[-1]['id'] if verified_fulls else None,
+                  leftovers=catalog['leftovers'], unreadable=catalog['unreadable'])
+    if store is not None:
+        remote = store.listing()
+        local_ids = set(e['id'] for e in entries)
+        remote_ids = set(e['id'] for e in remote['entries'])
+        for item in backups:
+            item['in_s3'] = item['id'] in remote_ids
+        s3_backups, s3_latest = summarize(remote['entries'])
+        for item in s3_backups:
+            item['local'] = item['id'] in local_ids
+        result.update(s3_backups=s3_backups, s3_latest=s3_latest, s3_incomplete=remote['incomplete'],
+                      s3_unreadable=remote['unreadable'])
+    return result
 
 
 def do_verify(module, root):
     entries = _catalog.list_backups(root)['backups']
+    store = s3_store(module)
+    remote = store.list_entries() if store is not None else []
+    remote_by_id = _catalog.by_id(remote)
     wanted = module.params['backup_id']
     if wanted == 'all':
         chosen = entries
@@ -556,24 +757,33 @@ def do_verify(module, root):
         chosen = entries[-1:]
     else:
         chosen = [e for e in entries if e['id'] == wanted]
+        if not chosen and wanted in remote_by_id:
+            chosen = [remote_by_id[wanted]]  # only in S3: its remote copy is what can be checked
         if not chosen:
             module.fail_json(msg='Backup %s is not in the catalog of %s (action=list shows the ids)' % (wanted, root))
+    local_ids = set(e['id'] for e in entries)
     results, changed = [], False
     tools_by_major = {}
     for entry in chosen:
-        major = int(entry.get('server_version_num') or 170000) // 10000
-        if major not in tools_by_major:
-            tools_by_major[major] = find_tools(module, major)
-        outcome = _pgbackup.verify_backup(module.run_command, tools_by_major[major], root, entry, entries,
-                                          wal_archive_dir=module.params['wal_archive_dir'],
-                                          scratch_root=module.params['scratch_dir'])
+        if entry['id'] in local_ids:
+            major = int(entry.get('server_version_num') or 170000) // 10000
+            if major not in tools_by_major:
+                tools_by_major[major] = find_tools(module, major)
+            outcome = _pgbackup.verify_backup(module.run_command, tools_by_major[major], root, entry, entries,
+                                              wal_archive_dir=module.params['wal_archive_dir'],
+                                              scratch_root=module.params['scratch_dir'])
+            if not module.check_mode:
+                changed = _catalog.record_verify(root, entry, outcome) or changed
+        else:
+            outcome = dict(id=entry['id'], ok=True, problems=[], checks=[], local=False)
+        if entry['id'] in remote_by_id:
+            remote_outcome = store.add_remote_check(outcome, entry)
+            if entry['id'] in local_ids and not module.check_mode:
+                entry['s3'] = dict(entry.get('s3') or {}, verified=remote_outcome['ok'],
+                                   verified_at=_catalog.format_time(_catalog.utc_now()),
+                                   verify_error='; '.join(remote_outcome['problems'])[:2000] or None)
+                _catalog.write_entry(os.path.join(root, entry['id']), entry)
         results.append(outcome)
-        if not module.check_mode:
-            changed = changed or entry.get('verified') is not outcome['ok']
-            entry['verified'] = outcome['ok']
-            entry['verified_at'] = _catalog.format_time(_catalog.utc_now())
-            entry['verify_error'] = None if outcome['ok'] else '; '.join(outcome['problems'])[:2000]
-            _catalog.write_entry(os.path.join(root, entry['id']), entry)
     failed = [r for r in results if not r['ok']]
     if failed:
         module.fail_json(msg='Verification failed for %s: %s. Do not restore from it; take a new full backup'
@@ -581,6 +791,19 @@ def do_verify(module, root):
                          results=results, changed=changed)
     return dict(changed=changed, results=results,
                 msg='Verified %d backup(s): %s' % (len(results), ', '.join(r['id'] for r in results) or 'none'))
+
+
+def prune_s3(module, store):
+    """Apply the same retention rules to the S3 copies, and remove the remote WAL no kept copy needs."""
+    plan = store.prune(keep_days=module.params['keep_days'], keep_count=module.params['keep_count'],
+                       dry_run=module.check_mode)
+    wal = []
+    if plan['oldest_wal_needed']:
+        wal = _catalog.wal_files_to_remove(list(store.list_area(_pgbackup.S3_WAL_AREA)), plan['oldest_wal_needed'])
+        if not module.check_mode:
+            store.remove_area(_pgbackup.S3_WAL_AREA, wal)
+    plan['removed_wal'] = dict(count=len(wal), first=wal[0] if wal else None, last=wal[-1] if wal else None)
+    return plan
 
 
 def do_prune(module, root):
@@ -608,17 +831,35 @@ def do_prune(module, root):
         for warning in plan['warnings']:
             module.warn(warning)
         changed = bool(plan['remove'] or wal or removed_leftovers)
-        return dict(changed=changed, removed=plan['remove'], kept=plan['keep'], reasons=plan['reasons'],
-                    oldest_wal_needed=plan['oldest_wal_needed'],
-                    removed_wal=dict(count=len(wal), first=wal[0] if wal else None, last=wal[-1] if wal else None),
-                    removed_leftovers=removed_leftovers,
-                    leftovers=[item for item in catalog['leftovers'] if item not in removed_leftovers],
-                    unreadable=catalog['unreadable'],
-                    msg='%s %d backup(s) and %d WAL file(s); kept %d backup(s)'
-                    % ('Would remove' if module.check_mode else 'Removed', len(plan['remove']), len(wal), len(plan['keep'])))
+        result = dict(changed=changed, removed=plan['remove'], kept=plan['keep'], reasons=plan['reasons'],
+                      oldest_wal_needed=plan['oldest_wal_needed'],
+                      removed_wal=dict(count=len(wal), first=wal[0] if wal else None, last=wal[-1] if wal else None),
+                      removed_leftovers=removed_leftovers,
+                      leftovers=[item for item in catalog['leftovers'] if item not in removed_leftovers],
+                      unreadable=catalog['unreadable'],
+                      msg='%s %d backup(s) and %d WAL file(s); kept %d backup(s)'
+                      % ('Would remove' if module.check_mode else 'Removed', len(plan['remove']), len(wal), len(plan['keep'])))
+        store = s3_store(module)
+        if store is not None:
+            remote = prune_s3(module, store)
+            for warning in remote.pop('warnings'):
+                module.warn('S3: %s' % warning)
+            result['s3'] = remote
+            result['changed'] = result['changed'] or bool(remote['removed'] or remote['removed_wal']['count'])
+            result['msg'] += '; in S3 %s %d backup(s) and %d WAL file(s), kept %d' % (
+                'would remove' if module.check_mode else 'removed', len(remote['removed']), remote['removed_wal']['count'],
+                len(remote['kept']))
+        return result
     finally:
         if lock is not None:
             lock.release()
+
+
+def refuse_running_server(module, data_dir):
+    state = _pgbackup.live_dir_state(data_dir, module.params['login_host'], module.params['login_port'])
+    if not state['ok']:
+        module.fail_json(msg='Refusing to replace the live data directory %s: %s. Nothing was changed' % (data_dir, state['why']),
+                         postmaster_pid=state['postmaster_pid'])
 
 
 def do_restore(module, root):
@@ -626,37 +867,77 @@ def do_restore(module, root):
     for name in ('restore_dir', 'wal_archive_dir'):
         if not params[name]:
             module.fail_json(msg='action=restore needs %s' % name)
+    live = params['live']
+    restore_dir = os.path.normpath(params['restore_dir'])
+    if live:
+        refuse_running_server(module, restore_dir)
+    store = s3_store(module)
     entries = _catalog.list_backups(root)['backups']
+    local_ids = set(e['id'] for e in entries)
+    remote = [e for e in store.list_entries() if e['id'] not in local_ids] if store is not None else []
     target_time = _catalog.parse_time(params['target_time']) if params['target_time'] else None
     immediate = target_time is None and params['backup_id'] not in ('latest', None, '')
     if params['backup_id'] == 'all':
         module.fail_json(msg='backup_id=all is for action=verify; restore takes one backup id or latest')
-    members = _catalog.select_backup(entries, target=params['backup_id'], target_time=target_time)
+    members = _catalog.select_backup(entries + remote, target=params['backup_id'], target_time=target_time)
     ids = [m['id'] for m in members]
+    download = [i for i in ids if i not in local_ids]
     target = _pgbackup.describe_target(target_time, immediate)
-    result = dict(restored_chain=ids, recovery_target=target, restore_dir=params['restore_dir'])
+    result = dict(restored_chain=ids, recovery_target=target, restore_dir=restore_dir, downloaded_from_s3=download,
+                  live=live)
+    # Checksums before anything is touched: a damaged local backup is refused here, in check mode too.
+    _pgbackup.check_chain_hashes(root, [m for m in members if m['id'] in local_ids])
     if module.check_mode:
-        result.update(changed=True, msg='Would restore %s into %s and recover it to %s'
-                      % (' + '.join(ids), params['restore_dir'], target))
+        result.update(changed=True, msg='Would %srestore %s into %s%s and recover it to %s'
+                      % ('download %s from S3, ' % ', '.join(download) if download else '', ' + '.join(ids), restore_dir,
+                         ' (moving the current data aside)' if live else '', target))
         return result
     major = int(members[-1].get('server_version_num') or 170000) // 10000
     tools = find_tools(module, major, ('pg_combinebackup',))
     for name in ('pg_ctl', 'psql'):
         tools[name] = module.get_bin_path(name, required=True, opt_dirs=['/usr/lib/postgresql/%d/bin' % major])
+    if download:
+        _catalog.ensure_dir(root)
+        with _pgbackup.RootLock(root):
+            for backup_id in download:
+                store.download(root, backup_id)
+        members = _catalog.chain(_catalog.list_backups(root)['backups'], ids[-1])
+        _pgbackup.check_chain_hashes(root, members)
+    parent = os.path.dirname(restore_dir)
+    build_dir, moved_aside = restore_dir, None
+    if live:
+        build_dir, moved_aside = _pgbackup.live_names(restore_dir, ids[-1], _catalog.utc_now())
+    wal_dir = None
     try:
-        outcome = _pgbackup.restore_backup(module.run_command, tools, root, members, params['restore_dir'],
+        extra = []
+        if store is not None:
+            wal_dir = tempfile.mkdtemp(prefix='.wal-from-s3-', dir=parent)
+            result['wal_from_s3'] = len(_pgbackup.fetch_wal(store, params['wal_archive_dir'], wal_dir, members[-1]['wal_start']))
+            extra = [wal_dir] if result['wal_from_s3'] else []
+        outcome = _pgbackup.restore_backup(module.run_command, tools, root, members, build_dir,
                                            params['wal_archive_dir'], target_time=target_time, immediate=immediate,
                                            run_as=params['restore_user'], timeout=params['restore_timeout'],
                                            check_query=params['check_query'], check_db=params['check_db'],
-                                           scratch_root=params['scratch_dir'])
+                                           scratch_root=params['scratch_dir'], extra_wal_dirs=extra)
     except BackupError as err:
         partial = getattr(err, 'result', {}) or {}
         module.fail_json(msg=err.msg, restored_chain=ids, recovery_target=target,
                          target_reached=partial.get('reached', False), recovery_stop=partial.get('stop'),
-                         recovery_log=partial.get('recovery_log', []))
+                         recovery_log=partial.get('recovery_log', []), downloaded_from_s3=download)
+    finally:
+        if wal_dir:
+            shutil.rmtree(wal_dir, ignore_errors=True)
     result.update(changed=True, target_reached=outcome['reached'], recovery_stop=outcome['stop'],
                   check_result=outcome['check_result'], recovery_log=outcome['recovery_log'],
-                  msg='Restored %s into %s and recovered it to %s' % (' + '.join(ids), params['restore_dir'], target))
+                  msg='Restored %s into %s and recovered it to %s' % (' + '.join(ids), restore_dir, target))
+    if live:
+        # Only now, with the restored copy proven, does the live directory change: two renames.
+        state = _pgbackup.live_dir_state(restore_dir, params['login_host'], params['login_port'])
+        if not state['ok']:
+            module.fail_json(msg='Restored and verified %s in %s, but did not swap it in: %s. The live data is unchanged'
+                             % (' + '.join(ids), build_dir, state['why']), restored_copy=build_dir, **result)
+        result['previous_data_dir'] = _pgbackup.swap_live(restore_dir, build_dir, moved_aside)
+        result['msg'] += '; the previous data directory is %s' % (result['previous_data_dir'] or 'none (there was none)')
     return result
 
 
@@ -679,26 +960,32 @@ def main():
         restore_timeout=dict(type='int', default=600),
         check_query=dict(type='str'),
         check_db=dict(type='str', default='postgres'),
+        live=dict(type='bool', default=False),
     )
+    argument_spec.update(_s3.s3_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not _pg.HAS_PSYCOPG2 and module.params['action'] == 'backup':
         module.fail_json(msg=missing_required_lib(_pg.PSYCOPG2_REQUIREMENT), exception=_pg.PSYCOPG2_IMPORT_ERROR)
+    if module.params['s3'] and not _s3.HAS_BOTO3:
+        module.fail_json(msg=missing_required_lib(_s3.BOTO3_REQUIREMENT), exception=_s3.BOTO3_IMPORT_ERROR)
+    if module.params['live'] and module.params['action'] != 'restore':
+        module.fail_json(msg='live=true is for action=restore')
     root = module.params['backup_dir']
     action = module.params['action']
     try:
         if action == 'backup':
             result = do_backup(module, root)
-        elif not os.path.isdir(root):
+        elif not os.path.isdir(root) and not (module.params['s3'] and action in ('list', 'restore')):
             module.fail_json(msg='backup_dir %s does not exist: check the path (and the volume mount)' % root)
         elif action == 'list':
-            result = listing(root)
+            result = listing(root, s3_store(module))
         elif action == 'verify':
             result = do_verify(module, root)
         elif action == 'restore':
             result = do_restore(module, root)
         else:
             result = do_prune(module, root)
-    except (BackupError, CatalogError, _pg.PgConnectionError) as err:
+    except (BackupError, CatalogError, _pg.PgConnectionError, S3Error) as err:
         module.fail_json(msg=err.msg)
     except (IOError, OSError) as err:
         module.fail_json(msg='%s failed on the file system: %s; check permissions and space of backup_dir and '

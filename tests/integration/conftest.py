@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -43,6 +44,14 @@ SUPERUSER_PASSWORD = 'dev-backup-superuser-Aa1'
 BACKUP_USER = 'psscript_backup'
 BACKUP_PASSWORD = 'dev-backup-role-Bb2'
 PG_UID = 999
+
+# The S3 endpoint (moto's server, tests/support/s3server.py) on the test network.
+S3_NAME = PREFIX + '-s3'
+S3_IP = '172.30.0.20'
+S3_BUCKET = 'psscript-dev-backup'
+# A second server whose data directory a live restore replaces.
+LIVE_NAME = PREFIX + '-live'
+LIVE_IP = '172.30.0.11'
 
 # Mount points inside the backup container.
 IN_BACKUPS = '/backups'
@@ -123,7 +132,7 @@ class Stack(object):
     def connect(self, user='postgres', password=SUPERUSER_PASSWORD, dbname='postgres'):
         import psycopg2
         conn = psycopg2.connect(host='127.0.0.1', port=HOST_PORT, user=user, password=password, dbname=dbname,
-                                connect_timeout=5)
+                                connect_timeout=30)  # the shared machine can be very loaded
         conn.autocommit = True
         return conn
 
@@ -200,7 +209,7 @@ class Stack(object):
 
     def backup_args(self, **extra):
         args = dict(action='backup', wal_archive_dir=IN_WAL, login_host=PG_IP, login_port=5432,
-                    login_user=BACKUP_USER, login_password=BACKUP_PASSWORD)
+                    login_user=BACKUP_USER, login_password=BACKUP_PASSWORD, connect_timeout=30)
         args.update(extra)
         return args
 
@@ -283,3 +292,70 @@ def stack():
     finally:
         remove_everything()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class S3(object):
+    """The test's S3 endpoint: ``params(prefix)`` for the module (inside the network), ``client`` for the host."""
+
+    def __init__(self, host_endpoint, network_endpoint, access_key, secret_key, region):
+        import boto3
+        self.host_endpoint = host_endpoint
+        self.network_endpoint = network_endpoint
+        self.access_key, self.secret_key, self.region = access_key, secret_key, region
+        self.client = boto3.client('s3', endpoint_url=host_endpoint, region_name=region,
+                                   aws_access_key_id=access_key, aws_secret_access_key=secret_key)
+        self.bucket = S3_BUCKET
+
+    def params(self, prefix, **extra):
+        result = dict(bucket=self.bucket, prefix=prefix, endpoint_url=self.network_endpoint, region=self.region,
+                      access_key=self.access_key, secret_key=self.secret_key)
+        result.update(extra)
+        return result
+
+    def keys(self, prefix):
+        found = []
+        for page in self.client.get_paginator('list_objects_v2').paginate(Bucket=self.bucket, Prefix=prefix):
+            found.extend(item['Key'] for item in page.get('Contents') or [])
+        return sorted(found)
+
+
+@pytest.fixture(scope='session')
+def s3(stack):
+    """moto's S3 server as psscript-dev-backup-s3 on the test network (removed with the stack)."""
+    sys.path.insert(0, os.path.join(COLLECTION_ROOT, 'tests', 'support'))
+    try:
+        import s3server
+    finally:
+        sys.path.pop(0)
+    host = s3server.start(S3_NAME, NETWORK, S3_IP)
+    endpoint = S3(host, s3server.network_endpoint(S3_NAME), s3server.ACCESS_KEY, s3server.SECRET_KEY, s3server.REGION)
+    endpoint.client.create_bucket(Bucket=S3_BUCKET)
+    yield endpoint
+    s3server.stop(S3_NAME)
+
+
+def start_live_server(stack, data_dir, archive_dir):
+    """Run psscript/postgres:17 as psscript-dev-backup-live on ``data_dir`` (the volume, PGDATA is its pgdata)."""
+    docker('rm', '-f', '-v', LIVE_NAME, check=False)
+    docker('run', '-d', '--name', LIVE_NAME, '--network', NETWORK, '--ip', LIVE_IP,
+           '-v', '%s:/etc/psscript:ro' % stack.conf_dir,
+           '-v', '%s:/var/lib/postgresql/wal-archive' % archive_dir,
+           '-v', '%s:/var/lib/postgresql/data' % data_dir,
+           PG_IMAGE)
+    deadline = time.time() + 90
+    while True:
+        proc = docker('exec', '-u', 'postgres', LIVE_NAME, 'psql', '-XAtc', 'SELECT 1', check=False)
+        if proc.returncode == 0 and proc.stdout.strip() == '1':
+            return
+        if time.time() > deadline:
+            raise AssertionError('live server did not start: %s' % docker('logs', LIVE_NAME, check=False).stderr)
+        time.sleep(1)
+
+
+def live_sql(query, dbname='postgres'):
+    return docker('exec', '-u', 'postgres', LIVE_NAME, 'psql', '-XAt', '-d', dbname, '-c', query).stdout.strip()
+
+
+def stop_live_server():
+    docker('stop', '-t', '60', LIVE_NAME)
+

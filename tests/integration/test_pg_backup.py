@@ -17,10 +17,12 @@ import glob
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
 
 import pytest
+from conftest import LIVE_IP, LIVE_NAME, live_sql, start_live_server, stop_live_server
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +51,7 @@ def flip_byte(path, offset):
 
 
 def ok(result):
-    assert result['_rc'] == 0 and not result.get('failed'), result
+    assert result['_rc'] == 0 and not result.get('failed'), (result.get('msg'), result.get('recovery_log'), result)
     return result
 
 
@@ -320,6 +322,214 @@ def test_restore_point_in_time_latest_and_by_id(db):
     again = failed(restore(restore_dir='/restore/latest'))
     assert 'is not empty' in again['msg']
     assert sorted(os.listdir(restores)) == ['at-target', 'by-id', 'latest']
+
+
+# ---------------------------------------------------------------------------------------------
+# S3 copies (moto's server on the test network)
+
+
+def _remote_flip(s3, key):
+    """Rewrite an S3 object with one byte changed, same size and metadata (what bit rot would do)."""
+    obj = s3.client.get_object(Bucket=s3.bucket, Key=key)
+    body = bytearray(obj['Body'].read())
+    body[len(body) // 2] ^= 0xFF
+    s3.client.put_object(Bucket=s3.bucket, Key=key, Body=bytes(body), Metadata=obj['Metadata'])
+
+
+def test_s3_copy_restores_when_local_backups_and_archive_are_gone(db, s3, tmp_path):
+    backups = db.new_backup_dir('s3-story')
+    restores = db.new_backup_dir('s3-restores')
+    os.chmod(restores, 0o755)
+    prefix = 'it/story'
+    params = s3.params(prefix, sse='AES256')
+    db.sql('CREATE TABLE s3rows (id int PRIMARY KEY)')
+    db.sql('INSERT INTO s3rows SELECT generate_series(1, 50)')
+    full = ok(db.module(backups=backups, **db.backup_args(type='full', compress=True, s3=params)))
+    full_id = full['backup_id']
+    # Verified before the upload, and the remote copy checked end to end.
+    assert full['backup']['verified'] is True and full['s3']['verified_at']
+    assert full['s3']['objects'] == 3 and full['s3']['sse'] == 'AES256'
+    recorded = entry(backups, full_id)
+    assert recorded['s3']['url'] == 's3://%s/%s/postgres/%s/' % (s3.bucket, prefix, full_id)
+
+    keys = s3.keys('%s/postgres/%s/' % (prefix, full_id))
+    assert keys == ['%s/postgres/%s/%s' % (prefix, full_id, n) for n in ('backup_manifest', 'catalog.json', 'data.tar.zst')]
+    for key in keys:
+        head = s3.client.head_object(Bucket=s3.bucket, Key=key)
+        assert head['ServerSideEncryption'] == 'AES256', (key, head)
+    head = s3.client.head_object(Bucket=s3.bucket, Key=keys[-1])
+    assert head['Metadata']['sha256'] == recorded['files']['data.tar.zst']['sha256']
+    assert head['ContentLength'] == recorded['files']['data.tar.zst']['size']
+    wal = s3.keys('%s/postgres/wal/' % prefix)
+    assert set(recorded['wal_files']) <= set(k.rsplit('/', 1)[1] for k in wal)
+    for key in wal[:3]:
+        assert s3.client.head_object(Bucket=s3.bucket, Key=key)['ServerSideEncryption'] == 'AES256'
+
+    db.sql('INSERT INTO s3rows SELECT generate_series(51, 100)')
+    inc = ok(db.module(backups=backups, **db.backup_args(type='incremental', s3=params)))
+    assert inc['backup']['parent'] == full_id and inc['s3']['wal']['uploaded'] >= 1
+    db.sql('INSERT INTO s3rows SELECT generate_series(101, 125)')  # after the last upload: never reaches S3
+
+    listed = ok(db.module(backups=backups, action='list', s3=params))
+    assert [b['id'] for b in listed['s3_backups']] == [full_id, inc['backup_id']]
+    assert all(b['local'] and b['restorable'] for b in listed['s3_backups'])
+    assert all(b['in_s3'] for b in listed['backups']) and listed['s3_latest'] == inc['backup_id']
+
+    # The backup volume and the WAL archive are lost: everything comes from S3.
+    shutil.rmtree(backups)
+    os.makedirs(backups)
+    lost_archive = str(tmp_path / 'lost-archive')
+    os.makedirs(lost_archive)
+    os.chmod(lost_archive, 0o755)
+    dry = ok(db.module(check_mode=True, backups=backups, wal=lost_archive, volumes=['%s:/restore' % restores],
+                       action='restore', restore_dir='/restore/from-s3', wal_archive_dir='/wal-archive', s3=params))
+    assert dry['downloaded_from_s3'] == [full_id, inc['backup_id']] and os.listdir(backups) == []
+    restored = ok(db.module(backups=backups, wal=lost_archive, volumes=['%s:/restore' % restores],
+                            action='restore', restore_dir='/restore/from-s3', wal_archive_dir='/wal-archive', s3=params,
+                            check_query='SELECT count(*), max(id) FROM s3rows'))
+    assert restored['downloaded_from_s3'] == [full_id, inc['backup_id']]
+    assert restored['restored_chain'] == [full_id, inc['backup_id']]
+    assert restored['wal_from_s3'] >= len(entry(backups, inc['backup_id'])['wal_files'])
+    assert restored['target_reached'] is True and restored['check_result'] == '100|100'
+    assert os.listdir(lost_archive) == []  # the fetched WAL lived in a temporary directory, now gone
+    assert not [n for n in os.listdir(restores) if n.startswith('.wal-from-s3')]
+    # The downloaded copies are ordinary, verified catalog backups now.
+    assert sorted(n for n in os.listdir(backups) if not n.startswith('.')) == [full_id, inc['backup_id']]
+    verified = ok(db.module(backups=backups, action='verify', backup_id='all', wal_archive_dir='/wal-archive', s3=params))
+    assert all(r['ok'] and r['s3']['ok'] for r in verified['results'])
+    assert 's3 sha256' in verified['results'][0]['checks']
+
+    # One flipped byte in S3 (same size): verify says which object; a restore from S3 refuses it.
+    _remote_flip(s3, '%s/postgres/%s/data.tar.zst' % (prefix, full_id))
+    bad = failed(db.module(backups=backups, action='verify', backup_id=full_id, s3=params))
+    assert 'S3 data.tar.zst: SHA-256' in bad['msg'], bad['msg']
+    assert bad['results'][0]['s3']['ok'] is False and entry(backups, full_id)['s3']['verified'] is False
+    shutil.rmtree(os.path.join(backups, full_id))
+    refused = failed(db.module(backups=backups, wal=lost_archive, volumes=['%s:/restore' % restores],
+                               action='restore', restore_dir='/restore/damaged', wal_archive_dir='/wal-archive',
+                               s3=params))
+    assert 'differs from its catalog' in refused['msg'] and 'data.tar.zst' in refused['msg']
+    assert not os.path.exists(os.path.join(restores, 'damaged'))
+    assert sorted(n for n in os.listdir(backups) if not n.startswith('.')) == [inc['backup_id']]
+
+
+def test_s3_prune_applies_the_same_plan_remotely(db, s3):
+    backups = db.new_backup_dir('s3-prune')
+    prefix = 'it/prune'
+    params = s3.params(prefix)
+    first = ok(db.module(backups=backups, **db.backup_args(type='full', s3=params)))['backup_id']
+    add_rows(db, 5001)
+    second = ok(db.module(backups=backups, **db.backup_args(type='full', s3=params)))['backup_id']
+    assert s3.keys('%s/postgres/%s/' % (prefix, first))
+    wal_before = [k.rsplit('/', 1)[1] for k in s3.keys('%s/postgres/wal/' % prefix)]
+    second_start = entry(backups, second)['wal_start']
+    assert any(n < second_start for n in wal_before)
+
+    dry = ok(db.module(check_mode=True, backups=backups, action='prune', keep_days=0, keep_count=1, s3=params))
+    assert dry['s3']['removed'] == [first] and s3.keys('%s/postgres/%s/' % (prefix, first))
+    pruned = ok(db.module(backups=backups, action='prune', keep_days=0, keep_count=1, s3=params))
+    assert pruned['removed'] == [first] and pruned['s3']['removed'] == [first] and pruned['s3']['kept'] == [second]
+    assert 'newest verified full backup' in pruned['s3']['reasons'][second]
+    assert s3.keys('%s/postgres/%s/' % (prefix, first)) == []
+    assert len(s3.keys('%s/postgres/%s/' % (prefix, second))) > 3
+    wal_after = [k.rsplit('/', 1)[1] for k in s3.keys('%s/postgres/wal/' % prefix)]
+    assert pruned['s3']['removed_wal']['count'] == len(wal_before) - len(wal_after) > 0
+    assert second_start in wal_after and all(n[8:] >= second_start[8:] for n in wal_after if len(n) == 24)
+    listed = ok(db.module(backups=backups, action='list', s3=params))
+    assert [b['id'] for b in listed['s3_backups']] == [second]
+    settled = ok(db.module(backups=backups, action='prune', keep_days=0, keep_count=1, s3=params))
+    assert settled['changed'] is False
+
+
+def test_s3_errors_are_clear(db, s3):
+    backups = db.new_backup_dir('s3-errors')
+    listed = failed(db.module(backups=backups, action='list', s3=s3.params('x', bucket='no-such-bucket')))
+    assert 'The bucket no-such-bucket does not exist' in listed['msg']
+    unreachable = failed(db.module(backups=backups, action='list',
+                                   s3=s3.params('x', endpoint_url='http://172.30.0.99:9000')))
+    assert 'Cannot reach the S3 endpoint http://172.30.0.99:9000' in unreachable['msg']
+    bad = failed(db.module(backups=backups, action='list', s3=s3.params('x', sse_kms_key_id='k')))
+    assert 's3.sse_kms_key_id needs s3.sse=aws:kms' in bad['msg']
+
+
+# ---------------------------------------------------------------------------------------------
+# Restore into the live data directory
+
+
+def _tree_state(top):
+    """Names, sizes and SHA-256 of every file under top: proves a directory was not touched."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with open(path, 'rb') as handle:
+                state[os.path.relpath(path, top)] = hashlib.sha256(handle.read()).hexdigest()
+    return state
+
+
+def test_live_restore_moves_the_old_data_aside_and_refuses_when_unsafe(db, tmp_path):
+    backups = db.new_backup_dir('live')
+    volume = str(tmp_path / 'live-volume')
+    archive = str(tmp_path / 'live-archive')
+    for path in (volume, archive):
+        os.makedirs(path)
+        os.chown(path, 999, 999)
+    live_dir = '/var/lib/postgresql/data/pgdata'
+    mount = ['%s:/var/lib/postgresql/data' % volume]
+
+    def restore(check_mode=False, **args):
+        args.update(action='restore', live=True, restore_dir=live_dir, wal_archive_dir='/wal-archive')
+        return db.module(check_mode=check_mode, backups=backups, volumes=mount, **args)
+
+    db.sql('CREATE TABLE livecheck AS SELECT generate_series(1, 42) AS id')
+    backup_id = ok(db.module(backups=backups, **db.backup_args(type='full')))['backup_id']
+    _archive_current_wal(db)
+    start_live_server(db, volume, archive)
+    try:
+        live_sql('CREATE TABLE before_restore (id int)')
+        # A running server: refused, whether it answers at login_host or only its postmaster.pid shows.
+        answering = failed(restore(login_host=LIVE_IP, login_port=5432))
+        assert 'a PostgreSQL server answers at %s:5432' % LIVE_IP in answering['msg']
+        assert 'Nothing was changed' in answering['msg']
+        pid_only = failed(restore())
+        assert 'postmaster.pid' in pid_only['msg'] and 'runs or crashed' in pid_only['msg']
+        assert sorted(os.listdir(volume)) == ['pgdata']
+    finally:
+        stop_live_server()
+    before = _tree_state(os.path.join(volume, 'pgdata'))
+    assert 'postmaster.pid' not in before  # a clean stop removed it
+
+    # A damaged backup: refused before anything is touched (no sibling directory, live data identical).
+    victim = sorted(glob.glob(os.path.join(backups, backup_id, 'data', 'base', '*', '*')), key=os.path.getsize)[-1]
+    flip_byte(victim, 100)
+    damaged = failed(restore(login_host=LIVE_IP))
+    assert 'Refusing to restore' in damaged['msg'] and os.path.relpath(victim, os.path.join(backups, backup_id)) in damaged['msg']
+    assert sorted(os.listdir(volume)) == ['pgdata'] and _tree_state(os.path.join(volume, 'pgdata')) == before
+    dry_damaged = failed(restore(check_mode=True, login_host=LIVE_IP))
+    assert 'Refusing to restore' in dry_damaged['msg']
+    flip_byte(victim, 100)
+
+    dry = ok(restore(check_mode=True, login_host=LIVE_IP))
+    assert 'moving the current data aside' in dry['msg'] and sorted(os.listdir(volume)) == ['pgdata']
+    done = ok(restore(login_host=LIVE_IP, check_query='SELECT count(*) FROM livecheck'))
+    assert done['live'] is True and done['target_reached'] is True and done['check_result'] == '42'
+    aside = done['previous_data_dir']
+    assert aside.startswith('/var/lib/postgresql/data/pgdata.before-%s-' % backup_id)
+    assert sorted(os.listdir(volume)) == sorted(['pgdata', os.path.basename(aside)])
+    assert _tree_state(os.path.join(volume, os.path.basename(aside))) == before  # old data kept, unchanged
+    assert aside in done['msg']
+
+    # The stack's server starts on the restored directory: the backup's data, not the old cluster's.
+    start_live_server(db, volume, archive)
+    try:
+        assert live_sql('SELECT count(*) FROM livecheck') == '42'
+        assert live_sql("SELECT to_regclass('before_restore') IS NULL") == 't'
+        assert live_sql('SELECT system_identifier::text FROM pg_control_system()') == \
+            db.sql('SELECT system_identifier::text FROM pg_control_system()')[0][0]
+    finally:
+        stop_live_server()
+        subprocess.run(['docker', 'rm', '-f', '-v', LIVE_NAME], capture_output=True)
+
 
 
 def test_prune_keeps_newest_verified_full_parents_and_their_wal(db):

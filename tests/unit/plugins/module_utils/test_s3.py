@@ -147,6 +147,7 @@ def params(**extra):
 def make_backup(root, backup_id, minutes=0, content=b'data'):
     staged = _catalog.start_backup(root, backup_id)
     os.makedirs(os.path.join(staged, 'data', 'base'))
+    os.makedirs(os.path.join(staged, 'data', 'pg_wal', 'archive_status'))  # empty, like in a data directory
     with open(os.path.join(staged, 'data', 'base', '1'), 'wb') as handle:
         handle.write(content * 1000)
     with open(os.path.join(staged, 'backup_manifest'), 'w') as handle:
@@ -186,6 +187,10 @@ def test_upload_verify_list_download_remove(s3_env, tmp_path):
     got = store.download(local, entry['id'])
     assert got['id'] == entry['id'] and 'downloaded_at' in got['s3']
     assert _catalog.check_hashes(os.path.join(local, entry['id']), got) == []
+    assert os.path.isdir(os.path.join(local, entry['id'], 'data', 'pg_wal', 'archive_status'))
+    assert 's3_dirs' not in _catalog.read_entry(os.path.join(local, entry['id']))
+    remote = json.loads(s3_env.get_object(Bucket=BUCKET, Key='site/postgres/%s/catalog.json' % entry['id'])['Body'].read())
+    assert remote['s3_dirs'] == ['data', 'data/base', 'data/pg_wal', 'data/pg_wal/archive_status']
     assert [e['id'] for e in _catalog.list_backups(local)['backups']] == [entry['id']]
     with pytest.raises(S3Error, match='already exists'):
         store.download(local, entry['id'])
