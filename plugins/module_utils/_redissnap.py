@@ -947,11 +947,14 @@ class Restore(object):
             return 'no log'
 
     def temp_running(self):
+        """Whether the temporary server's process lives. It is an orphan once it daemonized: where
+        PID 1 does not reap orphans (``docker run ... ansible``) a dead one stays a zombie."""
         try:
             with open(os.path.join(self.temp_dir, 'redis.pid')) as handle:
-                os.kill(int(handle.read().strip()), 0)
-            return True
-        except (OSError, IOError, ValueError, TypeError):
+                pid = int(handle.read().strip())
+            with open('/proc/%d/stat' % pid) as handle:
+                return handle.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+        except (OSError, IOError, ValueError, TypeError, IndexError):
             return False
 
     def stop_temp_server(self):
