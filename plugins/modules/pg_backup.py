@@ -904,6 +904,8 @@ def do_restore(module, root):
         members = _catalog.chain(_catalog.list_backups(root)['backups'], ids[-1])
         _pgbackup.check_chain_hashes(root, members)
     parent = os.path.dirname(restore_dir)
+    if not os.path.isdir(parent):
+        module.fail_json(msg='The parent of restore_dir (%s) does not exist: create it or choose another place' % parent)
     build_dir, moved_aside = restore_dir, None
     if live:
         build_dir, moved_aside = _pgbackup.live_names(restore_dir, ids[-1], _catalog.utc_now())

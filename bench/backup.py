@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""Backup benchmark: pg_backup against raw pg_basebackup on a ~1 GiB pgbench database, in one run.
+
+Own throwaway stack ``psscript-bench-backup`` (network 172.27.0.0/16, PostgreSQL 17 from
+psscript/postgres:17 with WAL archiving and summarize_wal, published on 127.0.0.1:48432) and a
+runner container of psscript/backup:17 (the image the module runs in), both removed at the end.
+
+1. ``pgbench -i -s SCALE`` (70: ~1 GiB).
+2. Full backup throughput: raw ``pg_basebackup -Fp -X none -c fast`` vs pg_backup ``type=full``
+   (both plain), then raw ``pg_basebackup -Ft --compress=client-zstd`` vs pg_backup
+   ``compress=true`` (zstd): each the wall time of one ``docker exec`` in the same runner,
+   and the ratio raw time / pg_backup time (= throughput ratio; goal >= 0.9).
+3. Incremental size after changing ~1 % of the rows of pgbench_accounts, twice: clustered
+   (one contiguous aid range) and scattered (every 100th aid); goal <= 5 % of the full.
+4. Restore time of the full backup with pg_backup ``action=restore`` (hash check,
+   pg_combinebackup, recovery to the backup's end, stop); goal <= 60 s.
+5. WAL archive lag under ``pgbench -N`` load: the current WAL position is sampled twice a
+   second with pg_stat_archiver; the lag of a sample is how long until the archive held that
+   position (end of the last archived segment). That is the RPO if the primary's disk died.
+   Goal <= 60 s. With no writes, archive_timeout (60 s) bounds it.
+
+Prints the numbers and ratios; asserts nothing about timing.
+
+Usage:  bench/backup.py [--scale 70] [--load-seconds 45] [--no-compressed] [--keep]
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+_VENV_PYTHON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".venv", "bin", "python")
+if os.path.exists(_VENV_PYTHON) and os.path.realpath(sys.prefix) != os.path.realpath(os.path.dirname(os.path.dirname(_VENV_PYTHON))):
+    os.execv(_VENV_PYTHON, [_VENV_PYTHON] + sys.argv)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The server configuration and the module-result parser of the integration tests: one copy.
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from conftest import PG_HBA_CONF, POSTGRESQL_CONF, parse_result  # noqa: E402
+
+NAME = "psscript-bench-backup"
+NETWORK = NAME + "-net"
+SUBNET = "172.27.0.0/16"
+PG = NAME + "-pg"
+PG_IP = "172.27.0.10"
+RUNNER = NAME + "-runner"
+VOLUME = NAME + "-pgdata"
+HOST_PORT = 48432
+PG_IMAGE = "psscript/postgres:17"
+BACKUP_IMAGE = "psscript/backup:17"
+SUPERUSER_PASSWORD = "bench-backup-superuser-Aa1"
+BACKUP_USER = "psscript_backup"
+BACKUP_PASSWORD = "bench-backup-role-Bb2"
+PG_UID = 999
+# A 1 GiB load wants more than the tests' small settings; later lines win in postgresql.conf.
+BENCH_CONF = """
+shared_buffers = 256MB
+max_wal_size = 4GB
+checkpoint_timeout = 15min
+"""
+
+
+def docker(*args, check=True, timeout=3600, capture=True):
+    proc = subprocess.run(["docker"] + list(args), capture_output=capture, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise SystemExit("docker %s failed (%s): %s %s" % (" ".join(args[:3]), proc.returncode, proc.stdout, proc.stderr))
+    return proc
+
+
+def cleanup(workdir=None):
+    for name in (RUNNER, PG):
+        docker("rm", "-f", "-v", name, check=False)
+    docker("network", "rm", NETWORK, check=False)
+    docker("volume", "rm", "-f", VOLUME, check=False)
+    if workdir:
+        # Files written by root in the containers: remove them from a container, then the tree.
+        docker("run", "--rm", "-v", "%s:/w" % workdir, "--entrypoint", "sh", BACKUP_IMAGE, "-c", "rm -rf /w/*", check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def psql(query, db="postgres"):
+    return docker("exec", "-u", "postgres", PG, "psql", "-XAt", "-d", db, "-c", query).stdout.strip()
+
+
+def runner(*cmd):
+    began = time.monotonic()
+    proc = docker("exec", RUNNER, *cmd, check=False)
+    return time.monotonic() - began, proc
+
+
+def module(**args):
+    args.setdefault("backup_dir", "/backups/catalog")
+    seconds, proc = runner("ansible", "localhost", "-m", "psscript.infra.pg_backup", "-a", json.dumps(args))
+    result = parse_result(proc)
+    if result.get("failed") or result["_rc"] != 0:
+        raise SystemExit("pg_backup %s failed: %s" % (args.get("action"), result.get("msg")))
+    return seconds, result
+
+
+def backup_args(**extra):
+    args = dict(action="backup", wal_archive_dir="/wal-archive", login_host=PG_IP, login_port=5432,
+                login_user=BACKUP_USER, login_password=BACKUP_PASSWORD, wal_wait_timeout=300)
+    args.update(extra)
+    return args
+
+
+def du(path):
+    return int(docker("exec", RUNNER, "du", "-sb", path).stdout.split()[0])
+
+
+def gib(value):
+    return value / 1024.0 ** 3
+
+
+def start(workdir):
+    conf = os.path.join(workdir, "etc-psscript")
+    os.makedirs(os.path.join(conf, "secrets"))
+    with open(os.path.join(conf, "postgresql.conf"), "w") as handle:
+        handle.write(POSTGRESQL_CONF + BENCH_CONF)
+    with open(os.path.join(conf, "pg_hba.conf"), "w") as handle:
+        handle.write(PG_HBA_CONF)
+    with open(os.path.join(conf, "secrets", "postgres_password"), "w") as handle:
+        handle.write(SUPERUSER_PASSWORD)
+    os.chmod(os.path.join(conf, "secrets", "postgres_password"), 0o600)
+    for dirpath, dirnames, filenames in os.walk(conf):
+        os.chown(dirpath, PG_UID, PG_UID)
+        for name in filenames:
+            os.chown(os.path.join(dirpath, name), PG_UID, PG_UID)
+    wal = os.path.join(workdir, "wal-archive")
+    backups = os.path.join(workdir, "backups")
+    os.makedirs(wal, 0o700)
+    os.chown(wal, PG_UID, PG_UID)
+    os.makedirs(backups, 0o755)
+    docker("network", "create", "--subnet", SUBNET, NETWORK)
+    docker("volume", "create", VOLUME)
+    docker("run", "-d", "--name", PG, "--network", NETWORK, "--ip", PG_IP, "-p", "127.0.0.1:%d:5432" % HOST_PORT,
+           "-v", "%s:/etc/psscript:ro" % conf, "-v", "%s:/var/lib/postgresql/wal-archive" % wal,
+           "-v", "%s:/var/lib/postgresql/data" % VOLUME, PG_IMAGE)
+    docker("run", "-d", "--name", RUNNER, "--network", NETWORK,
+           "-v", "%s:/usr/share/ansible/collections/ansible_collections/psscript/infra:ro" % ROOT,
+           "-v", "%s:/backups" % backups, "-v", "%s:/wal-archive" % wal,
+           "-e", "ANSIBLE_LOCALHOST_WARNING=0", "-e", "ANSIBLE_INVENTORY_UNPARSED_WARNING=0", "-e", "ANSIBLE_NOCOLOR=1",
+           "-e", "ANSIBLE_PYTHON_INTERPRETER=/usr/bin/python3", "-e", "PGPASSWORD=" + BACKUP_PASSWORD,
+           "--entrypoint", "sleep", BACKUP_IMAGE, "infinity")
+    deadline = time.monotonic() + 120
+    while docker("exec", "-u", "postgres", PG, "psql", "-XAtc", "SELECT 1", check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise SystemExit("PostgreSQL did not start: %s" % docker("logs", PG, check=False).stderr)
+        time.sleep(1)
+    psql("CREATE ROLE %s LOGIN REPLICATION PASSWORD '%s'" % (BACKUP_USER, BACKUP_PASSWORD))
+    psql("GRANT pg_read_all_settings, pg_read_all_stats TO %s" % BACKUP_USER)
+    psql("GRANT EXECUTE ON FUNCTION pg_switch_wal() TO %s" % BACKUP_USER)
+    runner("mkdir", "-p", "/backups/catalog", "/backups/raw", "/backups/restore")
+    runner("chmod", "0755", "/backups/restore")
+
+
+def raw_basebackup(target, compressed):
+    cmd = ["pg_basebackup", "-h", PG_IP, "-U", BACKUP_USER, "-w", "-D", target, "-X", "none", "-c", "fast"]
+    cmd += ["-Ft", "--compress=client-zstd"] if compressed else ["-Fp"]
+    seconds, proc = runner(*cmd)
+    if proc.returncode != 0:
+        raise SystemExit("pg_basebackup failed: %s" % proc.stderr)
+    return seconds
+
+
+def module_overhead():
+    """Wall time of a pg_backup run that does almost nothing (action=list): ansible's own start-up and
+    the module's, paid once per task whatever the backup size."""
+    return min(module(action="list")[0] for dummy in range(2))
+
+
+def full_pair(db_bytes, compressed, overhead):
+    label = "zstd" if compressed else "plain"
+    psql("CHECKPOINT")
+    raw = raw_basebackup("/backups/raw/%s" % label, compressed)
+    raw_bytes = du("/backups/raw/%s" % label)
+    psql("CHECKPOINT")
+    seconds, result = module(**backup_args(type="full", compress=compressed))
+    backup = result["backup"]
+    row = dict(label=label, raw_seconds=raw, raw_bytes=raw_bytes, module_seconds=seconds,
+               module_inner=backup["durations"]["total"], module_bytes=backup["bytes"], backup_id=result["backup_id"],
+               durations=backup["durations"], ratio=raw / seconds, ratio_net=raw / max(seconds - overhead, 0.001))
+    print("full %-5s raw pg_basebackup %6.1f s (%.2f GiB, %.0f MiB/s) | pg_backup %6.1f s (module %.1f s: %s; %.2f GiB, "
+          "%.0f MiB/s) | throughput ratio %.2f (goal >= 0.9); %.2f without the fixed task start-up"
+          % (label, raw, gib(raw_bytes), db_bytes / raw / 2 ** 20, seconds, backup["durations"]["total"],
+             ", ".join("%s %.1f" % kv for kv in sorted(backup["durations"].items()) if kv[0] != "total"),
+             gib(backup["bytes"]), db_bytes / seconds / 2 ** 20, row["ratio"], row["ratio_net"]), flush=True)
+    runner("rm", "-rf", "/backups/raw/%s" % label)
+    return row
+
+
+def incremental(full_bytes, where, label):
+    rows = int(psql("SELECT count(*) FROM pgbench_accounts"))
+    changed = psql("WITH u AS (UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE %s RETURNING 1) "
+                   "SELECT count(*) FROM u" % where)
+    psql("CHECKPOINT")
+    seconds, result = module(**backup_args(type="incremental"))
+    size = result["backup"]["bytes"]
+    print("incremental %-9s %s of %d rows changed (%.2f %%): %.1f MiB = %.2f %% of the full (goal <= 5 %%), %.1f s"
+          % (label, changed, rows, 100.0 * int(changed) / rows, size / 2 ** 20, 100.0 * size / full_bytes, seconds),
+          flush=True)
+    return dict(label=label, changed=int(changed), rows=rows, bytes=size, percent=100.0 * size / full_bytes, seconds=seconds)
+
+
+def archive_lag(load_seconds):
+    seg = int(psql("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'"))
+    load = subprocess.Popen(["docker", "exec", "-u", "postgres", PG, "pgbench", "-n", "-N", "-c", "4", "-j", "2",
+                             "-T", str(load_seconds), "postgres"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    samples = []
+    query = ("SELECT extract(epoch FROM clock_timestamp()), pg_current_wal_lsn() - '0/0'::pg_lsn, "
+             "coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+    end = time.monotonic() + load_seconds + 90
+    while time.monotonic() < end:
+        when, lsn, last = psql(query).split("|")
+        archived = 0
+        if len(last) >= 24:
+            archived = (int(last[8:16], 16) * (0x100000000 // seg) + int(last[16:24], 16) + 1) * seg
+        samples.append((float(when), int(float(lsn)), archived))
+        if load.poll() is not None and archived >= samples[-1][1] - seg and len(samples) > 4:
+            break  # load over and the archive caught up to the current segment
+        time.sleep(0.5)
+    output = load.communicate()[0]
+    lags, pending = [], []
+    for i, (when, lsn, dummy) in enumerate(samples):
+        done = next((t for t, dummy2, arch in samples[i:] if arch >= lsn), None)
+        if done is None:
+            pending.append(when)
+        else:
+            lags.append(done - when)
+    tps = [line for line in output.splitlines() if line.startswith("tps")]
+    written = (samples[-1][1] - samples[0][1]) / 2.0 ** 20 if samples else 0
+    result = dict(samples=len(samples), measured=len(lags), p50=statistics.median(lags) if lags else None,
+                  p95=sorted(lags)[int(0.95 * (len(lags) - 1))] if lags else None, max=max(lags) if lags else None,
+                  wal_mib=written, tps=tps[0] if tps else output.strip()[-200:])
+    print("WAL archive lag under pgbench -N -c 4 for %d s (%s; %.0f MiB of WAL): p50 %.1f s, p95 %.1f s, max %.1f s over "
+          "%d samples (goal <= 60 s); %d late samples never archived within the window (the last, partial segment)"
+          % (load_seconds, result["tps"], written, result["p50"] or -1, result["p95"] or -1, result["max"] or -1,
+             len(lags), len(pending)), flush=True)
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", type=int, default=70, help="pgbench scale (70 is about 1 GiB)")
+    parser.add_argument("--load-seconds", type=int, default=45)
+    parser.add_argument("--no-compressed", action="store_true", help="skip the zstd pair")
+    parser.add_argument("--keep", action="store_true", help="leave the stack running")
+    args = parser.parse_args()
+    for image in (PG_IMAGE, BACKUP_IMAGE):
+        if docker("image", "inspect", image, check=False).returncode != 0:
+            raise SystemExit("image %s is not built: run `make images`" % image)
+    began = time.monotonic()
+    cleanup()
+    workdir = tempfile.mkdtemp(prefix=NAME + "-")
+    os.chmod(workdir, 0o755)
+    try:
+        start(workdir)
+        step = time.monotonic()
+        docker("exec", "-u", "postgres", PG, "pgbench", "-i", "-q", "-s", str(args.scale), "postgres")
+        psql("VACUUM ANALYZE")
+        db_bytes = int(psql("SELECT sum(pg_database_size(oid)) FROM pg_database"))
+        print("pgbench -i -s %d: %.2f GiB in all databases, %.0f s" % (args.scale, gib(db_bytes), time.monotonic() - step),
+              flush=True)
+        overhead = module_overhead()
+        print("pg_backup task start-up (action=list on an empty catalog): %.1f s" % overhead, flush=True)
+        # The plain pair last: the incrementals build on the newest backup, the plain full.
+        fulls = [] if args.no_compressed else [full_pair(db_bytes, True, overhead)]
+        plain_full = full_pair(db_bytes, False, overhead)
+        fulls.insert(0, plain_full)
+        rows = int(psql("SELECT count(*) FROM pgbench_accounts"))
+        incs = [incremental(plain_full["module_bytes"], "aid BETWEEN %d AND %d" % (rows // 2, rows // 2 + rows // 100 - 1),
+                            "clustered"),
+                incremental(plain_full["module_bytes"], "aid % 100 = 7", "scattered")]
+        seconds, result = module(action="restore", backup_id=plain_full["backup_id"], restore_dir="/backups/restore/full",
+                                 wal_archive_dir="/wal-archive", check_query="SELECT count(*) FROM pgbench_accounts")
+        print("restore of the full backup %s (%.2f GiB): %.1f s (goal <= 60 s), %s rows, %s"
+              % (plain_full["backup_id"], gib(plain_full["module_bytes"]), seconds, result["check_result"],
+                 result["recovery_stop"]), flush=True)
+        runner("rm", "-rf", "/backups/restore/full")
+        lag = archive_lag(args.load_seconds)
+        print("\nsummary: full plain ratio %.2f%s; incremental %.2f %% (clustered) / %.2f %% (scattered) of the full; "
+              "restore %.1f s; archive lag p95 %.1f s, max %.1f s; bench wall time %.0f s"
+              % (fulls[0]["ratio"], ", zstd ratio %.2f" % fulls[1]["ratio"] if len(fulls) > 1 else "",
+                 incs[0]["percent"], incs[1]["percent"], seconds, lag["p95"] or -1, lag["max"] or -1,
+                 time.monotonic() - began))
+    finally:
+        if args.keep:
+            print("kept: %s, %s, %s (remove with docker rm -f -v; workdir %s)" % (PG, RUNNER, NETWORK, workdir))
+        else:
+            cleanup(workdir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
