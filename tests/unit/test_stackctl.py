@@ -290,3 +290,36 @@ def test_executable_help_exits_0():
 def test_executable_missing_inventory_exits_2():
     proc = _run('-i', '/nonexistent/inventory', 'status')
     assert proc.returncode == 2 and 'not found' in proc.stderr
+
+
+def _stack_for(inventory):
+    stack = stackctl.Stack({'inventory': str(inventory)})
+    return stack
+
+
+def test_facts_cache_key_follows_the_inventory(tmp_path):
+    inventory = tmp_path / 'inv'
+    (inventory / 'group_vars').mkdir(parents=True)
+    (inventory / 'hosts.yml').write_text('psscript: {hosts: {redis-1: {}}}\n')
+    stack = _stack_for(inventory)
+    try:
+        first = stack._cache_path()
+        assert first is not None and first == stack._cache_path()
+        (inventory / 'group_vars' / 'all.yml').write_text('stack_name: other\n')
+        second = stack._cache_path()
+        assert second != first
+        (inventory / 'hosts.yml').write_text('psscript: {hosts: {redis-2: {}}}\n')
+        assert stack._cache_path() not in (first, second)
+    finally:
+        stack.close()
+
+
+def test_dynamic_inventory_is_never_cached(tmp_path):
+    script = tmp_path / 'inventory.py'
+    script.write_text('#!/bin/sh\necho {}\n')
+    script.chmod(0o755)
+    stack = _stack_for(script)
+    try:
+        assert stack._cache_path() is None
+    finally:
+        stack.close()
