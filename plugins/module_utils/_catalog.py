@@ -4,8 +4,9 @@
 
 """The backup catalog: ids, entries, atomic publish, listing, retention, restore choice, hashes.
 
-Pure logic plus plain file operations, shared by pg_backup and (later) redis_snapshot. No
-subprocess, no database: everything here is unit-tested.
+Pure logic plus plain file operations, shared by pg_backup and redis_snapshot (the lock of a root,
+listing, verify selection and recording, retention). No subprocess, no database: everything here
+is unit-tested.
 
 Layout of a backup root::
 
@@ -30,6 +31,7 @@ __metaclass__ = type
 
 import datetime
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -57,6 +59,52 @@ class CatalogError(Exception):
     def __init__(self, msg):
         super(CatalogError, self).__init__(msg)
         self.msg = msg
+
+
+class BackupError(Exception):
+    """A backup failure with an operator-readable message; ``kind`` lets callers react (fallback)."""
+
+    def __init__(self, msg, kind='error'):
+        super(BackupError, self).__init__(msg)
+        self.msg = msg
+        self.kind = kind
+
+
+class RootLock(object):
+    """An exclusive, non-blocking flock on ``<root>/.lock`` held while a job writes into the root."""
+
+    def __init__(self, root):
+        self.path = os.path.join(root, LOCK_FILE)
+        self.handle = None
+
+    def acquire(self):
+        self.handle = open(self.path, 'a+')
+        try:
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (IOError, OSError):
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or 'unknown'
+            self.handle.close()
+            self.handle = None
+            raise BackupError('Another backup job holds %s (pid %s): wait for it to finish, then retry'
+                              % (self.path, holder), kind='locked')
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+        return self
+
+    def release(self):
+        if self.handle is not None:
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -645,6 +693,83 @@ def summary(entry):
     result = dict((k, v) for k, v in entry.items() if k != 'files')
     result['file_count'] = len(entry.get('files') or {})
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The list, verify and prune actions of the backup modules
+
+
+def summarize(entries):
+    """Entries without per-file hashes, each with ``restorable``; plus the newest restorable id."""
+    items = []
+    for entry in entries:
+        item = summary(entry)
+        item['restorable'] = restorable(entries, entry)
+        items.append(item)
+    good = [item for item in items if item['restorable']]
+    return items, good[-1]['id'] if good else None
+
+
+def listing(root):
+    """What ``action=list`` reports of a local catalog: ``dict(backups, latest, last_verified_full,
+    leftovers, unreadable)``."""
+    catalog = list_backups(root)
+    backups, latest = summarize(catalog['backups'])
+    verified_fulls = [e for e in catalog['backups'] if e['type'] == 'full' and e.get('verified') is True]
+    return dict(backups=backups, latest=latest, last_verified_full=verified_fulls[-1]['id'] if verified_fulls else None,
+                leftovers=catalog['leftovers'], unreadable=catalog['unreadable'])
+
+
+def select_for_verify(entries, wanted, root, noun='backup', remote=()):
+    """The entries ``action=verify`` checks: ``all``, ``latest`` (the newest local one) or one id.
+
+    An id found only in ``remote`` (entries of the S3 copies) selects that remote entry, whose copy
+    is then what can be checked. Raises CatalogError naming the fix when nothing matches.
+    """
+    if wanted == 'all':
+        return list(entries)
+    if wanted == 'latest':
+        if not entries:
+            raise CatalogError('There is no %s in %s to verify: take one first (action=backup)' % (noun, root))
+        return entries[-1:]
+    chosen = [e for e in entries if e['id'] == wanted] or [e for e in remote if e['id'] == wanted][:1]
+    if not chosen:
+        raise CatalogError('%s %s is not in the catalog of %s (action=list shows the ids)'
+                           % (noun[:1].upper() + noun[1:], wanted, root))
+    return chosen
+
+
+def verify_messages(results, noun, fix):
+    """``(failure, msg)`` of a verify action: the failure message (None when every result is ok) and the
+    message of success. ``fix``: what the operator does about a failed one ('take a new full backup')."""
+    failed = [r for r in results if not r['ok']]
+    failure = None
+    if failed:
+        failure = 'Verification failed for %s: %s. Do not restore from it; %s' % (
+            ', '.join(r['id'] for r in failed), '; '.join(failed[0]['problems'][:5]), fix)
+    return failure, 'Verified %d %s(s): %s' % (len(results), noun, ', '.join(r['id'] for r in results) or 'none')
+
+
+def prune(root, keep_days, keep_count, grace_seconds, check_mode):
+    """Apply ``plan_retention`` to the local catalog and remove leftovers older than ``grace_seconds``;
+    in check mode only say what would go.
+
+    Returns ``dict(changed, removed, kept, reasons, oldest_wal_needed, warnings, removed_leftovers,
+    leftovers, unreadable)``.
+    """
+    catalog = list_backups(root, remove_leftovers_older_than=None if check_mode else grace_seconds)
+    plan = plan_retention(catalog['backups'], keep_days=keep_days, keep_count=keep_count)
+    removed_leftovers = catalog['removed']
+    if check_mode:
+        removed_leftovers = [item for item in catalog['leftovers'] if item['age_seconds'] >= grace_seconds]
+    else:
+        for backup_id in plan['remove']:
+            remove_backup(root, backup_id)
+    return dict(changed=bool(plan['remove'] or removed_leftovers), removed=plan['remove'], kept=plan['keep'],
+                reasons=plan['reasons'], oldest_wal_needed=plan['oldest_wal_needed'], warnings=plan['warnings'],
+                removed_leftovers=removed_leftovers,
+                leftovers=[item for item in catalog['leftovers'] if item not in removed_leftovers],
+                unreadable=catalog['unreadable'])
 
 
 def ensure_dir(path, mode=0o750):

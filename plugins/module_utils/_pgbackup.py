@@ -37,7 +37,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import fcntl
 import os
 import pwd
 import re
@@ -48,6 +47,8 @@ import tempfile
 import time
 
 from ansible_collections.psscript.infra.plugins.module_utils import _catalog
+# BackupError lives in _catalog (its RootLock raises it); pg_backup and its tests import it from here.
+from ansible_collections.psscript.infra.plugins.module_utils._catalog import BackupError
 from ansible_collections.psscript.infra.plugins.module_utils._files import fsync_path
 
 DATA_DIR = 'data'
@@ -55,15 +56,6 @@ ARCHIVE_FILE = 'data.tar.zst'
 MANIFEST_FILE = 'backup_manifest'
 TOOLS = ('pg_basebackup', 'pg_verifybackup', 'pg_combinebackup')
 APPLICATION_NAME = 'psscript.infra.pg_backup'
-
-
-class BackupError(Exception):
-    """A backup failure with an operator-readable message; ``kind`` lets callers react (fallback)."""
-
-    def __init__(self, msg, kind='error'):
-        super(BackupError, self).__init__(msg)
-        self.msg = msg
-        self.kind = kind
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,47 +185,6 @@ def wait_for_wal(archive_dir, names, timeout, on_missing=None, sleep=time.sleep,
         if clock() >= deadline:
             return missing
         sleep(min(poll, max(0.0, deadline - clock())))
-
-
-# ---------------------------------------------------------------------------------------------
-# Lock
-
-
-class RootLock(object):
-    """An exclusive, non-blocking flock on ``<root>/.lock`` held while a job writes into the root."""
-
-    def __init__(self, root):
-        self.path = os.path.join(root, _catalog.LOCK_FILE)
-        self.handle = None
-
-    def acquire(self):
-        self.handle = open(self.path, 'a+')
-        try:
-            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except (IOError, OSError):
-            self.handle.seek(0)
-            holder = self.handle.read().strip() or 'unknown'
-            self.handle.close()
-            self.handle = None
-            raise BackupError('Another backup job holds %s (pid %s): wait for it to finish, then retry'
-                              % (self.path, holder), kind='locked')
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.handle.write(str(os.getpid()))
-        self.handle.flush()
-        return self
-
-    def release(self):
-        if self.handle is not None:
-            fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
-            self.handle.close()
-            self.handle = None
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
 
 
 # ---------------------------------------------------------------------------------------------

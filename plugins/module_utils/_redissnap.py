@@ -46,7 +46,7 @@ import time
 
 from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _redis, _sentinel
 from ansible_collections.psscript.infra.plugins.module_utils._files import write_text_atomic
-from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import BackupError
+from ansible_collections.psscript.infra.plugins.module_utils._catalog import BackupError
 
 SERVICE = 'redis'
 # A snapshot stands alone (no parent): in the catalog's terms it is a full backup, so chains,
@@ -498,49 +498,16 @@ def temp_server_config(listen_host, port, password, directory):
 
 
 # ---------------------------------------------------------------------------------------------
-# Catalog actions shared by the module (listing, prune)
+# Catalog actions (listing, verify, prune and the S3 copies are _catalog's and _s3's, shared with
+# pg_backup)
 
 
 def listing(root):
-    catalog = _catalog.list_backups(root)
-    entries = catalog['backups']
-    backups = []
-    for entry in entries:
-        item = _catalog.summary(entry)
-        item['restorable'] = _catalog.restorable(entries, entry)
-        backups.append(item)
-    restorable = [b for b in backups if b['restorable']]
-    verified = [b for b in backups if b.get('verified') is True]
-    return dict(backups=backups, latest=restorable[-1]['id'] if restorable else None,
-                last_verified=verified[-1]['id'] if verified else None,
-                leftovers=catalog['leftovers'], unreadable=catalog['unreadable'])
-
-
-def prune(root, keep_days, keep_count, grace_seconds, check_mode):
-    """Apply ``_catalog.plan_retention``; in check mode only say what would go."""
-    catalog = _catalog.list_backups(root, remove_leftovers_older_than=None if check_mode else grace_seconds)
-    plan = _catalog.plan_retention(catalog['backups'], keep_days=keep_days, keep_count=keep_count)
-    removed_leftovers = catalog['removed']
-    if check_mode:
-        removed_leftovers = [item for item in catalog['leftovers'] if item['age_seconds'] >= grace_seconds]
-    else:
-        for backup_id in plan['remove']:
-            _catalog.remove_backup(root, backup_id)
-    return dict(changed=bool(plan['remove'] or removed_leftovers), removed=plan['remove'], kept=plan['keep'],
-                reasons=plan['reasons'], warnings=plan['warnings'], removed_leftovers=removed_leftovers,
-                leftovers=[item for item in catalog['leftovers'] if item not in removed_leftovers],
-                unreadable=catalog['unreadable'])
-
-
-def prune_remote(store, keep_days, keep_count, check_mode):
-    """The same retention rules over the S3 copies (``_s3.S3Store``), planned on the remote catalog."""
-    remote = store.listing()
-    plan = _catalog.plan_retention(remote['entries'], keep_days=keep_days, keep_count=keep_count)
-    if not check_mode:
-        for backup_id in plan['remove']:
-            store.remove(backup_id)
-    return dict(removed=plan['remove'], kept=plan['keep'], reasons=plan['reasons'], warnings=plan['warnings'],
-                incomplete=remote['incomplete'])
+    """``_catalog.listing``; a snapshot is always a full backup, so its newest verified full is
+    reported as ``last_verified``."""
+    result = _catalog.listing(root)
+    result['last_verified'] = result.pop('last_verified_full')
+    return result
 
 
 def choose_for_restore(local, remote, backup_id):
@@ -751,16 +718,6 @@ def verify_snapshot(run, tools, root, entry):
         return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def record_verification(root, entry, outcome):
-    """Write the verify result into the backup's catalog.json; return whether it changed."""
-    changed = entry.get('verified') is not outcome['ok']
-    entry['verified'] = outcome['ok']
-    entry['verified_at'] = _catalog.format_time(_catalog.utc_now())
-    entry['verify_error'] = None if outcome['ok'] else '; '.join(outcome['problems'])[:2000]
-    _catalog.write_entry(os.path.join(root, entry['id']), entry)
-    return changed
 
 
 # ---------------------------------------------------------------------------------------------

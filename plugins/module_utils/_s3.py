@@ -427,6 +427,23 @@ class S3Store(object):
                     upload_seconds=round(uploaded - began, 3), verify_seconds=round(time.time() - uploaded, 3),
                     uploaded_at=_catalog.format_time(_catalog.utc_now()), verified_at=checked['verified_at'])
 
+    def upload_verified(self, root, entry, outcome, refusal, before_upload=None):
+        """Record the local verify ``outcome`` of a backup just taken (``_catalog.record_verify``);
+        when it passed, copy the backup to S3 and record the upload summary as the entry's ``s3``.
+
+        ``refusal``: the BackupError message when it failed, with ``%(id)s`` and ``%(problems)s``.
+        ``before_upload()``: runs after the verify, before the upload; the dict it returns is added
+        to the summary (pg_backup copies the WAL there). Returns the summary."""
+        _catalog.record_verify(root, entry, outcome)
+        if not outcome['ok']:
+            raise _catalog.BackupError(refusal % dict(id=entry['id'], problems='; '.join(outcome['problems'][:5])))
+        extra = before_upload() if before_upload is not None else {}
+        summary = self.upload(root, entry)
+        summary.update(extra)
+        entry['s3'] = summary
+        _catalog.write_entry(os.path.join(root, entry['id']), entry)
+        return summary
+
     def verify(self, entry):
         """Check the remote copy of ``entry``: every object present with the recorded size, then read
         back through SHA-256. Returns ``dict(id, ok=True, checks, problems=[], verified_at)``; raises
@@ -478,6 +495,22 @@ class S3Store(object):
         return dict(removed=plan['remove'], kept=plan['keep'], reasons=plan['reasons'],
                     oldest_wal_needed=plan['oldest_wal_needed'], warnings=plan['warnings'],
                     incomplete=remote['incomplete'])
+
+    def add_listing(self, result):
+        """Add the remote catalog to a ``_catalog.listing`` result (changed in place and returned):
+        ``in_s3`` on each local backup, and ``s3_backups`` (each with ``local``), ``s3_latest``,
+        ``s3_incomplete``, ``s3_unreadable``."""
+        remote = self.listing()
+        remote_ids = set(e['id'] for e in remote['entries'])
+        local_ids = set(item['id'] for item in result['backups'])
+        for item in result['backups']:
+            item['in_s3'] = item['id'] in remote_ids
+        s3_backups, s3_latest = _catalog.summarize(remote['entries'])
+        for item in s3_backups:
+            item['local'] = item['id'] in local_ids
+        result.update(s3_backups=s3_backups, s3_latest=s3_latest, s3_incomplete=remote['incomplete'],
+                      s3_unreadable=remote['unreadable'])
+        return result
 
     def listing(self):
         """``dict(entries=[remote catalog entries, oldest first by stop time], incomplete=[ids without
@@ -631,3 +664,38 @@ class S3Store(object):
     def remove_area(self, area, names):
         self._delete_keys(self.area_key(area, n) for n in names)
         return len(list(names))
+
+
+# ---------------------------------------------------------------------------------------------
+# The verify action of the backup modules
+
+
+def verify_backups(root, chosen, local_ids, verify_local, store=None, remote_ids=(), record=True,
+                   remote_marks_local=False):
+    """Verify ``chosen`` catalog entries; return ``(results, changed)``.
+
+    A backup in ``local_ids`` is checked by ``verify_local(entry) -> dict(id, ok, checks, problems)``;
+    one only in S3 gets an empty local outcome (``local: false``). One in ``remote_ids`` also has its
+    S3 copy checked (``store.add_remote_check``). With ``record`` (not in check mode) the outcome is
+    written to the local catalog.json: the local result as ``verified`` and the remote one as
+    ``s3.verified`` (pg_backup), or with ``remote_marks_local`` the combined result as ``verified``
+    (redis_snapshot: a snapshot whose S3 copy fails counts as failed).
+    """
+    results, changed = [], False
+    for entry in chosen:
+        local = entry['id'] in local_ids
+        outcome = verify_local(entry) if local else dict(id=entry['id'], ok=True, problems=[], checks=[], local=False)
+        record_here = local and record
+        if record_here and not remote_marks_local:
+            changed = _catalog.record_verify(root, entry, outcome) or changed
+        if entry['id'] in remote_ids:
+            remote = store.add_remote_check(outcome, entry)
+            if record_here and not remote_marks_local:
+                entry['s3'] = dict(entry.get('s3') or {}, verified=remote['ok'],
+                                   verified_at=_catalog.format_time(_catalog.utc_now()),
+                                   verify_error='; '.join(remote['problems'])[:2000] or None)
+                _catalog.write_entry(os.path.join(root, entry['id']), entry)
+        if record_here and remote_marks_local:
+            changed = _catalog.record_verify(root, entry, outcome) or changed
+        results.append(outcome)
+    return results, changed

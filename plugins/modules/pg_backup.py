@@ -596,7 +596,7 @@ def do_backup(module, root):
             module.warn('backup_dir %s does not exist yet; it would be created' % root)
         else:
             result['changed'] = _catalog.ensure_dir(root)
-    lock = None if module.check_mode or not os.path.isdir(root) else _pgbackup.RootLock(root).acquire()
+    lock = None if module.check_mode or not os.path.isdir(root) else _catalog.RootLock(root).acquire()
     conn = None
     try:
         entries = _catalog.list_backups(root)['backups'] if os.path.isdir(root) else []
@@ -690,56 +690,26 @@ def s3_store(module):
     return _s3.S3Store(module.params['s3'], 'postgres')
 
 
-def summarize(entries):
-    """Entries without per-file hashes, each with ``restorable``; plus the newest restorable id."""
-    items = []
-    for entry in entries:
-        item = _catalog.summary(entry)
-        item['restorable'] = _catalog.restorable(entries, entry)
-        items.append(item)
-    restorable = [b for b in items if b['restorable']]
-    return items, restorable[-1]['id'] if restorable else None
-
-
 def verify_and_upload(module, root, entry, store, major):
     """Verify the backup just taken (with its WAL), then copy its WAL and itself to S3 and check the copy."""
     entries = _catalog.list_backups(root)['backups']
     outcome = _pgbackup.verify_backup(module.run_command, find_tools(module, major), root, entry, entries,
                                       wal_archive_dir=module.params['wal_archive_dir'],
                                       scratch_root=module.params['scratch_dir'])
-    _catalog.record_verify(root, entry, outcome)
-    if not outcome['ok']:
-        raise BackupError('Backup %s was taken but failed verification, so it was not copied to S3: %s. Take a new full '
-                          'backup' % (entry['id'], '; '.join(outcome['problems'][:5])))
-    # The WAL first: a backup listed in S3 always has the WAL that makes it usable there.
-    since = _pgbackup.oldest_wal_start(store.list_entries() + [entry])
-    wal = _pgbackup.upload_wal(store, module.params['wal_archive_dir'], since, required=entry.get('wal_files') or [])
-    summary = store.upload(root, entry)
-    summary['wal'] = wal
-    entry['s3'] = summary
-    _catalog.write_entry(os.path.join(root, entry['id']), entry)
-    return summary
+
+    def upload_wal():
+        # The WAL first: a backup listed in S3 always has the WAL that makes it usable there.
+        since = _pgbackup.oldest_wal_start(store.list_entries() + [entry])
+        return dict(wal=_pgbackup.upload_wal(store, module.params['wal_archive_dir'], since,
+                                             required=entry.get('wal_files') or []))
+    return store.upload_verified(root, entry, outcome, 'Backup %(id)s was taken but failed verification, so it was not '
+                                 'copied to S3: %(problems)s. Take a new full backup', before_upload=upload_wal)
 
 
 def listing(root, store=None):
-    catalog = _catalog.list_backups(root)
-    entries = catalog['backups']
-    backups, latest = summarize(entries)
-    verified_fulls = [e for e in entries if e['type'] == 'full' and e.get('verified') is True]
-    result = dict(changed=False, backups=backups, latest=latest,
-                  last_verified_full=verified_fulls[-1]['id'] if verified_fulls else None,
-                  leftovers=catalog['leftovers'], unreadable=catalog['unreadable'])
+    result = dict(changed=False, **_catalog.listing(root))
     if store is not None:
-        remote = store.listing()
-        local_ids = set(e['id'] for e in entries)
-        remote_ids = set(e['id'] for e in remote['entries'])
-        for item in backups:
-            item['in_s3'] = item['id'] in remote_ids
-        s3_backups, s3_latest = summarize(remote['entries'])
-        for item in s3_backups:
-            item['local'] = item['id'] in local_ids
-        result.update(s3_backups=s3_backups, s3_latest=s3_latest, s3_incomplete=remote['incomplete'],
-                      s3_unreadable=remote['unreadable'])
+        store.add_listing(result)
     return result
 
 
@@ -747,50 +717,22 @@ def do_verify(module, root):
     entries = _catalog.list_backups(root)['backups']
     store = s3_store(module)
     remote = store.list_entries() if store is not None else []
-    remote_by_id = _catalog.by_id(remote)
-    wanted = module.params['backup_id']
-    if wanted == 'all':
-        chosen = entries
-    elif wanted == 'latest':
-        if not entries:
-            module.fail_json(msg='There is no backup in %s to verify: take one first (action=backup)' % root)
-        chosen = entries[-1:]
-    else:
-        chosen = [e for e in entries if e['id'] == wanted]
-        if not chosen and wanted in remote_by_id:
-            chosen = [remote_by_id[wanted]]  # only in S3: its remote copy is what can be checked
-        if not chosen:
-            module.fail_json(msg='Backup %s is not in the catalog of %s (action=list shows the ids)' % (wanted, root))
-    local_ids = set(e['id'] for e in entries)
-    results, changed = [], False
+    chosen = _catalog.select_for_verify(entries, module.params['backup_id'], root, remote=remote)
     tools_by_major = {}
-    for entry in chosen:
-        if entry['id'] in local_ids:
-            major = int(entry.get('server_version_num') or 170000) // 10000
-            if major not in tools_by_major:
-                tools_by_major[major] = find_tools(module, major)
-            outcome = _pgbackup.verify_backup(module.run_command, tools_by_major[major], root, entry, entries,
-                                              wal_archive_dir=module.params['wal_archive_dir'],
-                                              scratch_root=module.params['scratch_dir'])
-            if not module.check_mode:
-                changed = _catalog.record_verify(root, entry, outcome) or changed
-        else:
-            outcome = dict(id=entry['id'], ok=True, problems=[], checks=[], local=False)
-        if entry['id'] in remote_by_id:
-            remote_outcome = store.add_remote_check(outcome, entry)
-            if entry['id'] in local_ids and not module.check_mode:
-                entry['s3'] = dict(entry.get('s3') or {}, verified=remote_outcome['ok'],
-                                   verified_at=_catalog.format_time(_catalog.utc_now()),
-                                   verify_error='; '.join(remote_outcome['problems'])[:2000] or None)
-                _catalog.write_entry(os.path.join(root, entry['id']), entry)
-        results.append(outcome)
-    failed = [r for r in results if not r['ok']]
-    if failed:
-        module.fail_json(msg='Verification failed for %s: %s. Do not restore from it; take a new full backup'
-                         % (', '.join(r['id'] for r in failed), '; '.join(failed[0]['problems'][:5])),
-                         results=results, changed=changed)
-    return dict(changed=changed, results=results,
-                msg='Verified %d backup(s): %s' % (len(results), ', '.join(r['id'] for r in results) or 'none'))
+
+    def verify_local(entry):
+        major = int(entry.get('server_version_num') or 170000) // 10000
+        if major not in tools_by_major:
+            tools_by_major[major] = find_tools(module, major)
+        return _pgbackup.verify_backup(module.run_command, tools_by_major[major], root, entry, entries,
+                                       wal_archive_dir=module.params['wal_archive_dir'],
+                                       scratch_root=module.params['scratch_dir'])
+    results, changed = _s3.verify_backups(root, chosen, set(e['id'] for e in entries), verify_local, store,
+                                          set(e['id'] for e in remote), record=not module.check_mode)
+    failure, msg = _catalog.verify_messages(results, 'backup', 'take a new full backup')
+    if failure:
+        module.fail_json(msg=failure, results=results, changed=changed)
+    return dict(changed=changed, results=results, msg=msg)
 
 
 def prune_s3(module, store):
@@ -808,37 +750,25 @@ def prune_s3(module, store):
 
 def do_prune(module, root):
     params = module.params
-    grace = params['stale_after_hours'] * 3600
-    lock = None if module.check_mode else _pgbackup.RootLock(root).acquire()
+    lock = None if module.check_mode else _catalog.RootLock(root).acquire()
     try:
-        catalog = _catalog.list_backups(root, remove_leftovers_older_than=None if module.check_mode else grace)
-        plan = _catalog.plan_retention(catalog['backups'], keep_days=params['keep_days'], keep_count=params['keep_count'])
-        removed_leftovers = catalog['removed']
-        if module.check_mode:
-            removed_leftovers = [item for item in catalog['leftovers'] if item['age_seconds'] >= grace]
-        else:
-            for backup_id in plan['remove']:
-                _catalog.remove_backup(root, backup_id)
+        result = _catalog.prune(root, params['keep_days'], params['keep_count'], params['stale_after_hours'] * 3600,
+                                module.check_mode)
         wal = []
         archive = params['wal_archive_dir']
-        if archive and plan['oldest_wal_needed']:
-            wal = _catalog.wal_files_to_remove(os.listdir(archive), plan['oldest_wal_needed'])
+        if archive and result['oldest_wal_needed']:
+            wal = _catalog.wal_files_to_remove(os.listdir(archive), result['oldest_wal_needed'])
             if not module.check_mode:
                 for name in wal:
                     os.unlink(os.path.join(archive, name))
                 if wal:
                     _files.fsync_path(archive, directory=True)
-        for warning in plan['warnings']:
+        for warning in result.pop('warnings'):
             module.warn(warning)
-        changed = bool(plan['remove'] or wal or removed_leftovers)
-        result = dict(changed=changed, removed=plan['remove'], kept=plan['keep'], reasons=plan['reasons'],
-                      oldest_wal_needed=plan['oldest_wal_needed'],
-                      removed_wal=dict(count=len(wal), first=wal[0] if wal else None, last=wal[-1] if wal else None),
-                      removed_leftovers=removed_leftovers,
-                      leftovers=[item for item in catalog['leftovers'] if item not in removed_leftovers],
-                      unreadable=catalog['unreadable'],
-                      msg='%s %d backup(s) and %d WAL file(s); kept %d backup(s)'
-                      % ('Would remove' if module.check_mode else 'Removed', len(plan['remove']), len(wal), len(plan['keep'])))
+        result['changed'] = result['changed'] or bool(wal)
+        result['removed_wal'] = dict(count=len(wal), first=wal[0] if wal else None, last=wal[-1] if wal else None)
+        result['msg'] = '%s %d backup(s) and %d WAL file(s); kept %d backup(s)' % (
+            'Would remove' if module.check_mode else 'Removed', len(result['removed']), len(wal), len(result['kept']))
         store = s3_store(module)
         if store is not None:
             remote = prune_s3(module, store)
@@ -898,7 +828,7 @@ def do_restore(module, root):
         tools[name] = module.get_bin_path(name, required=True, opt_dirs=['/usr/lib/postgresql/%d/bin' % major])
     if download:
         _catalog.ensure_dir(root)
-        with _pgbackup.RootLock(root):
+        with _catalog.RootLock(root):
             for backup_id in download:
                 store.download(root, backup_id)
         members = _catalog.chain(_catalog.list_backups(root)['backups'], ids[-1])

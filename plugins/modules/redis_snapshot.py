@@ -346,8 +346,8 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _pgbackup, _redis, _redissnap, _s3
-from ansible_collections.psscript.infra.plugins.module_utils._catalog import CatalogError
-from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import BackupError, human_bytes
+from ansible_collections.psscript.infra.plugins.module_utils._catalog import BackupError, CatalogError
+from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import human_bytes
 from ansible_collections.psscript.infra.plugins.module_utils._s3 import S3Error
 
 
@@ -386,14 +386,8 @@ def s3_store(module):
 def verify_and_upload(module, root, entry, store):
     """Verify the snapshot just taken, then copy it to S3 and check the copy end to end."""
     outcome = _redissnap.verify_snapshot(module.run_command, find_tools(module, ('redis-check-rdb', 'zstd')), root, entry)
-    _redissnap.record_verification(root, entry, outcome)
-    if not outcome['ok']:
-        raise BackupError('Snapshot %s was taken but failed verification, so it was not copied to S3: %s'
-                          % (entry['id'], '; '.join(outcome['problems'][:5])))
-    summary = store.upload(root, entry)
-    entry['s3'] = summary
-    _catalog.write_entry(os.path.join(root, entry['id']), entry)
-    return summary
+    return store.upload_verified(root, entry, outcome, 'Snapshot %(id)s was taken but failed verification, so it was '
+                                 'not copied to S3: %(problems)s')
 
 
 def do_backup(module, root):
@@ -405,7 +399,7 @@ def do_backup(module, root):
         else:
             result['changed'] = _catalog.ensure_dir(root)
     tools = find_tools(module, _redissnap.TOOLS + ('timeout',))
-    lock = None if module.check_mode or not os.path.isdir(root) else _pgbackup.RootLock(root).acquire()
+    lock = None if module.check_mode or not os.path.isdir(root) else _catalog.RootLock(root).acquire()
     sset = sentinel_set(module)
     store = s3_store(module)
     try:
@@ -456,81 +450,43 @@ def do_list(module, root):
     result = dict(changed=False, **_redissnap.listing(root))
     store = s3_store(module)
     if store is not None:
-        remote = store.listing()
-        remote_ids = set(e['id'] for e in remote['entries'])
-        for item in result['backups']:
-            item['in_s3'] = item['id'] in remote_ids
-        local_ids = set(item['id'] for item in result['backups'])
-        s3_backups = []
-        for entry in remote['entries']:
-            item = _catalog.summary(entry)
-            item['local'] = entry['id'] in local_ids
-            item['restorable'] = _catalog.restorable(remote['entries'], entry)
-            s3_backups.append(item)
-        good = [item['id'] for item in s3_backups if item['restorable']]
-        result.update(s3_backups=s3_backups, s3_latest=good[-1] if good else None, s3_incomplete=remote['incomplete'],
-                      s3_unreadable=remote['unreadable'])
+        store.add_listing(result)
     return result
 
 
 def do_verify(module, root):
     entries = _catalog.list_backups(root)['backups']
-    wanted = module.params['backup_id']
-    if wanted == 'all':
-        chosen = entries
-    elif wanted == 'latest':
-        if not entries:
-            module.fail_json(msg='There is no snapshot in %s to verify: take one first (action=backup)' % root)
-        chosen = entries[-1:]
-    else:
-        chosen = [e for e in entries if e['id'] == wanted]
-        if not chosen:
-            module.fail_json(msg='Snapshot %s is not in the catalog of %s (action=list shows the ids)' % (wanted, root))
+    chosen = _catalog.select_for_verify(entries, module.params['backup_id'], root, noun='snapshot')
     tools = find_tools(module, ('redis-check-rdb', 'zstd'))
     store = s3_store(module)
     remote_ids = set(e['id'] for e in store.list_entries()) if store is not None else set()
-    results, changed = [], False
-    for entry in chosen:
-        outcome = _redissnap.verify_snapshot(module.run_command, tools, root, entry)
-        if entry['id'] in remote_ids:
-            try:
-                remote = store.verify(entry)
-            except S3Error as err:
-                if err.result is None:
-                    raise
-                remote = err.result
-            outcome['s3'] = dict((k, remote[k]) for k in ('ok', 'url', 'checks', 'problems'))
-            outcome['checks'] = outcome['checks'] + remote['checks']
-            outcome['problems'] = outcome['problems'] + ['S3 ' + p for p in remote['problems']]
-            outcome['ok'] = outcome['ok'] and remote['ok']
-        results.append(outcome)
-        if not module.check_mode:
-            changed = _redissnap.record_verification(root, entry, outcome) or changed
-    failed = [r for r in results if not r['ok']]
-    if failed:
-        module.fail_json(msg='Verification failed for %s: %s. Do not restore from it; take a new snapshot'
-                         % (', '.join(r['id'] for r in failed), '; '.join(failed[0]['problems'][:5])),
-                         results=results, changed=changed)
-    return dict(changed=changed, results=results,
-                msg='Verified %d snapshot(s): %s' % (len(results), ', '.join(r['id'] for r in results) or 'none'))
+    results, changed = _s3.verify_backups(root, chosen, set(e['id'] for e in entries),
+                                          lambda entry: _redissnap.verify_snapshot(module.run_command, tools, root, entry),
+                                          store, remote_ids, record=not module.check_mode, remote_marks_local=True)
+    failure, msg = _catalog.verify_messages(results, 'snapshot', 'take a new snapshot')
+    if failure:
+        module.fail_json(msg=failure, results=results, changed=changed)
+    return dict(changed=changed, results=results, msg=msg)
 
 
 def do_prune(module, root):
     params = module.params
-    lock = None if module.check_mode else _pgbackup.RootLock(root).acquire()
+    lock = None if module.check_mode else _catalog.RootLock(root).acquire()
     try:
-        result = _redissnap.prune(root, params['keep_days'], params['keep_count'], params['stale_after_hours'] * 3600,
-                                  module.check_mode)
+        result = _catalog.prune(root, params['keep_days'], params['keep_count'], params['stale_after_hours'] * 3600,
+                                module.check_mode)
     finally:
         if lock is not None:
             lock.release()
+    del result['oldest_wal_needed']  # snapshots need no WAL
     for warning in result.pop('warnings'):
         module.warn(warning)
     result['msg'] = '%s %d snapshot(s); kept %d' % ('Would remove' if module.check_mode else 'Removed',
                                                     len(result['removed']), len(result['kept']))
     store = s3_store(module)
     if store is not None:
-        remote = _redissnap.prune_remote(store, params['keep_days'], params['keep_count'], module.check_mode)
+        remote = store.prune(keep_days=params['keep_days'], keep_count=params['keep_count'], dry_run=module.check_mode)
+        del remote['oldest_wal_needed']
         for warning in remote.pop('warnings'):
             module.warn('S3: %s' % warning)
         result['s3'] = remote
@@ -554,7 +510,7 @@ def do_restore(module, root):
     result = dict(changed=False, log=log)
     lock = None
     if not module.check_mode:
-        lock = _pgbackup.RootLock(root).acquire()
+        lock = _catalog.RootLock(root).acquire()
     sset = sentinel_set(module)
     scratch = _redissnap.scratch_dir(root, 'restore')
     try:

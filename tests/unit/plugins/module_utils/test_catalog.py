@@ -649,14 +649,61 @@ def test_wait_for_wal_is_bounded_and_asks_for_a_switch_once(tmp_path):
     assert _pgbackup.wait_for_wal(str(tmp_path), ['A', 'B'], 10, sleep=sleep, clock=lambda: clock[0]) == []
 
 
+def test_select_for_verify():
+    a = dict(id='20250101T000000Z-full')
+    b = dict(id='20250102T000000Z-full')
+    remote = dict(id='20250103T000000Z-full')
+    assert _catalog.select_for_verify([a, b], 'all', '/b') == [a, b]
+    assert _catalog.select_for_verify([a, b], 'latest', '/b') == [b]
+    assert _catalog.select_for_verify([a, b], a['id'], '/b', remote=[remote]) == [a]
+    assert _catalog.select_for_verify([a, b], remote['id'], '/b', remote=[remote]) == [remote]
+    with pytest.raises(CatalogError, match='^There is no snapshot in /b to verify: take one first'):
+        _catalog.select_for_verify([], 'latest', '/b', noun='snapshot')
+    with pytest.raises(CatalogError, match=r'^Backup 20250103T000000Z-full is not in the catalog of /b \(action=list'):
+        _catalog.select_for_verify([a, b], remote['id'], '/b')
+    assert _catalog.select_for_verify([], 'all', '/b') == []
+
+
+def test_verify_messages():
+    good = dict(id='a', ok=True, problems=[])
+    bad = dict(id='b', ok=False, problems=['x: missing', 'y: size'])
+    assert _catalog.verify_messages([good], 'snapshot', 'take a new snapshot') == (None, 'Verified 1 snapshot(s): a')
+    assert _catalog.verify_messages([], 'backup', 'fix') == (None, 'Verified 0 backup(s): none')
+    failure, msg = _catalog.verify_messages([good, bad], 'backup', 'take a new full backup')
+    assert failure == 'Verification failed for b: x: missing; y: size. Do not restore from it; take a new full backup'
+    assert msg == 'Verified 2 backup(s): a, b'
+
+
+def test_listing_and_prune_of_a_root(tmp_path):
+    root = str(tmp_path)
+    dummy, old = _publish(root, '20250101T000000Z-full', 1)
+    dummy, new = _publish(root, '20250101T010000Z-full', 61)
+    new['verified'] = True
+    _catalog.write_entry(os.path.join(root, new['id']), new)
+    os.mkdir(os.path.join(root, '.tmp-20250101T020000Z-full'))
+    listed = _catalog.listing(root)
+    assert [b['id'] for b in listed['backups']] == [old['id'], new['id']] and 'files' not in listed['backups'][0]
+    assert listed['latest'] == new['id'] and listed['last_verified_full'] == new['id']
+    assert [item['name'] for item in listed['leftovers']] == ['.tmp-20250101T020000Z-full']
+
+    planned = _catalog.prune(root, 0, 1, 0, check_mode=True)
+    assert planned['changed'] is True and planned['removed'] == [old['id']] and planned['kept'] == [new['id']]
+    assert [item['name'] for item in planned['removed_leftovers']] == ['.tmp-20250101T020000Z-full']
+    assert planned['leftovers'] == [] and os.path.isdir(os.path.join(root, old['id']))
+    done = _catalog.prune(root, 0, 1, 0, check_mode=False)
+    assert done['removed'] == [old['id']] and not os.path.exists(os.path.join(root, old['id']))
+    assert not os.path.exists(os.path.join(root, '.tmp-20250101T020000Z-full'))
+    assert _catalog.prune(root, 0, 1, 0, check_mode=False)['changed'] is False
+
+
 def test_root_lock_is_exclusive(tmp_path):
-    first = _pgbackup.RootLock(str(tmp_path)).acquire()
+    first = _catalog.RootLock(str(tmp_path)).acquire()
     try:
-        with pytest.raises(_pgbackup.BackupError, match='Another backup job holds'):
-            _pgbackup.RootLock(str(tmp_path)).acquire()
+        with pytest.raises(_catalog.BackupError, match='Another backup job holds'):
+            _catalog.RootLock(str(tmp_path)).acquire()
     finally:
         first.release()
-    with _pgbackup.RootLock(str(tmp_path)):
+    with _catalog.RootLock(str(tmp_path)):
         pass
 
 

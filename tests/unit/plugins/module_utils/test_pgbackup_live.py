@@ -10,9 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _pgbackup, _s3
 from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import BackupError
@@ -137,13 +135,9 @@ def test_swap_without_old_data_and_rollback(tmp_path):
 
 
 @pytest.fixture
-def store(monkeypatch):
-    for name in ('AWS_PROFILE', 'AWS_CONFIG_FILE', 'AWS_SHARED_CREDENTIALS_FILE'):
-        monkeypatch.delenv(name, raising=False)
-    with mock_aws():
-        client = boto3.client('s3', region_name='us-east-1', aws_access_key_id='t', aws_secret_access_key='t')
-        client.create_bucket(Bucket='bkt')
-        yield _s3.S3Store(dict(bucket='bkt', prefix='p'), 'postgres', client=client)
+def store(s3_endpoint, s3_client):
+    s3_client.create_bucket(Bucket='bkt')
+    return _s3.S3Store(dict(bucket='bkt', prefix='p', endpoint_url=s3_endpoint), 'postgres', client=s3_client)
 
 
 def test_upload_and_fetch_wal(store, tmp_path):

@@ -18,7 +18,7 @@ import os
 import pytest
 
 from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _redissnap
-from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import BackupError
+from ansible_collections.psscript.infra.plugins.module_utils._catalog import BackupError
 
 CHECK_OK = """\
 [offset 0] Checking RDB file /d/dump.rdb
@@ -435,7 +435,7 @@ def test_verify_snapshot_reports_key_count_mismatch(tmp_path):
 
 def test_record_verification(tmp_path):
     item = publish_fake(tmp_path)
-    assert _redissnap.record_verification(str(tmp_path), item, dict(ok=False, problems=['bad']))
+    assert _catalog.record_verify(str(tmp_path), item, dict(ok=False, problems=['bad']))
     stored = json.loads((tmp_path / item['id'] / 'catalog.json').read_text())
     assert stored['verified'] is False and stored['verify_error'] == 'bad'
 
@@ -446,33 +446,11 @@ def test_listing_and_prune(tmp_path):
     listed = _redissnap.listing(str(tmp_path))
     assert [b['id'] for b in listed['backups']] == [old['id'], new['id']] and listed['latest'] == new['id']
     assert listed['last_verified'] is None
-    plan = _redissnap.prune(str(tmp_path), 0, 1, 3600, check_mode=True)
+    plan = _catalog.prune(str(tmp_path), 0, 1, 3600, check_mode=True)
     assert plan['removed'] == [old['id']] and os.path.isdir(str(tmp_path / old['id']))
-    done = _redissnap.prune(str(tmp_path), 0, 1, 3600, check_mode=False)
+    done = _catalog.prune(str(tmp_path), 0, 1, 3600, check_mode=False)
     assert done['removed'] == [old['id']] and not os.path.exists(str(tmp_path / old['id']))
     assert done['kept'] == [new['id']]
-
-
-class FakeStore(object):
-    def __init__(self, entries):
-        self.entries = entries
-        self.removed = []
-
-    def listing(self):
-        return dict(entries=self.entries, incomplete=['x'], unreadable=[])
-
-    def remove(self, backup_id):
-        self.removed.append(backup_id)
-
-
-def test_prune_remote_uses_the_same_plan():
-    old = entry('20250101T000000Z-full', '2025-01-01T00:00:05Z', verified=True)
-    new = entry('20250102T000000Z-full', '2025-01-02T00:00:05Z', verified=True)
-    store = FakeStore([old, new])
-    planned = _redissnap.prune_remote(store, 0, 1, check_mode=True)
-    assert planned['removed'] == [old['id']] and store.removed == []
-    done = _redissnap.prune_remote(store, 0, 1, check_mode=False)
-    assert done['kept'] == [new['id']] and store.removed == [old['id']] and done['incomplete'] == ['x']
 
 
 def test_choose_for_restore_local_first_then_s3():

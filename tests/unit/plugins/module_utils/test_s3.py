@@ -2,8 +2,8 @@
 # Copyright (c) psscript.infra developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Unit tests for module_utils._s3: the pure helpers, and S3Store against moto's in-process S3
-(the same implementation the integration tests run as a server)."""
+"""Unit tests for module_utils._s3: the pure helpers, and S3Store against a real S3 HTTP endpoint
+(moto's server on 127.0.0.1, started by conftest.py; the integration tests run the same server)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ import datetime
 import json
 import os
 
-import boto3
 import botocore.exceptions
 import pytest
-from moto import mock_aws
 
 from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _s3
 from ansible_collections.psscript.infra.plugins.module_utils._s3 import S3Error, S3Store
@@ -123,18 +121,13 @@ def test_compare_remote():
 
 
 # ---------------------------------------------------------------------------------------------
-# S3Store against moto's in-process S3
+# S3Store against the S3 HTTP endpoint
 
 
 @pytest.fixture
-def s3_env(monkeypatch):
-    for name in ('AWS_PROFILE', 'AWS_CONFIG_FILE', 'AWS_SHARED_CREDENTIALS_FILE'):
-        monkeypatch.delenv(name, raising=False)
-    with mock_aws():
-        client = boto3.client('s3', region_name='us-east-1', aws_access_key_id='testing',
-                              aws_secret_access_key='testing')
-        client.create_bucket(Bucket=BUCKET)
-        yield client
+def s3_env(s3_client):
+    s3_client.create_bucket(Bucket=BUCKET)
+    return s3_client
 
 
 def params(**extra):
@@ -346,3 +339,81 @@ def test_prune_applies_the_local_plan_remotely(s3_env, tmp_path):
     assert done['removed'] == [old['id']] and 'newest verified full backup' in done['reasons'][new['id']]
     assert [e['id'] for e in store.list_entries()] == [new['id']]
     assert keys(s3_env, 'site/postgres/%s/' % old['id']) == []
+    # An interrupted upload (no catalog.json) is reported, never planned.
+    s3_env.put_object(Bucket=BUCKET, Key='site/postgres/20250101T020000Z-full/backup_manifest', Body=b'{}')
+    assert store.prune(keep_days=0, keep_count=1, dry_run=True)['incomplete'] == ['20250101T020000Z-full']
+
+
+def test_add_listing_marks_both_sides(s3_env, tmp_path):
+    root = str(tmp_path)
+    only_local = make_backup(root, '20250101T000000Z-full', minutes=0)
+    both = make_backup(root, '20250101T010000Z-full', minutes=60)
+    store = S3Store(params(), 'postgres', client=s3_env)
+    store.upload(root, both)
+    result = store.add_listing(_catalog.listing(root))
+    assert [(b['id'], b['in_s3']) for b in result['backups']] == [(only_local['id'], False), (both['id'], True)]
+    assert [(b['id'], b['local'], b['restorable']) for b in result['s3_backups']] == [(both['id'], True, True)]
+    assert 'files' not in result['s3_backups'][0] and result['s3_backups'][0]['file_count'] == 2
+    assert result['s3_latest'] == both['id'] and result['s3_incomplete'] == [] and result['s3_unreadable'] == []
+    _catalog.remove_backup(root, both['id'])
+    result = store.add_listing(_catalog.listing(root))
+    assert [b['in_s3'] for b in result['backups']] == [False] and result['s3_backups'][0]['local'] is False
+
+
+def test_upload_verified_refuses_a_failed_backup(s3_env, tmp_path):
+    root = str(tmp_path)
+    entry = make_backup(root, '20250101T000000Z-full')
+    store = S3Store(params(), 'postgres', client=s3_env)
+    steps = []
+    with pytest.raises(_catalog.BackupError, match='^B 20250101T000000Z-full: bad$'):
+        store.upload_verified(root, entry, dict(ok=False, problems=['bad']), 'B %(id)s: %(problems)s',
+                              before_upload=lambda: steps.append('wal'))
+    assert steps == [] and keys(s3_env) == []
+    assert _catalog.read_entry(os.path.join(root, entry['id']))['verified'] is False
+
+    summary = store.upload_verified(root, entry, dict(ok=True, problems=[]), 'B %(id)s: %(problems)s',
+                                    before_upload=lambda: dict(wal=dict(uploaded=steps.append('wal') or 0)))
+    assert steps == ['wal'] and summary['wal'] == dict(uploaded=0) and summary['verified_at']
+    stored = _catalog.read_entry(os.path.join(root, entry['id']))
+    assert stored['verified'] is True and stored['s3']['url'] == summary['url'] and stored['s3']['wal'] == dict(uploaded=0)
+
+
+@pytest.mark.parametrize('remote_marks_local', [False, True])
+def test_verify_backups_local_remote_and_s3_only(s3_env, tmp_path, remote_marks_local):
+    root = str(tmp_path)
+    good = make_backup(root, '20250101T000000Z-full', minutes=0)
+    damaged_copy = make_backup(root, '20250101T010000Z-full', minutes=60)
+    store = S3Store(params(), 'postgres', client=s3_env)
+    for item in (good, damaged_copy):
+        store.upload(root, item)
+    s3_env.delete_object(Bucket=BUCKET, Key='site/postgres/%s/backup_manifest' % damaged_copy['id'])
+    elsewhere = str(tmp_path / 'elsewhere')
+    os.makedirs(elsewhere)
+    s3_only = make_backup(elsewhere, '20250101T020000Z-full', minutes=120)
+    store.upload(elsewhere, s3_only)
+    checked = []
+
+    def verify_local(entry):
+        checked.append(entry['id'])
+        return dict(id=entry['id'], ok=True, checks=['sha256'], problems=[])
+    entries = _catalog.list_backups(root)['backups']
+    results, changed = _s3.verify_backups(root, entries + [s3_only], set(e['id'] for e in entries), verify_local, store,
+                                          set(e['id'] for e in store.list_entries()),
+                                          remote_marks_local=remote_marks_local)
+    assert checked == [good['id'], damaged_copy['id']] and changed is True
+    assert [r['ok'] for r in results] == [True, False, True]
+    assert results[1]['problems'] == ['S3 backup_manifest: missing in S3'] and results[1]['s3']['ok'] is False
+    assert results[2]['local'] is False and results[2]['checks'] == ['s3 sizes', 's3 sha256']
+    stored = _catalog.read_entry(os.path.join(root, damaged_copy['id']))
+    if remote_marks_local:
+        # redis_snapshot: the failed copy fails the snapshot; nothing is written under s3.
+        assert stored['verified'] is False and stored['verify_error'] == 'S3 backup_manifest: missing in S3'
+        assert 'verified' not in (stored.get('s3') or {})
+    else:
+        # pg_backup: the local copy is fine; the S3 result is recorded apart.
+        assert stored['verified'] is True and stored['s3']['verified'] is False
+        assert stored['s3']['verify_error'] == 'backup_manifest: missing in S3'
+    assert not os.path.exists(os.path.join(root, s3_only['id']))
+
+    results, changed = _s3.verify_backups(root, entries[:1], set([good['id']]), verify_local, record=False)
+    assert results[0]['ok'] is True and 's3' not in results[0] and changed is False
