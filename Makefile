@@ -8,7 +8,7 @@ VENV        ?= .venv
 PY          := $(VENV)/bin/python
 BIN         := $(VENV)/bin
 INVENTORY   ?= inventories/local
-SCENARIOS   ?= default failover
+SCENARIOS   ?= default failover restore
 # The repo is the collection: expose it as ansible_collections/psscript/infra.
 COLLECTIONS := $(CURDIR)/.cache/collections
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
