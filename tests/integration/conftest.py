@@ -112,6 +112,15 @@ def _chown_tree(path, uid):
             os.chown(os.path.join(dirpath, name), uid, uid)
 
 
+def flip_byte(path, offset):
+    """Corrupt a backup file in place: invert one byte."""
+    with open(path, 'r+b') as handle:
+        handle.seek(offset)
+        value = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([value[0] ^ 0xFF]))
+
+
 def pytest_configure(config):
     config.addinivalue_line('markers', 'integration: needs Docker and the psscript images (tests/integration)')
 

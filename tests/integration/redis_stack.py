@@ -24,7 +24,7 @@ import time
 
 import redis
 
-from conftest import COLLECTION_ROOT, docker, parse_result
+from conftest import COLLECTION_ROOT, _chown_tree, docker, parse_result
 
 PREFIX = 'psscript-dev-redis'
 NETWORK = PREFIX + '-net'
@@ -108,13 +108,6 @@ def remove_everything():
     for name in docker('volume', 'ls', '-q', check=False).stdout.split():
         if name.startswith(PREFIX):
             docker('volume', 'rm', '-f', name, check=False)
-
-
-def _chown_tree(path, uid):
-    for dirpath, dirnames, filenames in os.walk(path):
-        os.chown(dirpath, uid, uid)
-        for name in filenames:
-            os.chown(os.path.join(dirpath, name), uid, uid)
 
 
 class RedisStack(object):

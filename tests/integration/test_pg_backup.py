@@ -22,7 +22,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import LIVE_IP, LIVE_NAME, live_sql, start_live_server, stop_live_server
+from conftest import LIVE_IP, LIVE_NAME, flip_byte, live_sql, start_live_server, stop_live_server
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +40,6 @@ def db(stack):
 def entry(backups, backup_id):
     with open(os.path.join(backups, backup_id, 'catalog.json')) as handle:
         return json.load(handle)
-
-
-def flip_byte(path, offset):
-    with open(path, 'r+b') as handle:
-        handle.seek(offset)
-        value = handle.read(1)
-        handle.seek(offset)
-        handle.write(bytes([value[0] ^ 0xFF]))
 
 
 def ok(result):

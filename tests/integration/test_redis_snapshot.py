@@ -21,6 +21,7 @@ import sys
 import pytest
 
 import redis_stack as rs
+from conftest import flip_byte
 
 pytestmark = pytest.mark.integration
 
@@ -83,14 +84,6 @@ def set_state(rset):
     return dict(master=master, keys=keyspace(client), sample=client.get('key:7'),
                 priorities=dict((name, rset.client(name).config_get('replica-priority')['replica-priority'])
                                 for name in rset.replicas()))
-
-
-def flip_byte(path, offset):
-    with open(path, 'r+b') as handle:
-        handle.seek(offset)
-        value = handle.read(1)
-        handle.seek(offset)
-        handle.write(bytes([value[0] ^ 0xFF]))
 
 
 # ---------------------------------------------------------------------------------------------
