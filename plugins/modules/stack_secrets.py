@@ -20,6 +20,10 @@ description:
   - Reads the stack's secrets file on the controller, generates every password named in O(names)
     that it does not hold yet, and writes the file back atomically with mode C(0600).
   - Existing passwords are never changed, so re-running a playbook keeps every service's credentials.
+  - An empty or null value counts as missing and is generated again (listed in RV(added)).
+  - A value that YAML reads as anything but a string (an unquoted C(0123), C(yes), a list) fails with a message
+    naming the key. Quote the value to keep it, or delete the line to generate a new password.
+  - Values are written single-quoted, so every YAML reader reads them back as the same strings.
   - Run it on the controller (C(delegate_to) the controller, C(run_once)) and with C(no_log).
 options:
   path:
