@@ -195,3 +195,92 @@ def console_show_all(params, commands):
         return dict((name, show(conn, name)) for name in commands)
     finally:
         conn.close()
+
+
+# ------------------------------------------------------------------ probes (pg_probe)
+# What operators' playbooks ask a server (health, drill), through psycopg2 with the password as a
+# module argument: no psql or pg_isready on the host, no password in any process's argv or env.
+
+# Per table of the database, in one REPEATABLE READ snapshot: rows and md5 of the rows in order.
+# The snapshot's time comes first; it is the time a point-in-time restore must reach.
+FINGERPRINT_TIME_SQL = ("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', "
+                        "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+FINGERPRINT_TABLES_SQL = (
+    "SELECT format('SELECT %L, count(*), md5(coalesce(string_agg(t::text, E''\\n'' ORDER BY t::text), '''')) "
+    "FROM %I.%I AS t', n.nspname || '.' || c.relname, n.nspname, c.relname) "
+    "FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' "
+    "ORDER BY n.nspname, c.relname")
+
+
+def _text(value):
+    """A result cell as text, the way psql prints it (NULL as '', booleans as t/f)."""
+    if value is None:
+        return ''
+    if isinstance(value, bool):
+        return 't' if value else 'f'
+    return str(value)
+
+
+def _failed(what, err):
+    """A psycopg2 error of a statement as a PgConnectionError naming what failed."""
+    detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return PgConnectionError('%s failed: %s' % (what, detail))
+
+
+def _run(conn, what, statements, isolation=None, readonly=False):
+    """Run statements in one transaction; return the rows of the last one. Errors -> PgConnectionError."""
+    try:
+        conn.autocommit = False
+        conn.set_session(isolation_level=isolation, readonly=readonly)
+        rows = []
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+                rows = cur.fetchall() if cur.description else []
+        conn.commit()
+        return rows
+    except psycopg2.Error as err:
+        raise _failed(what, err)
+
+
+def ping(conn):
+    """{'in_recovery', 'server_version'}: the server accepts connections and answers a query."""
+    row = _run(conn, 'SELECT pg_is_in_recovery()', ['SELECT pg_is_in_recovery(), current_setting(\'server_version\')'])[0]
+    return dict(in_recovery=bool(row[0]), server_version=row[1])
+
+
+def query(conn, sql):
+    """The rows of one read-only statement, each a list of text cells."""
+    return [[_text(v) for v in row] for row in _run(conn, 'The query', [sql], readonly=True)]
+
+
+def fingerprint(conn):
+    """{'snapshot_time', 'tables': [{'table', 'rows', 'md5'}]} of the connected database, one snapshot."""
+    try:
+        conn.autocommit = False
+        conn.set_session(isolation_level='REPEATABLE READ', readonly=True)
+        with conn.cursor() as cur:
+            cur.execute(FINGERPRINT_TIME_SQL)
+            snapshot_time = cur.fetchone()[0]
+            cur.execute(FINGERPRINT_TABLES_SQL)
+            per_table = [row[0] for row in cur.fetchall()]
+            tables = []
+            for sql in per_table:
+                cur.execute(sql)
+                name, rows, digest = cur.fetchone()
+                tables.append(dict(table=name, rows=int(rows), md5=digest))
+        conn.commit()
+    except psycopg2.Error as err:
+        raise _failed('Fingerprinting the tables', err)
+    return dict(snapshot_time=snapshot_time, tables=tables)
+
+
+def switch_wal(conn):
+    """Write a commit record, close the current WAL segment; return the closed segment's file name.
+
+    An idle server's pg_switch_wal() closes nothing, and recovery to a time can only confirm it got
+    there when a commit follows the target in the archive: the empty transaction gives both.
+    """
+    _run(conn, 'SELECT pg_current_xact_id()', ['SELECT pg_current_xact_id()'])
+    return _run(conn, 'SELECT pg_switch_wal()', ['SELECT pg_walfile_name(pg_switch_wal())'])[0][0]

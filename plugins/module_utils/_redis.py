@@ -181,6 +181,28 @@ def info(node, section):
     return node.call('info', section, command='INFO %s' % section)
 
 
+def ping(node):
+    """``PONG`` when the node answers PING (redis-py turns the reply into True)."""
+    reply = node.call('ping')
+    return 'PONG' if reply is True else str(reply)
+
+
+def keyspace(node):
+    """{db number as text: key count} from ``INFO keyspace`` (databases with keys only).
+
+    INFO answers while the dataset is still loading, with partial counts: refuse until it is loaded.
+    """
+    if int(info(node, 'persistence').get('loading', 0)):
+        raise RedisOpError('%s %s is still loading its dataset: retry when loading is done' % (node.kind, node.address),
+                           'loading')
+    counts = {}
+    for name, value in info(node, 'keyspace').items():
+        if name.startswith('db') and name[2:].isdigit():
+            counts[name[2:]] = int(value['keys'] if isinstance(value, dict) else dict(
+                part.split('=', 1) for part in str(value).split(','))['keys'])
+    return counts
+
+
 def replication_role(node):
     """``role`` from ``INFO replication`` (``master`` / ``slave``)."""
     return info(node, 'replication').get('role')

@@ -30,8 +30,8 @@ Decisions (and why):
   (``REPLICAOF NO ONE``) and priorities are restored. The AOF is rewritten from the restored data
   (``BGREWRITEAOF``) or, without AOF, an RDB is saved, so a restart loads the restored data.
 
-Commands go through ``run(args, environ_update=None) -> (rc, stdout, stderr)``; passwords travel in
-the environment (``REDISCLI_AUTH``) or in a 0600 file, never on a command line.
+Commands go through ``run(args, data=None) -> (rc, stdout, stderr)``; passwords travel on stdin
+(``redis-cli --askpass``) or in a 0600 file, never on a command line or in a process environment.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -569,12 +569,12 @@ def scratch_dir(root, what):
 # Backup
 
 
-def take_snapshot(run, tools, node, source, root, clock_now, bgsave_timeout, fetch_timeout, env, sleep=time.sleep):
+def take_snapshot(run, tools, node, source, root, clock_now, bgsave_timeout, fetch_timeout, password, sleep=time.sleep):
     """BGSAVE on ``node``, fetch, check, compress, hash and publish; return the catalog entry.
 
     ``node``: a ``_redis.Node``; ``source``: the choose_source() result; ``clock_now()``: the node's
-    clock; ``env``: environment of redis-cli (REDISCLI_AUTH). The staged directory is removed on
-    any failure.
+    clock; ``password``: the node's password, given to redis-cli on stdin. The staged directory is
+    removed on any failure.
     """
     backup_id = _catalog.new_backup_id(CATALOG_TYPE)
     durations = {}
@@ -613,9 +613,10 @@ def take_snapshot(run, tools, node, source, root, clock_now, bgsave_timeout, fet
     try:
         plain = os.path.join(staged, RDB_FILE)
         step = time.time()
-        cmd = ['timeout', str(int(fetch_timeout)), tools['redis-cli'], '-h', node.host, '-p', str(node.port),
-               '--no-auth-warning', '--rdb', plain]
-        rc, out, err = run(cmd, environ_update=env)
+        cmd = ['timeout', str(int(fetch_timeout)), tools['redis-cli'], '-h', node.host, '-p', str(node.port)]
+        # The password on stdin (--askpass): never in an argv or a process environment.
+        cmd += ['--askpass'] if password else []
+        rc, out, err = run(cmd + ['--rdb', plain], data=password or None)
         if rc != 0 or not os.path.isfile(plain):
             why = ' | '.join(line.strip() for line in (err or out).splitlines() if line.strip())[-400:]
             if rc == 124:

@@ -125,8 +125,8 @@ options:
 notes:
   - Needs C(redis-cli), C(redis-check-rdb), C(redis-server) (restore) and C(zstd) of the same Redis version as the
     servers; the C(psscript/backup) image has them.
-  - The Redis password reaches C(redis-cli) through E(REDISCLI_AUTH) and the temporary server through a 0600 file in
-    its scratch directory, never a command line.
+  - The Redis password reaches C(redis-cli) on its standard input (C(--askpass)) and the temporary server through a
+    0600 file in its scratch directory, never a command line or a process environment.
   - Entries are catalog type C(full) (a snapshot stands alone) with C(service=redis).
   - Jobs that write into O(backup_dir) hold an exclusive lock on C(<backup_dir>/.lock); a second one fails at once.
 seealso:
@@ -362,10 +362,6 @@ def find_tools(module, names):
     return tools
 
 
-def redis_env(params):
-    return dict(REDISCLI_AUTH=params['redis_password']) if params['redis_password'] else {}
-
-
 def sentinel_set(module):
     params = module.params
     if not params['sentinels']:
@@ -428,7 +424,7 @@ def do_backup(module, root):
 
         entry = _redissnap.take_snapshot(module.run_command, tools, node, source, root,
                                          lambda: _redissnap.server_time(node),
-                                         params['bgsave_timeout'], params['fetch_timeout'], redis_env(params))
+                                         params['bgsave_timeout'], params['fetch_timeout'], params['redis_password'])
         result.update(changed=True, backup_id=entry['id'], entry=_catalog.summary(entry),
                       msg='Took Redis snapshot %s from %s (%s): %s keys, %s'
                       % (entry['id'], source['address'], source['role'], entry['keys'], human_bytes(entry['bytes'])))
