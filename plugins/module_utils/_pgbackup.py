@@ -29,14 +29,16 @@ Decisions (and why):
   leaves a leftover that listing never shows and prune removes after a grace period.
 
 Every command goes through a ``run(args, environ_update=None) -> (rc, stdout, stderr)`` callable
-(``AnsibleModule.run_command`` in the module, a fake in tests). Passwords travel in the
-environment (``PGPASSWORD``), never on a command line.
+(``AnsibleModule.run_command`` in the module, a fake in tests). Passwords travel in a 0600 pgpass
+file that exists while the command runs (``password_file``), never on a command line or in a
+process environment.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import os
 import pwd
 import re
@@ -79,11 +81,34 @@ def human_bytes(value):
     return '%d B' % value
 
 
-def connection_env(params):
+def connection_env(params, passfile=None):
+    """Environment of pg_basebackup: the password only as a 0600 file's path (see password_file)."""
     env = dict(PGAPPNAME=APPLICATION_NAME, PGCONNECT_TIMEOUT=str(params.get('connect_timeout') or 5))
-    if params.get('login_password') is not None:
-        env['PGPASSWORD'] = params['login_password']
+    if passfile:
+        env['PGPASSFILE'] = passfile
     return env
+
+
+@contextlib.contextmanager
+def password_file(password):
+    """A private pgpass file holding ``password`` for any server, removed afterwards (None: no file).
+
+    PGPASSWORD would put the password in the process environment, which /proc shows to root and
+    which crash reports and debuggers copy; a 0600 file in a 0700 directory is read once by libpq.
+    """
+    if password is None:
+        yield None
+        return
+    directory = tempfile.mkdtemp(prefix='psscript-pgpass-')
+    path = os.path.join(directory, 'pgpass')
+    try:
+        escaped = password.replace('\\', '\\\\').replace(':', '\\:')
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, 'w') as handle:
+            handle.write('*:*:*:*:%s\n' % escaped)
+        yield path
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def basebackup_command(binary, params, target, label, parent_manifest=None, max_rate=None):
@@ -319,7 +344,8 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
             parent_manifest = manifest_path(os.path.join(root, parent['id']), parent)
         data = os.path.join(staged, DATA_DIR)
         cmd = basebackup_command(tools['pg_basebackup'], params, data, backup_id, parent_manifest, max_rate)
-        rc, out, err = run(cmd, environ_update=connection_env(params))
+        with password_file(params.get('login_password')) as passfile:
+            rc, out, err = run(cmd, environ_update=connection_env(params, passfile))
         if rc != 0:
             raise explain_basebackup_failure(rc, err or out, params, parent and parent['id'])
         stopped_at = clock_now()

@@ -234,8 +234,7 @@ EXAMPLES = r'''
     wal_archive_dir: /wal-archive
     login_host: psscript-postgres-1
     login_user: psscript_backup
-  environment:
-    PGPASSWORD: "{{ postgres_backup_password }}"
+    login_password: "{{ postgres_backup_password }}"
 
 - name: Keep 14 days (and at least 3 backups), with the WAL they need
   psscript.infra.pg_backup:

@@ -591,7 +591,22 @@ def test_basebackup_command_never_carries_the_password():
     for flag in ('--format', '--wal-method', '--checkpoint', '--no-password', '--incremental', '--max-rate'):
         assert flag in cmd
     assert cmd[cmd.index('--wal-method') + 1] == 'none' and cmd[cmd.index('--format') + 1] == 'plain'
-    assert _pgbackup.connection_env(params)['PGPASSWORD'] == 's3cret'
+    env = _pgbackup.connection_env(params, '/tmp/x/pgpass')
+    assert env['PGPASSFILE'] == '/tmp/x/pgpass' and 's3cret' not in ' '.join(env.values())
+
+
+@pytest.mark.parametrize('password', ['s3cret', 'with:colon', 'back\\slash'])
+def test_the_password_reaches_libpq_in_a_private_file_that_is_removed(password):
+    with _pgbackup.password_file(password) as path:
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
+        with open(path) as handle:
+            line = handle.read()
+        # libpq's pgpass format: host:port:db:user:password, with ':' and '\\' escaped by a backslash.
+        assert line == '*:*:*:*:%s\n' % password.replace('\\', '\\\\').replace(':', '\\:')
+    assert not os.path.exists(os.path.dirname(path))
+    with _pgbackup.password_file(None) as path:
+        assert path is None
 
 
 @pytest.mark.parametrize('stderr, kind, words', [
