@@ -63,9 +63,13 @@ integration: images
 	$(PY) -m pytest tests/integration -q
 
 molecule: venv engine collection
-	@set -e; for s in $(SCENARIOS); do echo "=== molecule scenario $$s"; $(BIN)/molecule test -s $$s; done
+	@set -e; for s in $(SCENARIOS); do t=$$(date +%s); echo "=== molecule scenario $$s"; $(BIN)/molecule test -s $$s; \
+	  echo "=== molecule scenario $$s took $$(( $$(date +%s) - t ))s"; done
 
-test: lint sanity unit integration molecule
+# Each part in turn, with its duration (CI's step timings).
+test:
+	@set -e; for part in lint sanity unit integration molecule; do t=$$(date +%s); \
+	  $(MAKE) --no-print-directory $$part; echo "=== make $$part took $$(( $$(date +%s) - t ))s"; done
 
 clean:
 	rm -rf .cache tests/output
