@@ -151,6 +151,29 @@ class RedisStack(object):
         master = self.master()
         return [name for name in DATA_NODES if name != master]
 
+    def disable_save_rules(self):
+        """``CONFIG SET save ""`` on every data node: from now on a node forks only when asked to.
+
+        The rules (REDIS_BASE, as the role renders them) would otherwise start a BGSAVE by themselves
+        whenever a node has had enough writes for long enough, racing the saves the tests and the
+        module ask for and changing the fork counts the tests compare.
+        """
+        for name in DATA_NODES:
+            self.client(name).config_set('save', '')
+
+    def wait_settled(self, timeout=120):
+        """Wait until every data node is settled (see ``unsettled``): nothing forks now or is about to."""
+        seen = {}
+
+        def settled():
+            seen.clear()
+            seen.update((name, unsettled(self.client(name))) for name in DATA_NODES)
+            return not any(seen.values())
+        try:
+            wait_until(settled, timeout, 'every data node settled')
+        except AssertionError as err:
+            raise AssertionError('%s: %s' % (err, dict((name, why) for name, why in seen.items() if why)))
+
     def logs(self, name):
         proc = docker('logs', '--tail', '40', '%s-%s' % (PREFIX, name), check=False)
         return proc.stdout + proc.stderr
@@ -233,6 +256,30 @@ def wait_until(predicate, timeout, what, interval=0.5):
             last = err
         time.sleep(interval)
     raise AssertionError('timed out after %s s waiting for %s (%s)' % (timeout, what, last))
+
+
+def unsettled(client):
+    """Why this data node may fork now or soon, or has not got every write yet ([] when neither).
+
+    A save (BGSAVE, or the RDB a replica's sync is fed from), an AOF rewrite running or scheduled,
+    a dataset loading; on a replica, a link not up or a sync running; on a master, a replica not
+    ``online`` (one waiting for its sync gets a fork after ``repl-diskless-sync-delay``) or behind the
+    master's replication offset.
+    """
+    info = client.info()
+    why = ['%s:%s' % (field, info.get(field)) for field in
+           ('loading', 'rdb_bgsave_in_progress', 'aof_rewrite_in_progress', 'aof_rewrite_scheduled',
+            'module_fork_in_progress') if str(info.get(field, 0)) != '0']
+    if info['role'] == 'slave':
+        if info.get('master_link_status') != 'up' or str(info.get('master_sync_in_progress')) != '0':
+            why.append('link %s, sync in progress %s' % (info.get('master_link_status'), info.get('master_sync_in_progress')))
+        return why
+    replicas = [info['slave%d' % number] for number in range(int(info.get('connected_slaves', 0)))]
+    if len(replicas) != len(DATA_NODES) - 1:
+        why.append('%d replica(s) connected' % len(replicas))
+    why += ['replica %s:%s %s at offset %s of %s' % (r['ip'], r['port'], r['state'], r['offset'], info['master_repl_offset'])
+            for r in replicas if r['state'] != 'online' or int(r['offset']) < int(info['master_repl_offset'])]
+    return why
 
 
 def healthy(stack):

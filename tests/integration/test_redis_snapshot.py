@@ -42,7 +42,14 @@ def rset():
 
 @pytest.fixture(scope='module')
 def seeded(rset):
-    """1000 strings (one with a TTL) in db0 and 50 hashes in db3, saved on the master without a fork (SAVE)."""
+    """1000 strings (one with a TTL) in db0 and 50 hashes in db3, on every node; the save rules off.
+
+    With the rules off no node forks by itself during the tests (no test needs them): a node forks
+    only for what a test or the module asks, so the tests can count forks per node. A save or AOF
+    rewrite started before (by the rules, or after a replica's initial sync) ends first.
+    """
+    rset.disable_save_rules()
+    rset.wait_settled()
     master = rset.client(rset.master())
     pipe = master.pipeline()
     for i in range(1000):
@@ -52,9 +59,9 @@ def seeded(rset):
     db3 = rset.client(rset.master(), db=3)
     for i in range(50):
         db3.hset('hash:%d' % i, mapping={'a': i, 'b': 'text'})
-    master.execute_command('WAIT', 2, 5000)
-    # SAVE runs in the server's own process: the save rules cannot fork a BGSAVE during the tests.
-    master.save()
+    rset.wait_settled()
+    assert dict((name, keyspace(rset.client(name))) for name in rs.DATA_NODES) == \
+        dict((name, {'0': 1001, '3': 50}) for name in rs.DATA_NODES)
     return dict(counts={'0': 1001, '3': 50})
 
 
@@ -98,13 +105,15 @@ def test_backup_check_mode_writes_nothing(rset, seeded):
 
 
 def test_backup_from_a_replica_does_not_fork_the_master(rset, seeded):
-    master = rset.client(rset.master())
-    forks = master.info('stats')['total_forks']
-    before = master.info('persistence')
+    # Count forks on a settled set (the save rules are off): only the module's requests fork.
+    rset.wait_settled()
+    master_name = rset.master()
+    before = dict((name, rset.client(name).info()) for name in rs.DATA_NODES)
     result = ok(rset.module(env=rset.password_env(), **rset.set_args(action='backup')))
-    after = master.info('persistence')
-    assert master.info('stats')['total_forks'] == forks
-    assert after['rdb_last_save_time'] == before['rdb_last_save_time'] and after['rdb_saves'] == before['rdb_saves']
+    after = dict((name, rset.client(name).info()) for name in rs.DATA_NODES)
+    assert after[master_name]['total_forks'] == before[master_name]['total_forks']
+    for field in ('rdb_last_save_time', 'rdb_saves'):
+        assert after[master_name][field] == before[master_name][field], field
 
     entry = catalog_entry(rset.backup_dir, result['backup_id'])
     replica_addresses = ['%s:%d' % rs.DATA_NODES[name][:2] for name in rset.replicas()]
@@ -114,9 +123,10 @@ def test_backup_from_a_replica_does_not_fork_the_master(rset, seeded):
     assert entry['keys'] == 1051 and entry['expires'] == 1 and entry['keys_by_db'] == seeded['counts']
     assert sorted(entry['files']) == ['dump.rdb.zst'] and entry['rdb_bytes'] > entry['bytes'] > 0
     assert result['entry']['id'] == result['backup_id']
-    # The replica that served it did save (BGSAVE), and the fork happened there.
-    source = rset.client(rset.name_of(entry['source']['address']))
-    assert source.info('persistence')['rdb_last_bgsave_status'] == 'ok'
+    # The replica that served it saved (BGSAVE) and forked; nothing else forked.
+    source = rset.name_of(entry['source']['address'])
+    assert after[source]['rdb_saves'] > before[source]['rdb_saves'] and after[source]['rdb_last_bgsave_status'] == 'ok'
+    assert [name for name in rs.DATA_NODES if after[name]['total_forks'] != before[name]['total_forks']] == [source]
     assert not [name for name in os.listdir(rset.backup_dir) if name.startswith('.tmp-') or name.startswith('.scratch-')]
 
 
@@ -145,6 +155,7 @@ def test_one_flipped_byte_fails_verify(rset):
 
 def test_list_and_prune(rset, seeded):
     first = ok(rset.module(action='list'))['latest']
+    rset.wait_settled()
     second = ok(rset.module(env=rset.password_env(), **rset.set_args(action='backup')))['backup_id']
     listed = ok(rset.module(action='list'))
     assert [b['id'] for b in listed['backups']] == [first, second]
@@ -186,8 +197,9 @@ def test_restore_brings_back_the_snapshot_on_master_and_replicas(rset, seeded):
     master.set('added-after', '1')
     rset.client(master_name, db=5).set('other-db', '1')
     rset.client(master_name, db=3).flushdb()
-    master.execute_command('WAIT', 2, 5000)
-    assert keyspace(master) == {'0': 1000, '5': 1}
+    rset.wait_settled()
+    for name in rs.DATA_NODES:
+        assert keyspace(rset.client(name)) == {'0': 1000, '5': 1}, name
 
     result = ok(rset.module(ip=rs.BACKUP_IP, env=rset.password_env(), **restore_args(rset)))
     assert result['master'] == rset.master_address() == '%s:%d' % rs.DATA_NODES[master_name][:2]
@@ -215,7 +227,8 @@ def test_restore_brings_back_the_snapshot_on_master_and_replicas(rset, seeded):
     assert not [name for name in os.listdir(rset.backup_dir) if name.startswith('.scratch-')]
     # A write through the master reaches the replicas (min-replicas-to-write is met again).
     master.set('after-restore', 'yes')
-    assert master.execute_command('WAIT', 2, 5000) == 2
+    rset.wait_settled()
+    assert [rset.client(name).get('after-restore') for name in rs.DATA_NODES] == ['yes'] * 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,6 +299,8 @@ def s3(rset):
 
 
 def test_s3_round_trip(rset, seeded, s3):
+    # The restores before left replicas that resynced and rewrite their AOF: let that end first.
+    rset.wait_settled()
     taken = ok(rset.module(env=rset.password_env(), **rset.set_args(action='backup', s3=s3['option'])))
     backup_id = taken['backup_id']
     assert taken['s3']['url'] == 's3://%s/dev/redis/%s/' % (BUCKET, backup_id) and taken['s3']['verified_at']
@@ -304,7 +319,8 @@ def test_s3_round_trip(rset, seeded, s3):
     shutil.rmtree(os.path.join(rset.backup_dir, backup_id))
     master = rset.client(rset.master())
     master.set('key:1', 'changed-before-s3-restore')
-    master.execute_command('WAIT', 2, 5000)
+    rset.wait_settled()
+    assert [rset.client(name).get('key:1') for name in rs.DATA_NODES] == ['changed-before-s3-restore'] * 3
     restored = ok(rset.module(ip=rs.BACKUP_IP, env=rset.password_env(),
                                **restore_args(rset, backup_id=backup_id, s3=s3['option'])))
     assert restored['downloaded_from_s3'] is True and restored['backup_id'] == backup_id
@@ -313,6 +329,7 @@ def test_s3_round_trip(rset, seeded, s3):
     assert os.path.isfile(os.path.join(rset.backup_dir, backup_id, 'catalog.json'))
 
     # Prune applies the same plan to the S3 copies: a newer verified copy lets the older one go.
+    rset.wait_settled()
     newer = ok(rset.module(env=rset.password_env(), **rset.set_args(action='backup', s3=s3['option'])))['backup_id']
     planned = ok(rset.module(check_mode=True, action='prune', keep_days=0, keep_count=1, s3=s3['option']))
     assert planned['s3']['removed'] == [backup_id] and planned['s3']['kept'] == [newer]
@@ -333,7 +350,8 @@ def test_restore_from_an_rdb_file(rset):
                     os.path.join(rset.backup_dir, latest, 'dump.rdb.zst')], check=True)
     master = rset.client(rset.master())
     master.set('key:2', 'changed-before-import')
-    master.execute_command('WAIT', 2, 5000)
+    rset.wait_settled()
+    assert [rset.client(name).get('key:2') for name in rs.DATA_NODES] == ['changed-before-import'] * 3
     result = ok(rset.module(ip=rs.BACKUP_IP, env=rset.password_env(), volumes=['%s:/import:ro' % imports],
                             **restore_args(rset, rdb_file='/import/dump.rdb')))
     assert result['rdb_file'] == '/import/dump.rdb' and 'backup_id' not in result
