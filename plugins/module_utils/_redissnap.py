@@ -13,8 +13,9 @@ Decisions (and why):
   master replicate from it.
 * **From a replica by default**: the fork happens there, not on the master that serves writes. The
   node is chosen from what the Sentinel majority says, and checked on the node itself (link up, no
-  sync running, replicating the agreed master). Before the fetch the node runs ``BGSAVE``
-  (``BGSAVE SCHEDULE`` while an AOF rewrite runs) and we wait for ``rdb_bgsave_in_progress:0``,
+  sync running, replicating the agreed master). Before the fetch the node runs ``BGSAVE SCHEDULE``
+  (queued behind an AOF rewrite; asked again after a save that was already running) and we wait for
+  ``rdb_bgsave_in_progress:0``,
   ``LASTSAVE`` to advance and ``rdb_last_bgsave_status:ok``: LASTSAVE alone is not proof.
 * **Checked before published**: ``redis-check-rdb`` of the image (the same Redis version as the
   stack's image, so it reads the RDB version the servers write) reads the whole file; its key
@@ -296,11 +297,34 @@ def choose_source(master, candidates, replications, source='replica'):
 # BGSAVE
 
 
-def bgsave_args(persistence):
-    """``BGSAVE``, or ``BGSAVE SCHEDULE`` while an AOF rewrite runs (plain BGSAVE is refused then)."""
-    if str(persistence.get('aof_rewrite_in_progress', 0)) != '0':
-        return ['BGSAVE', 'SCHEDULE']
-    return ['BGSAVE']
+def bgsave_refused_by_running_save(exc):
+    """True when BGSAVE was refused because another RDB save runs (the save rules, a replica's sync)."""
+    return 'already in progress' in str(getattr(exc, 'detail', None) or exc).lower()
+
+
+def start_bgsave(node, timeout, sleep=time.sleep, clock=time.monotonic):
+    """Start a BGSAVE of our own on ``node``; return ``(LASTSAVE before it, whether it runs already)``.
+
+    ``BGSAVE SCHEDULE`` is queued behind an AOF rewrite, even one that starts between our look and
+    the command, where plain BGSAVE is refused. A save that already runs refuses it too: wait for that
+    one to end and ask again, reading LASTSAVE only then, so the save we wait for is ours.
+    """
+    deadline = clock() + timeout
+    while True:
+        state, detail = wait_for(lambda: node.call('info', 'persistence', command='INFO persistence'), save_ended,
+                                 max(deadline - clock(), 0), interval=0.2, sleep=sleep, clock=clock)
+        if state != DONE:
+            raise BackupError('%s: %s' % (node.address, detail), kind='bgsave')
+        before = lastsave(node)
+        if lastsave_needs_next_second(before, node.call('time', command='TIME')[0]):
+            sleep(1.05)
+        try:
+            reply = node.command('BGSAVE', 'SCHEDULE')
+        except _redis.RedisOpError as exc:
+            if bgsave_refused_by_running_save(exc) and clock() < deadline:
+                continue
+            raise BackupError('%s: %s' % (node.address, exc.msg), kind='bgsave')
+        return before, 'scheduled' not in str(reply).lower()
 
 
 def lastsave_needs_next_second(lastsave, server_time):
@@ -583,17 +607,9 @@ def take_snapshot(run, tools, node, source, root, clock_now, bgsave_timeout, fet
     persistence = node.call('info', 'persistence', command='INFO persistence')
     if str(persistence.get('loading', 0)) != '0':
         raise BackupError('%s is still loading its dataset: retry later' % node.address, kind='loading')
-    if str(persistence.get('rdb_bgsave_in_progress', 0)) != '0':
-        # BGSAVE is refused while another save runs: let that one end first.
-        wait_for(lambda: node.call('info', 'persistence', command='INFO persistence'), save_ended, bgsave_timeout,
-                 interval=0.5, sleep=sleep)
-        persistence = node.call('info', 'persistence', command='INFO persistence')
-    before = lastsave(node)
-    if lastsave_needs_next_second(before, node.call('time', command='TIME')[0]):
-        sleep(1.05)
+    before, running = start_bgsave(node, bgsave_timeout, sleep)
     started_at = clock_now()
-    reply = node.command(*bgsave_args(persistence))
-    seen = {'running': 'scheduled' not in str(reply).lower()}
+    seen = {'running': running}
 
     def look():
         return node.call('info', 'persistence', command='INFO persistence'), lastsave(node)
@@ -971,11 +987,7 @@ class Restore(object):
             what = 'AOF rewritten'
         else:
             node = self.node(master)
-            before = lastsave(node)
-            if lastsave_needs_next_second(before, node.call('time', command='TIME')[0]):
-                self.sleep(1.05)
-            info = self.info(master, 'persistence')
-            node.command(*bgsave_args(info))
+            before, dummy = start_bgsave(node, self.timeout, self.sleep)
             state, detail = wait_for(lambda: (self.info(master, 'persistence'), lastsave(node)),
                                      lambda s, elapsed, timeout: bgsave_decision(before, s[0], s[1], True, elapsed, timeout),
                                      self.timeout, interval=0.2, sleep=self.sleep)

@@ -17,7 +17,7 @@ import os
 
 import pytest
 
-from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _redissnap
+from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _redis, _redissnap
 from ansible_collections.psscript.infra.plugins.module_utils._catalog import BackupError
 
 CHECK_OK = """\
@@ -233,9 +233,64 @@ def test_agreed_view_master_refuses_without_majority():
 # BGSAVE and waiting
 
 
-def test_bgsave_args():
-    assert _redissnap.bgsave_args({'aof_rewrite_in_progress': 0}) == ['BGSAVE']
-    assert _redissnap.bgsave_args({'aof_rewrite_in_progress': 1}) == ['BGSAVE', 'SCHEDULE']
+class SaveNode(object):
+    """A node whose saves are scripted: INFO persistence replies in turn, BGSAVE replies in turn."""
+
+    address = '172.29.0.32:6380'
+
+    def __init__(self, persistence, bgsave, lastsave=100, now=200):
+        self.persistence, self.bgsave, self.saved, self.now = list(persistence), list(bgsave), lastsave, now
+        self.sent = []
+
+    def call(self, method, *args, **kwargs):
+        if method == 'time':
+            return [self.now, 0]
+        info = self.persistence.pop(0) if len(self.persistence) > 1 else self.persistence[0]
+        return info
+
+    def command(self, *args):
+        if args == ('LASTSAVE',):
+            return self.saved
+        self.sent.append(args)
+        reply = self.bgsave.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+def refused(detail):
+    return _redis.RedisOpError('Redis %s answered BGSAVE with an error: %s' % (SaveNode.address, detail), 'response', detail)
+
+
+def test_bgsave_is_always_scheduled_so_an_aof_rewrite_never_refuses_it():
+    node = SaveNode([{'rdb_bgsave_in_progress': 0}], ['Background saving scheduled'])
+    assert _redissnap.start_bgsave(node, 10, sleep=lambda s: None) == (100, False)
+    assert node.sent == [('BGSAVE', 'SCHEDULE')]
+
+
+def test_bgsave_waits_for_a_save_that_started_meanwhile_then_asks_again():
+    # The save rules fork between our look and BGSAVE: refused, wait for that save, ask again.
+    node = SaveNode([{'rdb_bgsave_in_progress': 0}, {'rdb_bgsave_in_progress': 1}, {'rdb_bgsave_in_progress': 0}],
+                    [refused('ERR Background save already in progress'), 'Background saving started'])
+    slept = []
+    assert _redissnap.start_bgsave(node, 10, sleep=slept.append) == (100, True)
+    assert node.sent == [('BGSAVE', 'SCHEDULE')] * 2
+    assert slept, 'it waited for the running save'
+
+
+def test_bgsave_gives_up_on_another_error_with_the_servers_words():
+    node = SaveNode([{'rdb_bgsave_in_progress': 0}], [refused('MISCONF no disk')])
+    with pytest.raises(BackupError) as err:
+        _redissnap.start_bgsave(node, 10, sleep=lambda s: None)
+    assert 'MISCONF no disk' in err.value.msg and err.value.kind == 'bgsave'
+
+
+def test_bgsave_gives_up_when_a_running_save_never_ends():
+    clock = iter(range(0, 1000, 3)).__next__
+    node = SaveNode([{'rdb_bgsave_in_progress': 1}], ['never sent'])
+    with pytest.raises(BackupError) as err:
+        _redissnap.start_bgsave(node, 10, sleep=lambda s: None, clock=clock)
+    assert 'did not end' in err.value.msg and node.sent == []
 
 
 def test_lastsave_needs_next_second():
