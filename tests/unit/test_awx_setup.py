@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""playbooks/awx_setup.yml and execution-environment.yml, without an AWX server.
+"""playbooks/awx_setup.yml, without an AWX server.
 
 No AWX server is reachable here, so this checks what can be checked offline:
 - ansible-playbook --syntax-check of awx_setup.yml;
@@ -7,9 +7,8 @@ No AWX server is reachable here, so this checks what can be checked offline:
   `args` rule, which the production profile does not load: it is run here explicitly, with a
   broken copy as the control that proves the check can fail);
 - every job template's playbook exists, every schedule points at a job template and repeats
-  as documented, and every backup survey choice passes backup.yml's own type check;
-- the execution environment against ansible-builder's v3 schema, and `ansible-builder create`
-  produces a build context that installs this collection on the operator's base image.
+  as documented, and every backup survey choice passes backup.yml's own type check.
+execution-environment.yml is checked in test_execution_environment.py.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.path.dirname(sys.executable)
 AWX_SETUP = os.path.join(REPO, "playbooks", "awx_setup.yml")
 BACKUP = os.path.join(REPO, "playbooks", "backup.yml")
-EE_FILE = os.path.join(REPO, "execution-environment.yml")
 
 
 def _env():
@@ -150,61 +148,3 @@ def test_backup_survey_choices_are_types_backup_yml_accepts(tmp_path, expect_ok)
     path.write_text(json.dumps(probe), encoding="utf-8")  # JSON is YAML; no Ansible types to represent
     result = _run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", str(path)])
     assert (result.returncode == 0) is expect_ok, result.stdout + result.stderr
-
-
-def test_execution_environment_matches_ansible_builder_schema(tmp_path):
-    from ansible_builder.exceptions import DefinitionError
-    from ansible_builder.user_definition import UserDefinition
-
-    definition = UserDefinition(EE_FILE)
-    definition.validate()
-    assert definition.version == 3
-    # The control: the same validation refuses a key the v3 schema does not know.
-    with open(EE_FILE, encoding="utf-8") as handle:
-        raw = yaml.safe_load(handle)
-    raw["images"]["builder_image"] = {"name": "x"}
-    bad = tmp_path / "execution-environment.yml"
-    bad.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    for name in ("requirements.txt", "requirements.yml"):
-        shutil.copy(os.path.join(REPO, name), tmp_path / name)
-    with pytest.raises(DefinitionError):
-        UserDefinition(str(bad)).validate()
-
-
-def test_execution_environment_names_no_registry():
-    with open(EE_FILE, encoding="utf-8") as handle:
-        raw = yaml.safe_load(handle)
-    base = raw["images"]["base_image"]["name"]
-    first = base.split("/")[0]
-    # A registry host is a first component with a dot or a port, or localhost.
-    assert "/" not in base or not ("." in first or ":" in first or first == "localhost"), base
-    assert "quay.io" not in json.dumps(raw) and "docker.io/" not in json.dumps(raw)
-
-
-def test_ansible_builder_creates_a_context_that_installs_this_collection(tmp_path):
-    build = tmp_path / "src"
-    build.mkdir()
-    for name in ("execution-environment.yml", "requirements.txt", "requirements.yml"):
-        shutil.copy(os.path.join(REPO, name), build / name)
-    result = _run([os.path.join(BIN, "ansible-galaxy"), "collection", "build", "--force", "--output-path", str(build), REPO])
-    assert result.returncode == 0, result.stdout + result.stderr
-    result = _run([
-        os.path.join(BIN, "ansible-builder"), "create", "-f", str(build / "execution-environment.yml"),
-        "-c", str(tmp_path / "context"), "--output-filename", "Dockerfile",
-    ])
-    assert result.returncode == 0, result.stdout + result.stderr
-    dockerfile = (tmp_path / "context" / "Dockerfile").read_text(encoding="utf-8")
-    assert 'ARG EE_BASE_IMAGE="psscript-ee-base:latest"' in dockerfile
-    assert "FROM $EE_BASE_IMAGE AS base" in dockerfile
-    tarballs = os.listdir(tmp_path / "context" / "_build" / "collections")
-    assert len(tarballs) == 1 and re.match(r"psscript-infra-[0-9.]+\.tar\.gz$", tarballs[0])
-    assert re.search(r"RUN ansible-galaxy collection install .*/build/psscript/psscript-infra-\*\.tar\.gz", dockerfile)
-    bindep = (tmp_path / "context" / "_build" / "bindep.txt").read_text(encoding="utf-8")
-    assert "postgresql-client [platform:dpkg]" in bindep
-    def pins(text):
-        return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-
-    with open(os.path.join(REPO, "requirements.txt"), encoding="utf-8") as handle:
-        pinned = pins(handle.read())
-    assert "ansible-core==2.19.14" in pinned
-    assert pins((tmp_path / "context" / "_build" / "requirements.txt").read_text(encoding="utf-8")) == pinned
