@@ -16,7 +16,10 @@ Layout of a backup root::
     <root>/<id>/                 a published backup ...
     <root>/<id>/catalog.json     ... complete only once this marker exists (written last)
 
-A backup is listed only when its ``catalog.json`` exists and parses. An interrupted backup is
+A backup is listed only when its ``catalog.json`` exists, parses and passes ``check_entry`` (the keys
+ordering, chains, retention and restore read, with the right types). An entry that fails is
+*unreadable*: reported with the file, the key and the fix, never ordered, chained, restored or
+removed, and retention keeps what it may need. An interrupted backup is
 therefore never listed, wherever it stopped: before the rename it is a ``.tmp-*`` directory,
 after the rename but before the marker it is an id directory without marker. Both are
 *leftovers*: reported by listing, removed only when asked and only when older than a grace period.
@@ -453,11 +456,114 @@ def record_verify(root, entry, outcome):
     return changed
 
 
+# What happens to a backup whose catalog.json cannot be used, and what the operator does about it.
+SKIPPED = 'the backup is skipped (never listed, chained, restored or removed)'
+UNREADABLE_FIX = 'remove the directory or restore its catalog.json from S3'
+
+
+def _problem_with_time(entry, key):
+    value = entry.get(key)
+    if value is None:
+        return 'has no %s' % key
+    if not isinstance(value, str):
+        return 'has %s %r, which is not a time' % (key, value)
+    try:
+        parse_time(value)
+    except (CatalogError, ValueError, TypeError):
+        return 'has %s %r, which is not an ISO 8601 time with a UTC offset' % (key, value)
+    return None
+
+
+def _problem_with_files(files):
+    if files is None:
+        return 'has no files'
+    if not isinstance(files, dict):
+        return 'has files that are not a map of path to sha256 and size'
+    for rel, item in sorted(files.items()):
+        if not isinstance(item, dict) or not isinstance(item.get('sha256'), str) or not _is_count(item.get('size')):
+            return 'records the file %s without a sha256 and a size' % rel
+    return None
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def entry_problem(entry, backup_id):
+    """What makes a catalog entry unusable (a phrase such as ``has no stopped_at``), or None.
+
+    Checks every key ordering, chains, retention, verify and restore read: ``id`` (equal to
+    ``backup_id``, the directory name), ``type`` (the one the id names), ``started_at`` and
+    ``stopped_at`` (times with an offset), ``files``, ``parent`` (a backup id, required for an
+    incremental), and the optional ``verified``, ``wal_start`` and byte counts.
+    """
+    if not isinstance(entry, dict):
+        return 'is not a JSON object but %s' % type(entry).__name__
+    if entry.get('id') is None:
+        return 'has no id'
+    if entry['id'] != backup_id:
+        return 'describes %r, not %s' % (entry['id'], backup_id)
+    named = ID_RE.match(backup_id or '')
+    if entry.get('type') not in TYPES:
+        return 'has no type' if entry.get('type') is None else 'has type %r (not full or incremental)' % (entry['type'],)
+    if named and named.group('type') != entry['type']:
+        return 'has type %s, but its id says %s' % (entry['type'], named.group('type'))
+    for key in ('stopped_at', 'started_at'):
+        problem = _problem_with_time(entry, key)
+        if problem:
+            return problem
+    problem = _problem_with_files(entry.get('files'))
+    if problem:
+        return problem
+    parent = entry.get('parent')
+    if entry['type'] == 'incremental' and not parent:
+        return 'is an incremental backup without parent'
+    if parent is not None and not (isinstance(parent, str) and is_backup_id(parent)):
+        return 'has parent %r, which is not a backup id' % (parent,)
+    if entry.get('verified') not in (None, True, False):
+        return 'has verified %r (true, false or null)' % (entry['verified'],)
+    wal_start = entry.get('wal_start')
+    if wal_start is not None and not (isinstance(wal_start, str) and wal_position(wal_start)):
+        return 'has wal_start %r, which is not a WAL segment name' % (wal_start,)
+    for key in ('bytes', 'data_bytes', 'rdb_bytes'):
+        if entry.get(key) is not None and not _is_count(entry[key]):
+            return 'has %s %r, which is not a byte count' % (key, entry[key])
+    return None
+
+
+def check_entry(entry, path, backup_id=None, fix=UNREADABLE_FIX):
+    """The problem of the entry read from ``<path>/catalog.json`` in words (the file, the key, the
+    fix), or None when the entry can be used. ``backup_id``: the id it must carry (default: the
+    last part of ``path``). ``path`` may be an S3 URL; ``fix`` says what the operator does."""
+    if backup_id is None:
+        backup_id = os.path.basename(os.path.normpath(path))
+    problem = entry_problem(entry, backup_id)
+    if problem is None:
+        return None
+    return '%s/%s %s: %s; %s' % (path.rstrip('/'), CATALOG_FILE, problem, SKIPPED, fix)
+
+
+def load_entry(backup_path):
+    """``(entry, problem)``: the parsed catalog.json of a backup directory (None when it does not parse)
+    and what makes it unusable (``check_entry``), or None when it can be used."""
+    marker = os.path.join(backup_path, CATALOG_FILE)
+    try:
+        with open(marker, 'rb') as handle:
+            entry = json.loads(handle.read().decode('utf-8'))
+    except (OSError, IOError) as err:
+        return None, '%s cannot be read (%s): %s; %s' % (marker, getattr(err, 'strerror', None) or err, SKIPPED,
+                                                         UNREADABLE_FIX)
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None, '%s is not valid JSON (%s): %s; %s' % (marker, err, SKIPPED, UNREADABLE_FIX)
+    return entry, check_entry(entry, backup_path)
+
+
 def read_entry(backup_path):
-    with open(os.path.join(backup_path, CATALOG_FILE)) as handle:
-        entry = json.load(handle)
-    if not isinstance(entry, dict) or entry.get('id') != os.path.basename(os.path.normpath(backup_path)):
-        raise CatalogError('%s/%s does not describe this backup' % (backup_path, CATALOG_FILE))
+    """The catalog entry of a backup directory; CatalogError (with the file, the key and the fix) when
+    it cannot be used."""
+    entry, problem = load_entry(backup_path)
+    if problem:
+        raise CatalogError(problem)
     return entry
 
 
@@ -492,13 +598,28 @@ def sort_by_stop(entries):
     return sorted(entries, key=lambda e: (stop_time(e), parse_time(e.get('started_at') or e['stopped_at']), e['id']))
 
 
+def unreadable_item(path, backup_id, problem, entry=None):
+    """How an unusable entry is reported: ``dict(path, id, error, parent, wal_start)``. ``parent`` and
+    ``wal_start`` are what its catalog.json still says when it parses (None otherwise): retention
+    keeps that parent and that WAL for it."""
+    parent = wal_start = None
+    if isinstance(entry, dict):
+        if isinstance(entry.get('parent'), str) and is_backup_id(entry['parent']):
+            parent = entry['parent']
+        if isinstance(entry.get('wal_start'), str) and wal_position(entry['wal_start']):
+            wal_start = entry['wal_start']
+    return dict(path=path, id=backup_id, error=problem, parent=parent, wal_start=wal_start)
+
+
 def list_backups(root, remove_leftovers_older_than=None, now=None):
     """Read the catalog of ``root``.
 
     Returns ``dict(backups=[entries oldest->newest by stop time], leftovers=[...], removed=[...],
     unreadable=[...])``. Leftovers are ``.tmp-*``/``.scratch-*`` directories and id directories
     without marker; with ``remove_leftovers_older_than`` (seconds) those whose newest file is
-    older than that are deleted. Other names (``logs``, ``.lock``) are ignored.
+    older than that are deleted. Other names (``logs``, ``.lock``) are ignored. A backup whose
+    catalog.json does not parse or fails ``check_entry`` is only reported in ``unreadable``
+    (``unreadable_item``), never listed nor removed.
     """
     result = dict(backups=[], leftovers=[], removed=[], unreadable=[])
     if not os.path.isdir(root):
@@ -513,10 +634,11 @@ def list_backups(root, remove_leftovers_older_than=None, now=None):
             if not os.path.exists(os.path.join(path, CATALOG_FILE)):
                 leftover = True
             else:
-                try:
-                    result['backups'].append(read_entry(path))
-                except (ValueError, OSError, CatalogError) as err:
-                    result['unreadable'].append(dict(path=path, error=str(err)))
+                entry, problem = load_entry(path)
+                if problem:
+                    result['unreadable'].append(unreadable_item(path, name, problem, entry))
+                else:
+                    result['backups'].append(entry)
                 continue
         if not leftover:
             continue
@@ -612,7 +734,43 @@ def select_backup(entries, target='latest', target_time=None):
     return result
 
 
-def plan_retention(entries, keep_days=None, keep_count=None, now=None):
+def _stamp(backup_id):
+    """The start stamp of an id (``YYYYmmddTHHMMSSZ``, the client's clock; sorts as text), or None."""
+    match = ID_RE.match(backup_id or '')
+    return match.group('stamp') if match else None
+
+
+def _keep_for_unreadable(item, ordered, reasons, index):
+    """Keep what an unreadable backup may need; return ``(warning, wal_bound, wal_known)``.
+
+    It is never removed (it is not in ``ordered``). An incremental keeps its parent (whose own
+    parents the caller keeps) when its catalog.json still names it; when it does not, every
+    backup that started before it (its parent is one of them). Its WAL starts at its own
+    ``wal_start`` when known, else not before the start of the newest backup that started before
+    it (backups of a root never overlap: the root lock); with neither, its WAL is unknown.
+    """
+    name = item.get('id') or os.path.basename(os.path.normpath(item['path']))
+    stamp = _stamp(name)
+    earlier = [e for e in ordered if stamp is not None and (_stamp(e['id']) or stamp) < stamp]
+    warning = '%s. Until then retention keeps it' % item['error']
+    if name.endswith('-incremental'):
+        parent = item.get('parent')
+        if parent in index:
+            reasons[parent].append('parent of unreadable %s' % name)
+            warning += ', and the chain of its parent %s' % parent
+        elif parent is None and earlier:
+            for e in earlier:
+                reasons[e['id']].append('started before unreadable incremental %s, which may need it' % name)
+            warning += ', and every backup that started before it (%d): its parent is unknown' % len(earlier)
+    if item.get('wal_start'):
+        return warning, item['wal_start'], True
+    starts = [e['wal_start'] for e in sorted(earlier, key=lambda e: e['id']) if e.get('wal_start')]
+    if starts:
+        return warning, starts[-1], True
+    return warning, None, False
+
+
+def plan_retention(entries, keep_days=None, keep_count=None, now=None, unreadable=()):
     """Decide which backups to keep and which to remove.
 
     A backup is kept when any rule keeps it:
@@ -621,10 +779,14 @@ def plan_retention(entries, keep_days=None, keep_count=None, now=None):
     * ``keep_days``: it stopped within the last ``keep_days`` days, or it is the newest restorable
       backup that stopped before that window (without it, the start of the window cannot be restored);
     * it is the newest verified full backup (or, when none is verified, the newest restorable full);
-    * it is a parent (transitively) of a kept incremental.
+    * it is a parent (transitively) of a kept incremental;
+    * an unreadable backup may need it (see ``unreadable``).
 
     Restorable: the backup and every parent it needs are in the catalog and did not fail
     verification. A backup that failed verification is kept only by the window (for inspection).
+
+    ``unreadable`` (``unreadable_item`` dicts) are never removed: they are not in ``entries``, and
+    what they may need is kept too (``_keep_for_unreadable``), each with a warning that names it.
 
     Returns ``dict(keep=[ids], remove=[ids], reasons={id: [why]}, oldest_wal_needed=name|None,
     warnings=[...])``; ``keep`` and ``remove`` are ordered by stop time.
@@ -641,6 +803,7 @@ def plan_retention(entries, keep_days=None, keep_count=None, now=None):
     good = [e for e in ordered if restorable(ordered, e)]
     reasons = dict((e['id'], []) for e in ordered)
     warnings = []
+    unreadable_ids = set(item.get('id') for item in unreadable)
 
     if keep_count is not None:
         for e in good[-keep_count:]:
@@ -662,14 +825,25 @@ def plan_retention(entries, keep_days=None, keep_count=None, now=None):
             reasons[fulls[-1]['id']].append('newest restorable full backup (no full backup is verified yet)')
             warnings.append('No full backup is verified: run the verify action so retention can rely on one')
 
+    wal_bounds, wal_unknown = [], []
+    for item in unreadable:
+        warning, bound, known = _keep_for_unreadable(item, ordered, reasons, index)
+        warnings.append(warning)
+        if known:
+            wal_bounds.append(bound)
+        else:
+            wal_unknown.append(item.get('id') or item['path'])
+
     # Parents of kept incrementals, transitively (newest first so a chain is walked once).
     for e in reversed(ordered):
         if not reasons[e['id']] or e['type'] != 'incremental':
             continue
-        child, parent = e, e.get('parent')
-        while child['type'] == 'incremental':
+        child, parent, seen = e, e.get('parent'), set([e['id']])
+        while child['type'] == 'incremental' and parent not in seen:  # a loop of parents ends the walk
+            seen.add(parent)
             if parent not in index:
-                warnings.append('Backup %s needs %s, which is missing: it cannot be restored' % (child['id'], parent))
+                warnings.append('Backup %s needs %s, which %s: it cannot be restored' % (
+                    child['id'], parent, 'has an unreadable catalog.json' if parent in unreadable_ids else 'is missing'))
                 break
             why = 'parent of kept %s' % child['id']
             if why not in reasons[parent]:
@@ -680,10 +854,13 @@ def plan_retention(entries, keep_days=None, keep_count=None, now=None):
     keep = [e['id'] for e in ordered if reasons[e['id']]]
     remove = [e['id'] for e in ordered if not reasons[e['id']]]
     oldest = None
-    for backup_id in keep:
-        start = index[backup_id].get('wal_start')
+    for start in [index[backup_id].get('wal_start') for backup_id in keep] + wal_bounds:
         if start and (oldest is None or wal_position(start) < wal_position(oldest)):
             oldest = start
+    if oldest is not None and wal_unknown:
+        warnings.append('The WAL %s needs is unknown (its catalog.json cannot be read): no archived WAL is removed '
+                        'until it is fixed' % ', '.join(wal_unknown))
+        oldest = None
     return dict(keep=keep, remove=remove, reasons=dict((k, v) for k, v in reasons.items() if v),
                 oldest_wal_needed=oldest, warnings=warnings)
 
@@ -758,7 +935,8 @@ def prune(root, keep_days, keep_count, grace_seconds, check_mode):
     leftovers, unreadable)``.
     """
     catalog = list_backups(root, remove_leftovers_older_than=None if check_mode else grace_seconds)
-    plan = plan_retention(catalog['backups'], keep_days=keep_days, keep_count=keep_count)
+    plan = plan_retention(catalog['backups'], keep_days=keep_days, keep_count=keep_count,
+                          unreadable=catalog['unreadable'])
     removed_leftovers = catalog['removed']
     if check_mode:
         removed_leftovers = [item for item in catalog['leftovers'] if item['age_seconds'] >= grace_seconds]

@@ -579,6 +579,191 @@ def test_summary_drops_the_file_map():
 
 
 # ---------------------------------------------------------------------------------------------
+# Unreadable entries: reported once, with the file, the key and the fix; never used nor removed
+
+
+def _break(root, backup_id, text=None, **changes):
+    """Rewrite the catalog.json of a published backup: raw ``text`` (str or bytes), or its entry with
+    ``changes`` (a value of None removes the key)."""
+    path = os.path.join(str(root), backup_id, 'catalog.json')
+    if isinstance(text, str):
+        text = text.encode('utf-8')
+    if text is None:
+        with open(path) as handle:
+            data = json.load(handle)
+        for key, value in changes.items():
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        text = json.dumps(data).encode('utf-8')
+    with open(path, 'wb') as handle:
+        handle.write(text)
+    return os.path.dirname(path)
+
+
+@pytest.mark.parametrize('backup_type, text, changes, words', [
+    ('full', None, dict(stopped_at=None), 'has no stopped_at'),
+    ('full', None, dict(started_at=None), 'has no started_at'),
+    ('full', None, dict(stopped_at='yesterday'), "has stopped_at 'yesterday', which is not an ISO 8601 time"),
+    ('full', None, dict(stopped_at='2025-01-01 00:10:00'), 'which is not an ISO 8601 time with a UTC offset'),
+    ('full', None, dict(stopped_at=1735689600), 'which is not a time'),
+    ('full', '[1, 2]', {}, 'is not a JSON object but list'),
+    ('full', '"just a string"', {}, 'is not a JSON object but str'),
+    ('full', '{"id": "2025', {}, 'is not valid JSON'),
+    ('full', '', {}, 'is not valid JSON'),
+    ('full', b'\xff\xfe{', {}, 'is not valid JSON'),
+    ('full', None, dict(id=None), 'has no id'),
+    ('full', None, dict(type=None), 'has no type'),
+    ('full', None, dict(type='differential'), "has type 'differential'"),
+    ('full', None, dict(type='incremental', parent=bid(0)), 'has type incremental, but its id says full'),
+    ('full', None, dict(files=None), 'has no files'),
+    ('full', None, dict(files=['data/x']), 'has files that are not a map'),
+    ('full', None, dict(files={'data/x': {'sha256': 'a'}}), 'records the file data/x without a sha256 and a size'),
+    ('incremental', None, dict(parent=None), 'is an incremental backup without parent'),
+    ('incremental', None, dict(parent=''), 'is an incremental backup without parent'),
+    ('incremental', None, dict(parent=['x']), "has parent ['x'], which is not a backup id"),
+    ('full', None, dict(verified='yes'), "has verified 'yes' (true, false or null)"),
+    ('full', None, dict(wal_start='garbage'), "has wal_start 'garbage', which is not a WAL segment name"),
+    ('full', None, dict(bytes='12 kB'), "has bytes '12 kB', which is not a byte count"),
+])
+def test_an_unreadable_entry_is_reported_and_skipped_not_raised(tmp_path, backup_type, text, changes, words):
+    root = str(tmp_path)
+    dummy, good = _publish(root, bid(0), 1)
+    broken_id = bid(10, backup_type)
+    _publish(root, broken_id, 11, parent=bid(0) if backup_type == 'incremental' else None)
+    _break(root, broken_id, text, **changes)
+    listed = _catalog.list_backups(root, remove_leftovers_older_than=0)
+    assert [e['id'] for e in listed['backups']] == [good['id']]
+    assert listed['leftovers'] == [] and listed['removed'] == []
+    (item,) = listed['unreadable']
+    marker = os.path.join(root, broken_id, 'catalog.json')
+    assert item['path'] == os.path.join(root, broken_id) and item['id'] == broken_id
+    assert item['error'].startswith(marker + ' ') and words in item['error'], item['error']
+    assert item['error'].endswith('remove the directory or restore its catalog.json from S3')
+    # The list action succeeds, reports it, and the good backup stays the latest.
+    shown = _catalog.listing(root)
+    assert [b['id'] for b in shown['backups']] == [good['id']] and shown['latest'] == good['id']
+    assert shown['unreadable'] == listed['unreadable']
+    with pytest.raises(CatalogError, match='remove the directory'):
+        _catalog.read_entry(os.path.join(root, broken_id))
+
+
+def test_check_entry_names_the_file_the_key_and_the_fix():
+    item = entry(bid(0), 1)
+    assert _catalog.check_entry(item, '/b/' + bid(0)) is None
+    del item['stopped_at']
+    assert _catalog.check_entry(item, '/b/' + bid(0)) == (
+        '/b/%s/catalog.json has no stopped_at: the backup is skipped (never listed, chained, restored or removed); '
+        'remove the directory or restore its catalog.json from S3' % bid(0))
+    # An S3 copy: its URL, the id it must carry and its own fix.
+    assert _catalog.check_entry(item, 's3://bucket/postgres/' + bid(0) + '/', bid(0), fix='upload it again') == (
+        's3://bucket/postgres/%s/catalog.json has no stopped_at: the backup is skipped (never listed, chained, restored '
+        'or removed); upload it again' % bid(0))
+    # Entries written by make_entry, as pg_backup and redis_snapshot write them, pass.
+    assert _catalog.entry_problem(entry(bid(5, 'incremental'), 6, parent=bid(0), wal_start='0' * 24), bid(5, 'incremental')) is None
+
+
+def test_a_new_backup_never_builds_on_an_unreadable_one(tmp_path):
+    from ansible_collections.psscript.infra.plugins.modules import pg_backup
+
+    root = str(tmp_path)
+    _publish(root, bid(0), 1)
+    _publish(root, bid(10), 11)
+    _break(root, bid(10), stopped_at=None)             # the newest backup: no stopped_at
+    _publish(root, bid(20, 'incremental'), 21, parent=bid(0))
+    _break(root, bid(20, 'incremental'), '{"id": ')    # newer still: truncated
+    entries = _catalog.list_backups(root)['backups']
+    assert pg_backup.choose_parent(entries, dict(system_identifier=None))['id'] == bid(0)
+    # Nor is an unreadable backup restored: latest and a target time both choose the readable one.
+    assert [e['id'] for e in _catalog.select_backup(entries)] == [bid(0)]
+    assert [e['id'] for e in _catalog.select_backup(entries, target_time=at(30))] == [bid(0)]
+    assert _catalog.select_for_verify(entries, 'latest', root) == entries[-1:]
+    with pytest.raises(CatalogError, match='not in the catalog'):
+        _catalog.select_for_verify(entries, bid(10), root)
+
+
+def test_an_incremental_on_an_unreadable_parent_is_not_restorable(tmp_path):
+    root = str(tmp_path)
+    _publish(root, bid(0), 1)
+    _publish(root, bid(10), 11)
+    _publish(root, bid(20, 'incremental'), 21, parent=bid(10))
+    _break(root, bid(10), stopped_at='soon')
+    shown = _catalog.listing(root)
+    assert [(b['id'], b['restorable']) for b in shown['backups']] == [(bid(0), True), (bid(20, 'incremental'), False)]
+    assert shown['latest'] == bid(0)
+    with pytest.raises(CatalogError, match='not in the catalog: it cannot be restored'):
+        _catalog.select_backup(_catalog.list_backups(root)['backups'], target=bid(20, 'incremental'))
+
+
+def test_prune_keeps_an_unreadable_backup_and_says_so(tmp_path):
+    root = str(tmp_path)
+    _publish(root, bid(0), 1)
+    _publish(root, bid(10), 11)
+    _break(root, bid(10), stopped_at=None)
+    for check_mode in (True, False):
+        result = _catalog.prune(root, 0, 1, 0, check_mode=check_mode)
+        assert result['removed'] == [] and result['kept'] == [bid(0)] and result['changed'] is False
+        assert [item['id'] for item in result['unreadable']] == [bid(10)]
+        (warning,) = [w for w in result['warnings'] if bid(10) in w]
+        assert 'has no stopped_at' in warning and warning.endswith('Until then retention keeps it')
+        assert os.path.isfile(os.path.join(root, bid(10), 'catalog.json'))
+
+
+def test_prune_keeps_what_an_unreadable_incremental_may_need(tmp_path):
+    root = str(tmp_path)
+    _publish(root, bid(0), 1)                                        # oldest full
+    _publish(root, bid(10), 11)                                      # the unreadable incremental's parent
+    _publish(root, bid(20, 'incremental'), 21, parent=bid(10))
+    _publish(root, bid(30), 31)                                      # newest full
+    _break(root, bid(20, 'incremental'), stopped_at=None)            # its parent is still named
+    result = _catalog.prune(root, 0, 1, 0, check_mode=True)
+    assert result['removed'] == [bid(0)] and result['kept'] == [bid(10), bid(30)]
+    assert result['reasons'][bid(10)] == ['parent of unreadable %s' % bid(20, 'incremental')]
+    assert any('and the chain of its parent %s' % bid(10) in w for w in result['warnings'])
+
+    _break(root, bid(20, 'incremental'), '{"id": "%s", "parent": "' % bid(20, 'incremental'))  # parent unknown now
+    result = _catalog.prune(root, 0, 1, 0, check_mode=False)
+    assert result['removed'] == [] and result['kept'] == [bid(0), bid(10), bid(30)]
+    assert 'started before unreadable incremental' in result['reasons'][bid(0)][0]
+    assert any('every backup that started before it (2): its parent is unknown' in w for w in result['warnings'])
+    assert set([bid(0), bid(10), bid(20, 'incremental'), bid(30)]) <= set(os.listdir(root))
+
+
+def test_retention_keeps_the_wal_an_unreadable_backup_may_need():
+    old = entry(bid(days(1)), days(1) + 10, verified=True, wal_start='000000010000000000000010')
+    new = entry(bid(days(39)), days(39) + 10, verified=True, wal_start='000000010000000000000090')
+    unreadable = dict(path='/b/' + bid(days(20)), id=bid(days(20)), error='/b/x/catalog.json has no stopped_at: ...',
+                      parent=None, wal_start=None)
+    # Without it: only the newest is kept, the WAL before its start can go.
+    assert _catalog.plan_retention([old, new], keep_count=1, keep_days=0, now=NOW)['oldest_wal_needed'] == new['wal_start']
+    # Its WAL starts no earlier than the newest backup that started before it.
+    plan = _catalog.plan_retention([old, new], keep_count=1, keep_days=0, now=NOW, unreadable=[unreadable])
+    assert plan['keep'] == [new['id']] and plan['oldest_wal_needed'] == old['wal_start']
+    # Its own wal_start, when its catalog.json still says it, is exact.
+    plan = _catalog.plan_retention([old, new], keep_count=1, keep_days=0, now=NOW,
+                                   unreadable=[dict(unreadable, wal_start='000000010000000000000050')])
+    assert plan['oldest_wal_needed'] == '000000010000000000000050'
+    # Nothing says where it starts: no WAL is removed until it is fixed.
+    first = dict(unreadable, id=bid(0), path='/b/' + bid(0))
+    plan = _catalog.plan_retention([old, new], keep_count=1, keep_days=0, now=NOW, unreadable=[first])
+    assert plan['oldest_wal_needed'] is None
+    assert any('no archived WAL is removed until it is fixed' in w for w in plan['warnings'])
+    # Redis snapshots record no WAL: nothing to say about it.
+    plain = [entry(bid(days(1)), days(1) + 10, verified=True)]
+    plan = _catalog.plan_retention(plain, keep_count=1, now=NOW, unreadable=[first])
+    assert plan['oldest_wal_needed'] is None and not any('WAL' in w for w in plan['warnings'])
+
+
+def test_retention_survives_a_loop_of_parents():
+    full = entry(bid(0), 1, verified=True)
+    loop = entry(bid(3, 'incremental'), 4, parent=bid(7, 'incremental'))
+    loop2 = entry(bid(7, 'incremental'), 8, parent=bid(3, 'incremental'))
+    plan = _catalog.plan_retention([full, loop, loop2], keep_days=40, now=at(10))
+    assert plan['remove'] == [] and plan['keep'] == [full['id'], loop['id'], loop2['id']]
+
+
+# ---------------------------------------------------------------------------------------------
 # Pure helpers of _pgbackup
 
 
