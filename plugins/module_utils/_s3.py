@@ -488,7 +488,8 @@ class S3Store(object):
         what they do not keep (nothing with ``dry_run``). Returns the plan (removed, kept, reasons,
         oldest_wal_needed, warnings, incomplete)."""
         remote = self.listing()
-        plan = _catalog.plan_retention(remote['entries'], keep_days=keep_days, keep_count=keep_count, now=now)
+        plan = _catalog.plan_retention(remote['entries'], keep_days=keep_days, keep_count=keep_count, now=now,
+                                       unreadable=remote['unreadable'])
         if not dry_run:
             for backup_id in plan['remove']:
                 self.remove(backup_id)
@@ -514,7 +515,8 @@ class S3Store(object):
 
     def listing(self):
         """``dict(entries=[remote catalog entries, oldest first by stop time], incomplete=[ids without
-        marker], unreadable=[{id, error}])``."""
+        marker], unreadable=[_catalog.unreadable_item dicts])``: an entry that fails ``_catalog.check_entry``
+        is reported there and never listed, chained or pruned."""
         dummy, prefixes = self._list(self.base + '/', delimiter='/')
         result = dict(entries=[], incomplete=[], unreadable=[])
         for item in sorted(prefixes):
@@ -527,10 +529,11 @@ class S3Store(object):
                 if err.kind == 'missing':
                     result['incomplete'].append(name)
                 else:
-                    result['unreadable'].append(dict(id=name, error=err.msg))
+                    result['unreadable'].append(_catalog.unreadable_item(self.url(self.key(name)), name, err.msg))
                 continue
-            if not isinstance(entry, dict) or entry.get('id') != name or 'stopped_at' not in entry:
-                result['unreadable'].append(dict(id=name, error='catalog.json does not describe this backup'))
+            problem = _catalog.check_entry(entry, self.url(self.key(name)), name, fix='upload it again')
+            if problem:
+                result['unreadable'].append(_catalog.unreadable_item(self.url(self.key(name)), name, problem, entry))
                 continue
             result['entries'].append(entry)
         result['entries'] = _catalog.sort_by_stop(result['entries'])

@@ -344,6 +344,28 @@ def test_prune_applies_the_local_plan_remotely(s3_env, tmp_path):
     assert store.prune(keep_days=0, keep_count=1, dry_run=True)['incomplete'] == ['20250101T020000Z-full']
 
 
+def test_an_unreadable_remote_entry_is_reported_and_kept(s3_env, tmp_path):
+    root = str(tmp_path)
+    old = make_backup(root, '20250101T000000Z-full', minutes=0)
+    new = make_backup(root, '20250101T010000Z-full', minutes=60)
+    for item in (old, new):
+        item['verified'] = True
+        _catalog.write_entry(os.path.join(root, item['id']), item)
+    store = S3Store(params(), 'postgres', client=s3_env)
+    store.upload(root, old)
+    store.upload(root, new)
+    broken = dict(old)
+    del broken['stopped_at']
+    s3_env.put_object(Bucket=BUCKET, Key='site/postgres/%s/catalog.json' % old['id'], Body=json.dumps(broken).encode())
+    listing = store.listing()
+    assert [e['id'] for e in listing['entries']] == [new['id']]
+    assert [u['id'] for u in listing['unreadable']] == [old['id']]
+    assert 'stopped_at' in listing['unreadable'][0]['error'] and 'upload it again' in listing['unreadable'][0]['error']
+    plan = store.prune(keep_days=0, keep_count=1)
+    assert plan['removed'] == [] and any(old['id'] in w for w in plan['warnings'])
+    assert keys(s3_env, 'site/postgres/%s/' % old['id']) != []
+
+
 def test_add_listing_marks_both_sides(s3_env, tmp_path):
     root = str(tmp_path)
     only_local = make_backup(root, '20250101T000000Z-full', minutes=0)
