@@ -27,6 +27,18 @@ Decisions (and why):
   the plain copy and the archive exist together for a moment).
 * **Any failure removes the partial backup** (``.tmp-<id>``); a crash that prevents even that
   leaves a leftover that listing never shows and prune removes after a grace period.
+* **A restore to the end of the archived WAL proves it got there.** PostgreSQL ends archive
+  recovery with "archive recovery complete" whenever restore_command finds no next segment, so a
+  segment missing, damaged or unreadable in the middle of the archive looks like success and
+  loses everything after it. Before anything is built, ``check_replay`` walks the WAL the way the
+  startup process will (timeline history of ``recovery_target_timeline=latest``; branches left by
+  earlier restores aside) and refuses a gap before newer WAL, a timeline it cannot follow, and a
+  segment that is not a complete segment of this cluster (size and first page header; no full
+  parse: replay reads every record anyway) or differs from a recorded SHA-256 (each backup records
+  its own WAL's). After replay, the switch point of the new timeline's history (the end of the
+  last record replayed) must lie in the newest segment of that walk, and the log must not report a
+  damaged record inside it. A point-in-time restore needs less: PostgreSQL itself says when it
+  stopped short of a target time.
 
 Every command goes through a ``run(args, environ_update=None) -> (rc, stdout, stderr)`` callable
 (``AnsibleModule.run_command`` in the module, a fake in tests). Passwords travel in a 0600 pgpass
@@ -39,12 +51,14 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import contextlib
+import grp
 import os
 import pwd
 import re
 import shlex
 import shutil
 import socket
+import struct
 import tempfile
 import time
 
@@ -368,6 +382,8 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
                               'was removed' % (', '.join(missing), wal_archive_dir, wal_wait_timeout), kind='wal_missing')
 
         step = time.time()
+        # The backup's own WAL as archived now: a restore compares it before replaying it.
+        wal_sha256 = dict((name, _catalog.hash_file(os.path.join(wal_archive_dir, name))[0]) for name in needed)
         data_files = _catalog.hash_tree(data)  # plain sizes, also when compressed later
         data_bytes = sum(item['size'] for item in data_files.values())
         shutil.copyfile(os.path.join(data, MANIFEST_FILE), os.path.join(staged, MANIFEST_FILE))
@@ -406,6 +422,7 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
             wal_stop=[name for name in needed if not name.endswith('.history')][-1],
             wal_segment_size=seg_size,
             wal_files=needed,
+            wal_sha256=wal_sha256,
             system_identifier=manifest['system_identifier'] or facts.get('system_identifier'),
             server_version=facts['version'],
             server_version_num=facts['version_num'],
@@ -580,6 +597,12 @@ def recovery_outcome(log_text, target_time=None, immediate=False):
     return dict(reached=reached, stop=stop, problems=problems)
 
 
+def redo_done_lsn(log_text):
+    """The LSN of the last "redo done at X/Y" line of a server log, or None."""
+    found = re.findall(r'redo done at ([0-9A-F]+/[0-9A-F]+)', log_text or '')
+    return found[-1] if found else None
+
+
 def _as_user(cmd, user):
     """Run a server-side command as ``user`` (PostgreSQL refuses to run as root)."""
     if os.geteuid() == 0 and user != 'root':
@@ -597,6 +620,12 @@ def _chown_tree(top, user):
             os.lchown(os.path.join(dirpath, name), record.pw_uid, record.pw_gid)
 
 
+def _chown(path, user):
+    if os.geteuid() == 0:
+        record = pwd.getpwnam(user)
+        os.lchown(path, record.pw_uid, record.pw_gid)
+
+
 def _log_tail(path, count=25):
     try:
         with open(path) as handle:
@@ -607,15 +636,19 @@ def _log_tail(path, count=25):
 
 def restore_backup(run, tools, root, members, restore_dir, wal_archive_dir, target_time=None, immediate=False,
                    run_as='postgres', timeout=600, check_query=None, check_db='postgres', scratch_root=None,
-                   sleep=time.sleep, clock=time.monotonic, extra_wal_dirs=()):
+                   sleep=time.sleep, clock=time.monotonic, extra_wal_dirs=(), replay_plan=None, mark_history=False):
     """Rebuild ``members`` (a chain, full first) into ``restore_dir`` and recover it to the target.
 
     pg_combinebackup writes the data directory (compressed members are unpacked into scratch first);
     a temporary server (socket only, as ``run_as``) replays the archived WAL to the target and
-    promotes; the log must say the target was reached; ``check_query`` runs on the result; the
-    server is stopped. On failure the restored directory is removed (it was empty before).
+    promotes; the log must say the target was reached; for a restore to the end, replay must have
+    reached the newest segment of ``replay_plan`` (check_replay), since "archive recovery complete"
+    is also what a missing or damaged segment in the middle of the archive ends in; ``check_query``
+    runs on the result; the server is stopped. With ``mark_history`` the new timeline's history is
+    marked for the live server to archive (mark_history_for_archiving). On failure the restored
+    directory is removed (it was empty before).
     ``extra_wal_dirs``: more directories ``restore_command`` reads after the archive (WAL fetched from S3).
-    Returns ``dict(reached, stop, check_result, recovery_log)``.
+    Returns ``dict(reached, stop, end, check_result, recovery_log, history_marked)``.
     """
     if os.path.exists(restore_dir) and (not os.path.isdir(restore_dir) or os.listdir(restore_dir)):
         raise BackupError('restore_dir %s exists and is not empty: a restore never overwrites; give an empty or new '
@@ -636,7 +669,7 @@ def restore_backup(run, tools, root, members, restore_dir, wal_archive_dir, targ
     server_dir = tempfile.mkdtemp(prefix='psscript-pg-restore-')
     server_started = False
     log_file = os.path.join(server_dir, 'recovery.log')
-    result = dict(reached=False, stop=None, check_result=None, recovery_log=[])
+    result = dict(reached=False, stop=None, end=None, check_result=None, recovery_log=[], history_marked=[])
     try:
         dirs = [_data_dir(run, root, m, os.path.join(scratch, 'unpacked')) if m.get('layout') == 'tar.zst'
                 else os.path.join(root, m['id'], DATA_DIR) for m in members]
@@ -689,15 +722,26 @@ def restore_backup(run, tools, root, members, restore_dir, wal_archive_dir, targ
                 break
             sleep(1)
         with open(log_file) as handle:
-            outcome = recovery_outcome(handle.read(), target_time, immediate)
+            log_text = handle.read()
+        outcome = recovery_outcome(log_text, target_time, immediate)
         result.update(reached=outcome['reached'], stop=outcome['stop'], recovery_log=_log_tail(log_file))
+        chain_ids = ' + '.join(m['id'] for m in members)
         if not outcome['reached']:
             why = outcome['problems'][-1] if outcome['problems'] else (
                 start_error or 'recovery did not end within restore_timeout=%ss' % timeout)
             raise BackupError('Recovery of %s did not reach the target (%s): %s. Nothing was left in %s; check that the '
                               'WAL up to the target is in %s, or choose an earlier target_time'
-                              % (' + '.join(m['id'] for m in members), describe_target(target_time, immediate), why,
-                                 restore_dir, wal_archive_dir), kind='target_not_reached')
+                              % (chain_ids, describe_target(target_time, immediate), why, restore_dir, wal_archive_dir),
+                              kind='target_not_reached')
+        result['end'] = replay_end(restore_dir)
+        if replay_plan is not None and target_time is None and not immediate:
+            end_lsn = result['end']['lsn'] if result['end'] else redo_done_lsn(log_text)
+            why = replay_shortfall(replay_plan, end_lsn, log_text) if end_lsn else (
+                'neither a new timeline history nor "redo done at" says where replay ended')
+            if why:
+                result['reached'] = False
+                raise BackupError('Recovery of %s stopped before the end of the archived WAL: %s. Nothing was left in %s'
+                                  % (chain_ids, why, restore_dir), kind='end_not_reached')
         if check_query:
             rc, out, err = run(psql + ['--command', check_query])
             if rc != 0:
@@ -707,6 +751,8 @@ def restore_backup(run, tools, root, members, restore_dir, wal_archive_dir, targ
         server_started = rc != 0
         if rc != 0:
             raise BackupError('The temporary server on %s did not stop: %s' % (restore_dir, (err or out).strip()))
+        if mark_history:
+            result['history_marked'] = mark_history_for_archiving(restore_dir, wal_archive_dir, run_as)
         return result
     except BaseException as err:
         if server_started:
@@ -736,6 +782,464 @@ def describe_target(target_time=None, immediate=False):
     if immediate:
         return 'the end of the backup (recovery_target immediate)'
     return 'the end of the archived WAL'
+
+
+# ---------------------------------------------------------------------------------------------
+# The WAL a restore replays: which segments, whether the archive lets replay reach its end, and
+# whether it did.
+#
+# Replay to "latest" goes on until restore_command finds no next segment, and PostgreSQL then says
+# "archive recovery complete" whether that was the real end or a segment missing or damaged in the
+# middle. So before a restore we walk the archive the way the startup process will (timeline history
+# included) and refuse a gap or a damaged segment; after replay we compare where it ended with the
+# newest segment of that walk.
+
+SEGMENT_RE = re.compile(r'^(?P<tli>[0-9A-F]{8})(?P<log>[0-9A-F]{8})(?P<seg>[0-9A-F]{8})$')
+XLP_LONG_HEADER = 0x0002
+# XLOG_PAGE_MAGIC per major version (src/include/access/xlog_internal.h); other majors skip this one check.
+XLOG_PAGE_MAGIC = {15: 0xD110, 16: 0xD113, 17: 0xD116}
+# XLogLongPageHeaderData: magic, info, tli, pageaddr, rem_len, (padding), sysid, seg_size, xlog_blcksz.
+_LONG_HEADER = struct.Struct('<HHIQI4xQII')
+# What the startup process logs when a WAL record or page it read is damaged (xlogreader.c, xlogrecovery.c).
+# Not "successfully skipped missing contrecord": that is replay of a record a crashed primary wrote over.
+_WAL_DAMAGE = re.compile(
+    r'incorrect resource manager data checksum|invalid record length|invalid magic number|invalid info bits|'
+    r'unexpected pageaddr|incorrect prev-link|invalid resource manager ID|invalid record offset|'
+    r'contrecord is requested|there is no contrecord flag|invalid contrecord length|'
+    r'unexpected timeline ID|out-of-sequence timeline ID|WAL file is from different database system|'
+    r'record length \d+ at \S+ too long|invalid compressed image|could not decompress image|'
+    r'out-of-order block_id|invalid block_id')
+# Where the damage is: the LSN after "at" or "LSN" (a prev-link message names a bogus one first), else the first.
+_LSN_AT = re.compile(r'\b(?:at|LSN) ([0-9A-F]{1,8}/[0-9A-F]{1,8})\b')
+_LSN_IN_TEXT = re.compile(r'\b([0-9A-F]{1,8}/[0-9A-F]{1,8})\b')
+_SHOWN = 5  # names listed in a message before "..."
+
+
+def segment_of(name, seg_size):
+    """``(timeline, segment number)`` of a WAL segment file name; None for anything else (history files,
+    ``.backup`` labels, ``.partial`` segments, which restore_command is never asked for)."""
+    match = SEGMENT_RE.match(name or '')
+    if not match:
+        return None
+    per_id = 0x100000000 // seg_size
+    return int(match.group('tli'), 16), int(match.group('log'), 16) * per_id + int(match.group('seg'), 16)
+
+
+def lsn_segment(lsn, seg_size, end=False):
+    """Segment number holding ``lsn``; with ``end``, of the byte before it (an end position on a segment
+    boundary belongs to the segment it closes, PostgreSQL's XLByteToPrevSeg)."""
+    return ((lsn - 1) if end and lsn else lsn) // seg_size
+
+
+def _shown(names):
+    names = list(names)
+    return ', '.join(names[:_SHOWN]) + (' and %d more' % (len(names) - _SHOWN) if len(names) > _SHOWN else '')
+
+
+def parse_history(text, name='history file'):
+    """A timeline history file, oldest first: ``[(timeline, switch LSN)]``. The file's own timeline begins at
+    the last switch point."""
+    entries = []
+    for line in (text or '').splitlines():
+        line = line.strip()
+        if not line or line.startswith('#'):
+            continue
+        fields = line.split()
+        try:
+            entry = (int(fields[0]), _catalog.parse_lsn(fields[1]))
+        except (IndexError, ValueError, _catalog.CatalogError):
+            raise BackupError('%s has a line that is not "<timeline> <switch LSN> <reason>": %r. The archive is '
+                              'damaged: put back an intact copy of %s (S3, another archive)' % (name, line, name),
+                              kind='timeline')
+        if entries and entry[0] <= entries[-1][0]:
+            raise BackupError('%s lists timeline %d after %d: put back an intact copy of it' % (name, entry[0], entries[-1][0]),
+                              kind='timeline')
+        entries.append(entry)
+    return entries
+
+
+def timeline_ranges(target, history_text, name=None):
+    """What each timeline of ``target``'s history covers, oldest first: ``[dict(tli, begin, end)]`` (LSNs;
+    ``begin`` None from the start, ``end`` None for ``target`` itself), as readTimeLineHistory() builds it."""
+    ranges, begin = [], None
+    for tli, switch in parse_history(history_text, name or '%08X.history' % target):
+        ranges.append(dict(tli=tli, begin=begin, end=switch))
+        begin = switch
+    ranges.append(dict(tli=target, begin=begin, end=None))
+    return ranges
+
+
+def newest_timeline(start, names):
+    """recovery_target_timeline 'latest': from the backup's timeline, the last of an unbroken run of history
+    files (findNewestTimeLine probes ``<tli + 1>.history`` until one is missing)."""
+    tli = start
+    while '%08X.history' % (tli + 1) in names:
+        tli += 1
+    return tli
+
+
+def plan_replay(names, read_history, backup, seg_size):
+    """Walk the WAL a restore of ``backup`` (the newest catalog entry of the chain) replays, as the startup
+    process will, over ``names`` (every file restore_command can fetch). ``read_history(name)`` returns the
+    text of a history file among them.
+
+    From the backup's start segment each next segment comes from the newest timeline of the target's history
+    that has begun by then and is not older than the one before (XLogFileReadAnyTLI); the walk ends where no
+    such file exists, which is where replay will end. Archived segments that belong to the target's history but
+    lie after that point are stranded behind a gap. Pure: reads nothing but through ``read_history``.
+
+    Returns ``dict(timeline, timelines, ranges, seg_size, start_segno, path, last_segno, newest, gaps, stranded,
+    unfollowed, not_replayed, backup_end, not_child, backup_id)``: ``path`` lists the segment names in replay
+    order; ``not_replayed`` counts the archived segments from the backup's start on that replay does not read
+    (a parent's copy of the segment a timeline began in, branches abandoned by earlier restores).
+    """
+    names = set(names)
+    files = {}
+    for name in names:
+        parsed = segment_of(name, seg_size)
+        if parsed:
+            files.setdefault(parsed[1], {})[parsed[0]] = name
+    start_tli = int(backup['timeline'])
+    start = segment_of(backup['wal_start'], seg_size)[1]
+    target = newest_timeline(start_tli, names)
+    history = '%08X.history' % target
+    ranges = timeline_ranges(target, read_history(history) if history in names else '', history)
+    by_tli = dict((r['tli'], r) for r in ranges)
+
+    # The backup must lie on the target's history, or PostgreSQL stops: "requested timeline N is not a
+    # child of this server's history" (an abandoned timeline left in the archive by a rollback).
+    not_child = None
+    stop_tli = int(backup.get('stop_timeline') or start_tli)
+    start_lsn = _catalog.parse_lsn(backup['start_lsn']) if backup.get('start_lsn') else start * seg_size
+    stop_lsn = _catalog.parse_lsn(backup['stop_lsn']) if backup.get('stop_lsn') else start_lsn
+    for tli, lsn in ((start_tli, start_lsn), (stop_tli, stop_lsn)):
+        covered = by_tli.get(tli)
+        if covered is None:
+            not_child = ('the newest timeline in the archive, %d (%s), does not descend from timeline %d of backup %s'
+                         % (target, history, tli, backup.get('id')))
+            break
+        if covered['end'] is not None and lsn > covered['end']:
+            not_child = ('the newest timeline in the archive, %d (%s), left timeline %d at %s, before backup %s reached %s '
+                         'on it' % (target, history, tli, _catalog.format_lsn(covered['end']), backup.get('id'),
+                                    _catalog.format_lsn(lsn)))
+            break
+
+    path, current, segno = [], 0, start
+    while not_child is None:
+        chosen = None
+        for covered in reversed(ranges):
+            if covered['tli'] < current:
+                break
+            if covered['begin'] is not None and segno < covered['begin'] // seg_size:
+                continue
+            if covered['tli'] in files.get(segno, {}):
+                chosen = covered['tli']
+                break
+        if chosen is None:
+            break
+        path.append(files[segno][chosen])
+        current = chosen
+        segno += 1
+    last_segno = start + len(path) - 1
+
+    def on_history(tli, number):
+        covered = by_tli.get(tli)
+        if covered is None:
+            return False
+        if covered['begin'] is not None and number < covered['begin'] // seg_size:
+            return False
+        return covered['end'] is None or number <= lsn_segment(covered['end'], seg_size, end=True)
+
+    stranded, not_replayed, unfollowed, replayed = [], 0, [], set(path)
+    for number in sorted(files):
+        for tli, name in sorted(files[number].items()):
+            if tli > target:
+                unfollowed.append(name)
+            elif number > last_segno and not_child is None and on_history(tli, number):
+                stranded.append(name)
+            elif number >= start and name not in replayed:
+                not_replayed += 1
+    unfollowed += sorted(n for n in names if HISTORY_RE.match(n) and int(n[:8], 16) > target + 1)
+    newest_segno = max([segment_of(n, seg_size)[1] for n in stranded] + [last_segno])
+    gaps = [expected_name(ranges, n, seg_size) for n in range(last_segno + 1, newest_segno)
+            if not any(on_history(tli, n) for tli in files.get(n, {}))]
+    if stranded and not gaps:
+        gaps = [expected_name(ranges, last_segno + 1, seg_size)]  # archived only on a branch replay does not take
+    if backup.get('wal_stop'):
+        backup_end = segment_of(backup['wal_stop'], seg_size)[1]
+    else:
+        backup_end = lsn_segment(stop_lsn, seg_size, end=True)
+    return dict(timeline=target, timelines=[r['tli'] for r in ranges], ranges=ranges, seg_size=seg_size, start_segno=start,
+                path=path, last_segno=last_segno, newest=stranded[-1] if stranded else (path[-1] if path else None),
+                gaps=gaps, stranded=stranded, unfollowed=sorted(set(unfollowed)), not_replayed=not_replayed,
+                backup_end=backup_end, not_child=not_child, backup_id=backup.get('id'))
+
+
+def expected_name(ranges, segno, seg_size):
+    """The name of segment ``segno`` on the newest timeline of ``ranges`` that has begun by then."""
+    tli = [r['tli'] for r in ranges if r['begin'] is None or segno >= r['begin'] // seg_size][-1]
+    return _catalog.wal_file_name(tli, segno, seg_size)
+
+
+def replay_name(plan, segno):
+    """The segment name replay reads for ``segno`` (on its path), or the one it asks for there."""
+    index = segno - plan['start_segno']
+    if 0 <= index < len(plan['path']):
+        return plan['path'][index]
+    return expected_name(plan['ranges'], segno, plan['seg_size'])
+
+
+def plan_problems(plan, to_end, archive='the WAL archive'):
+    """What makes ``plan`` unable to reach its target: ``[(kind, message)]``, each with cause and fix.
+
+    Every restore needs the backup's own WAL and the backup on the recovery timeline; a restore to the end
+    (``to_end``) needs every archived segment of the recovery path reachable, and no timeline it cannot follow."""
+    problems = []
+    if plan['not_child']:
+        problems.append(('timeline', 'PostgreSQL would stop with "requested timeline %d is not a child of this server\'s '
+                                     'history": %s. If timeline %d is the live one (a point-in-time restore made it), take '
+                                     'a new full backup and restore that; if a rollback abandoned it, move its history file '
+                                     'and segments out of %s (docs/OPERATIONS.md, Roll back)'
+                         % (plan['timeline'], plan['not_child'], plan['timeline'], archive)))
+        return problems
+    if plan['last_segno'] < plan['backup_end']:
+        missing = replay_name(plan, plan['last_segno'] + 1)
+        problems.append(('wal_missing', 'the WAL of backup %s itself is incomplete: %s is not in %s, so the restored '
+                                        'data could never become consistent. Put the segment back (from S3 or another '
+                                        'copy), or restore another backup' % (plan['backup_id'], missing, archive)))
+        return problems
+    if to_end and plan['stranded']:
+        problems.append(('wal_gap', 'the archive has a gap: replay from backup %s would stop after %s because %s is '
+                                    'missing, but archived WAL of the recovery path (timeline %s) goes on to %s (%d '
+                                    'segment(s) after the gap) and would be lost silently. Put the missing segment(s) '
+                                    'back into %s (from S3 or another copy), or restore to a point before the gap with '
+                                    'target_time' % (plan['backup_id'], replay_name(plan, plan['last_segno']),
+                                                     _shown(plan['gaps']), '/'.join(str(t) for t in plan['timelines']),
+                                                     plan['newest'], len(plan['stranded']), archive)))
+    if to_end and plan['unfollowed']:
+        problems.append(('timeline', 'the archive holds %s of a timeline after %d, but recovery follows timelines only '
+                                     'through an unbroken run of history files and stops at %d (%08X.history is '
+                                     'missing), so that WAL would not be replayed. Put the missing history file back, or '
+                                     'move the files of the abandoned timeline out of %s'
+                         % (_shown(plan['unfollowed']), plan['timeline'], plan['timeline'], plan['timeline'] + 1, archive)))
+    return problems
+
+
+def read_page_header(path):
+    """The long page header at the start of a WAL segment file, as a dict; None when the file is too short."""
+    with open(path, 'rb') as handle:
+        raw = handle.read(_LONG_HEADER.size)
+    if len(raw) < _LONG_HEADER.size:
+        return None
+    fields = _LONG_HEADER.unpack(raw)
+    return dict(zip(('magic', 'info', 'tli', 'pageaddr', 'rem_len', 'sysid', 'seg_size', 'blcksz'), fields))
+
+
+def user_ids(user):
+    """``(uid, gids)`` of an OS user, or None when this system does not know it."""
+    try:
+        record = pwd.getpwnam(user)
+    except KeyError:
+        return None
+    gids = set([record.pw_gid] + [g.gr_gid for g in grp.getgrall() if user in g.gr_mem])
+    return record.pw_uid, gids
+
+
+def readable_by(stat, ids):
+    """Whether a file with ``stat`` is readable by ``ids`` (uid, gids) through its mode bits."""
+    uid, gids = ids
+    if uid == 0:
+        return True
+    if stat.st_uid == uid:
+        return bool(stat.st_mode & 0o400)
+    if stat.st_gid in gids:
+        return bool(stat.st_mode & 0o040)
+    return bool(stat.st_mode & 0o004)
+
+
+def segment_problems(path, name, plan, system_identifier=None, major=None, sha256=None, reader=None):
+    """Why the segment file ``path`` cannot be the segment ``name`` of this cluster: its size, whether
+    ``reader`` (``(user, uid, gids)``, who runs restore_command) may read it, its first page header (magic,
+    long-header flag, page address, timeline, system identifier, segment size), and the recorded SHA-256
+    when one is known. Returns a list of problems (empty: fine)."""
+    seg_size = plan['seg_size']
+    tli, segno = segment_of(name, seg_size)
+    stat = os.stat(path)
+    size = stat.st_size
+    if reader is not None and not readable_by(stat, reader[1:]):
+        return ['%s: user %s cannot read it (owner uid %d, mode %04o): chown it to %s or make it readable'
+                % (name, reader[0], stat.st_uid, stat.st_mode & 0o7777, reader[0])]
+    if size != seg_size:
+        return ['%s: %d bytes, a WAL segment has %d (truncated or not a segment)' % (name, size, seg_size)]
+    header = read_page_header(path)
+    problems = []
+    magic = XLOG_PAGE_MAGIC.get(major)
+    if magic is not None and header['magic'] != magic:
+        problems.append('%s: page magic %04X, PostgreSQL %s writes %04X (zeroed, or not WAL of this version)'
+                        % (name, header['magic'], major, magic))
+    if not header['info'] & XLP_LONG_HEADER:
+        problems.append('%s: the first page has no long header (not the start of a segment)' % name)
+    if header['pageaddr'] != segno * seg_size:
+        problems.append('%s: its first page is WAL position %s, not %s (a renamed or misplaced file)'
+                        % (name, _catalog.format_lsn(header['pageaddr']), _catalog.format_lsn(segno * seg_size)))
+    # The first segment of a timeline is a copy of its parent's up to the switch: its first page may be older.
+    first_of_timeline = [r for r in plan['ranges'] if r['tli'] == tli and r['begin'] is not None
+                         and r['begin'] // seg_size == segno]
+    allowed = [t for t in plan['timelines'] if t <= tli] if first_of_timeline else [tli]
+    if header['tli'] not in allowed:
+        expected = ' or '.join(str(t) for t in allowed)
+        problems.append('%s: its first page is of timeline %d, expected %s' % (name, header['tli'], expected))
+    if header['info'] & XLP_LONG_HEADER:
+        if header['seg_size'] != seg_size:
+            problems.append('%s: written with segment size %d, the backup uses %d' % (name, header['seg_size'], seg_size))
+        if system_identifier and str(header['sysid']) != str(system_identifier):
+            problems.append('%s: from database system %s, the backup is of %s (another cluster archived here?)'
+                            % (name, header['sysid'], system_identifier))
+    if sha256 and not problems:
+        digest, dummy = _catalog.hash_file(path)
+        if digest != sha256:
+            problems.append('%s: SHA-256 %s, recorded %s' % (name, digest, sha256))
+    return problems
+
+
+def check_replay(backup, wal_dirs, to_end, more_names=(), recorded=None, major=None, run_as=None):
+    """The WAL check before a restore: plan the replay over ``wal_dirs`` (restore_command's order: the archive,
+    then WAL fetched from S3) and ``more_names`` (files S3 has that are not fetched yet, in check mode), refuse
+    what cannot reach the target, then check every segment file replay will read (``segment_problems``, with
+    the SHA-256 in ``recorded`` ``{name: sha256}`` where the catalog has one; those in the archive readable by
+    ``run_as``).
+
+    Segments after the backup's own WAL are refused only for a restore to the end: a point-in-time restore
+    may stop before them (and PostgreSQL says so when it cannot reach its target). Returns the plan, with
+    ``checked``, ``hashed``, ``unchecked`` (not local yet) and ``warnings``; raises BackupError (kind
+    ``wal_gap``, ``wal_missing``, ``timeline`` or ``wal_damaged``) when the restore cannot reach its target.
+    """
+    seg_size = int(backup.get('wal_segment_size') or 16 * 1024 * 1024)
+    located = {}
+    for directory in wal_dirs:
+        for name in os.listdir(directory) if os.path.isdir(directory) else []:
+            located.setdefault(name, os.path.join(directory, name))
+    names = set(located) | set(more_names)
+
+    def read_history(name):
+        if name not in located:
+            raise BackupError('%s is in S3 only and was not fetched: run the restore without check mode' % name)
+        with open(located[name]) as handle:
+            return handle.read()
+    archive = wal_dirs[0]
+    plan = plan_replay(names, read_history, backup, seg_size)
+    problems = plan_problems(plan, to_end, archive)
+    plan['warnings'] = []
+    if not to_end and plan['stranded']:
+        plan['warnings'].append('The WAL archive has a gap after backup %s: %s missing, archived WAL goes on to %s. A '
+                                'target after the gap cannot be reached' % (backup.get('id'), _shown(plan['gaps']),
+                                                                            plan['newest']))
+    if problems:
+        raise BackupError('Refusing to restore to %s: %s. Nothing was changed'
+                          % ('the end of the archived WAL' if to_end else 'the target',
+                             '; '.join(text for kind, text in problems)), kind=problems[0][0])
+    recorded = recorded or {}
+    ids = user_ids(run_as) if run_as else None
+    reader = (run_as,) + ids if ids else None
+    damaged, checked, hashed, unchecked = [], 0, 0, 0
+    for index, name in enumerate(plan['path']):
+        if name not in located:
+            unchecked += 1
+            continue
+        # Files fetched from S3 are handed to run_as by restore_backup; those in the archive must be readable already.
+        in_archive = located[name] == os.path.join(archive, name)
+        found = segment_problems(located[name], name, plan, backup.get('system_identifier'), major, recorded.get(name),
+                                 reader if in_archive else None)
+        checked += 1
+        hashed += 1 if recorded.get(name) else 0
+        if found and (to_end or plan['start_segno'] + index <= plan['backup_end']):
+            damaged.extend(found)
+        elif found:
+            plan['warnings'].append('A segment after backup %s is damaged or unreadable (%s): a target after it cannot be '
+                                    'reached'
+                                    % (backup.get('id'), found[0]))
+    plan.update(checked=checked, hashed=hashed, unchecked=unchecked)
+    if damaged:
+        raise BackupError('Refusing to restore: WAL that replay would read is damaged or unreadable (%s%s). Nothing '
+                          'was changed. Put intact, readable copies into %s (from S3 or another copy), or restore to a '
+                          'point before the damage with target_time'
+                          % ('; '.join(damaged[:_SHOWN]), '; ...' if len(damaged) > _SHOWN else '', archive),
+                          kind='wal_damaged')
+    return plan
+
+
+def replay_summary(plan):
+    """What the module returns of a replay plan (``wal_check``): no per-segment list."""
+    return dict(timeline=plan['timeline'], timelines=plan['timelines'], first=plan['path'][0] if plan['path'] else None,
+                last=plan['path'][-1] if plan['path'] else None, segments=len(plan['path']), newest=plan['newest'],
+                gaps=plan['gaps'], checked=plan.get('checked', 0), hashed=plan.get('hashed', 0),
+                unchecked=plan.get('unchecked', 0), not_replayed=plan['not_replayed'])
+
+
+def replay_end(data_dir):
+    """Where replay ended in a promoted data directory: ``dict(lsn, timeline, new_timeline)`` from the history
+    file the promotion wrote (its last switch point is the end of the last record replayed), or None."""
+    pg_wal = os.path.join(data_dir, 'pg_wal')
+    names = sorted(n for n in os.listdir(pg_wal) if HISTORY_RE.match(n)) if os.path.isdir(pg_wal) else []
+    if not names:
+        return None
+    with open(os.path.join(pg_wal, names[-1])) as handle:
+        entries = parse_history(handle.read(), names[-1])
+    if not entries:
+        return None
+    return dict(lsn=_catalog.format_lsn(entries[-1][1]), timeline=entries[-1][0], new_timeline=int(names[-1][:8], 16))
+
+
+def replay_shortfall(plan, end_lsn, log_text):
+    """Why replay that ended at ``end_lsn`` (text) did not reach the end of the WAL ``plan`` found, or None.
+
+    It fell short when it ended in a segment before the newest one of the plan, or when the startup process
+    complained about a damaged record inside the archived WAL (replay then ends early inside a segment)."""
+    seg_size = plan['seg_size']
+    end = _catalog.parse_lsn(end_lsn)
+    end_segno = lsn_segment(end, seg_size, end=True)
+    limit = (max(plan['last_segno'], end_segno) + 1) * seg_size
+    damage = []
+    for line in (log_text or '').splitlines():
+        if 'redo done at' in line:
+            break
+        match = (_LSN_AT.search(line) or _LSN_IN_TEXT.search(line)) if _WAL_DAMAGE.search(line) else None
+        if match and _catalog.parse_lsn(match.group(1)) < limit:
+            damage.append(line.split('LOG:', 1)[-1].strip())
+    said = ' (the server said: %s)' % damage[-1] if damage else ''
+    if end_segno < plan['last_segno']:
+        return ('replay ended at %s, in %s, and did not go on into %s%s, but the archive holds WAL up to %s: that '
+                'segment is damaged or unreadable. Replace it with an intact copy (S3, another archive), or restore to '
+                'a point before it with target_time'
+                % (end_lsn, replay_name(plan, end_segno), replay_name(plan, end_segno + 1), said, plan['newest']))
+    if damage:
+        return ('replay ended at %s on a damaged WAL record inside %s%s. Replace that segment with an intact copy, or '
+                'restore to a point before it with target_time' % (end_lsn, replay_name(plan, end_segno), said))
+    return None
+
+
+def mark_history_for_archiving(data_dir, archive_dir, run_as):
+    """Let the live server archive the timeline history files of a restored directory: ``archive_status/
+    <name>.ready`` for each history file in ``pg_wal`` that ``archive_dir`` lacks (the recovery ran with
+    archiving off). Without its history the new timeline is invisible to the next restore, which would then
+    choose the same timeline again and collide with its archived segments. A history file of the same name with
+    other content in the archive means another server took that timeline: raises (kind ``timeline``).
+    Returns the names marked."""
+    pg_wal = os.path.join(data_dir, 'pg_wal')
+    marked = []
+    for name in sorted(n for n in os.listdir(pg_wal) if HISTORY_RE.match(n)):
+        ours, theirs = os.path.join(pg_wal, name), os.path.join(archive_dir, name)
+        if os.path.exists(theirs):
+            if _catalog.hash_file(ours) != _catalog.hash_file(theirs):
+                raise BackupError('The WAL archive %s already holds %s with other content (another server took that '
+                                  'timeline since the restore began): restore again' % (archive_dir, name), kind='timeline')
+            continue
+        ready = os.path.join(pg_wal, 'archive_status', name + '.ready')
+        with open(ready, 'w'):
+            pass
+        _chown(ready, run_as)
+        marked.append(name)
+    return marked
 
 
 # ---------------------------------------------------------------------------------------------
@@ -794,10 +1298,16 @@ def upload_wal(store, archive_dir, since, required=()):
                 last=result['uploaded'][-1] if result['uploaded'] else None)
 
 
-def fetch_wal(store, archive_dir, dest, since):
-    """Download into ``dest`` the WAL from ``since`` on that S3 has and ``archive_dir`` lacks; return the names."""
+def s3_only_wal(store, archive_dir, since):
+    """The WAL from ``since`` on (and history files) that S3 has and ``archive_dir`` lacks, sorted."""
     local = set(os.listdir(archive_dir)) if os.path.isdir(archive_dir) else set()
-    wanted = [n for n in wal_names_since(store.list_area(S3_WAL_AREA), since) if n not in local]
+    return [n for n in wal_names_since(store.list_area(S3_WAL_AREA), since) if n not in local]
+
+
+def fetch_wal(store, archive_dir, dest, since, names=None):
+    """Download into ``dest`` the WAL from ``since`` on that S3 has and ``archive_dir`` lacks (or ``names``,
+    a list from s3_only_wal); return the names."""
+    wanted = s3_only_wal(store, archive_dir, since) if names is None else names
     return store.get_area(S3_WAL_AREA, wanted, dest)
 
 

@@ -35,12 +35,26 @@ description:
     configuration.
   - Before O(action=restore) changes anything it re-hashes every backup of the chain against the SHA-256 the catalog
     recorded and refuses on any difference.
+  - It also checks the WAL replay will read, in check mode too. It walks the archive (and, with O(s3), the WAL in S3)
+    the way PostgreSQL will, from the backup's start segment along the timeline history of
+    C(recovery_target_timeline=latest), leaving aside branches abandoned by earlier restores and C(.partial) files.
+    A segment missing before newer archived WAL of that path (a gap) ends replay early, and PostgreSQL then still
+    says C(archive recovery complete); so a restore to the end of the archived WAL (O(backup_id=latest)) is refused
+    on a gap, on a timeline recovery cannot follow (a missing C(.history) file, a backup that is not on the newest
+    timeline), and on any segment replay would read that is not a complete segment of this cluster (its size, and the
+    magic, page address, timeline, system identifier and segment size of its first page), that O(restore_user) cannot read, or
+    whose SHA-256 differs from the one the catalog recorded of a backup's own WAL. A point-in-time or by-id restore
+    refuses only what it needs (the backup's own WAL) and warns about the rest.
+  - After a restore to the end of the archived WAL, where replay ended (the switch point of the new timeline's
+    history file) must lie in the newest archived segment of that walk, and the server log must not report a
+    damaged WAL record inside the archived WAL; otherwise the restore fails and removes what it restored.
   - With O(live=true), O(action=restore) replaces the live data directory O(restore_dir) (in the C(psscript) stack
     C(/var/lib/postgresql/data/pgdata), run in a one-off backup container with the data volume mounted, the
     PostgreSQL container stopped). It refuses when a server runs on it. The backup is restored into a new sibling
     directory and proven there (target reached, O(check_query)); only then the current directory is renamed to
     C(<name>.before-<backup_id>-<UTC time>) and the restored one to O(restore_dir), two renames on one file system.
-    Nothing is deleted, RV(previous_data_dir) says where the old data is.
+    Nothing is deleted, RV(previous_data_dir) says where the old data is. The new timeline's history file is marked
+    for archiving (RV(history_marked)), so the live server archives it and later restores follow the new timeline.
   - With O(s3), O(action=backup) verifies the new backup (as O(action=verify) does, with its WAL), then copies to S3
     the archived WAL it needs (and any newer WAL not there yet) under C(<prefix>/postgres/wal/), then the backup
     itself, and checks the remote copy end to end. O(action=list) also lists the S3 copies, O(action=verify) also
@@ -69,7 +83,9 @@ attributes:
         and reports what it would take, without writing anything.
       - O(action=prune) in check mode returns what it would remove.
       - O(action=restore) in check mode chooses the backup chain (local or S3), checks the hashes of the local
-        backups, checks that no server runs on a live O(restore_dir), and reports what it would do, without writing.
+        backups and the WAL replay would read (RV(wal_check); WAL only in S3 is counted, not fetched, except the small
+        timeline history files, read from a temporary directory), checks that no server runs on a live O(restore_dir),
+        and reports what it would do, without writing.
       - With O(s3), check mode lists and reads S3 but writes and deletes nothing there.
   diff_mode:
     support: none
@@ -156,12 +172,17 @@ options:
         another container, so when that file exists give O(login_host) and O(login_port) of the (stopped) server;
         the restore goes on only when nothing answers there. A server answering there is always refused.
       - The current data directory is moved aside (never deleted), see RV(previous_data_dir).
+      - O(wal_archive_dir) must be the archive the live server archives into. The restored directory's timeline
+        history files that it lacks are marked ready for archiving; a history file of the same name with other content
+        there (another server took that timeline meanwhile) fails the restore before the swap.
     type: bool
     default: false
   restore_user:
     description:
       - OS user the temporary recovery server runs as, and owner of O(restore_dir) (PostgreSQL refuses to run as root).
         Its name is also the database role the O(check_query) runs as, through a peer-authenticated socket.
+      - Its C(restore_command) reads O(wal_archive_dir), so a segment replay needs that this user cannot read is refused
+        before the restore starts (it would end replay there).
     type: str
     default: postgres
   restore_timeout:
@@ -310,6 +331,8 @@ backup:
   description:
     - Catalog entry of the backup taken, without its per-file hashes (its C(file_count) counts them).
     - Times are UTC from the server's clock; C(stop_lsn) and C(wal_stop) mark the end of the WAL the backup needs.
+    - C(wal_sha256) is the SHA-256 of each archived WAL file of the backup's own range when it was taken; restores
+      compare it before replaying.
   returned: action is backup, not in check mode
   type: dict
   sample:
@@ -323,6 +346,7 @@ backup:
     timeline: 1
     wal_start: '000000010000000000000005'
     wal_stop: '000000010000000000000005'
+    wal_sha256: {'000000010000000000000005': 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}
     system_identifier: '7466001234567890123'
     server_version: '17.2 (Debian 17.2-1)'
     layout: plain
@@ -434,10 +458,44 @@ recovery_target:
   type: str
   sample: recovery_target_time 2025-01-31T13:45:00.000000Z
 target_reached:
-  description: Whether the server log confirmed the target was reached (always true on success).
+  description:
+    - Whether the target was reached (always true on success). The server log must confirm it and, for the end of the
+      archived WAL, replay must have ended in the newest archived segment (RV(wal_check)).
   returned: action is restore, not in check mode
   type: bool
   sample: true
+wal_check:
+  description:
+    - The WAL replay reads, as checked before the restore (and again after the WAL from S3 is fetched).
+    - C(first) and C(last) are the first and last segment of the unbroken run replay reads from the backup's start,
+      C(segments) their number, C(timeline) the recovery timeline and C(timelines) its history (oldest first).
+    - C(newest) is the newest archived segment of that path; C(gaps) the segments missing before it (a restore to the
+      end is refused when there are any; a point-in-time restore only warns).
+    - C(checked) segments had their size, first page header and readability checked, C(hashed) of them also a SHA-256
+      the catalog recorded; C(unchecked) are in S3 only (check mode; they are checked against S3's SHA-256 when fetched).
+    - C(not_replayed) counts archived segments from the backup's start on that replay does not read (a parent's copy
+      of the segment a timeline began in, branches abandoned by earlier restores).
+  returned: action is restore
+  type: dict
+  sample:
+    timeline: 2
+    timelines: [1, 2]
+    first: '000000010000000000000005'
+    last: '00000002000000000000000C'
+    segments: 8
+    newest: '00000002000000000000000C'
+    gaps: []
+    checked: 8
+    hashed: 1
+    unchecked: 0
+    not_replayed: 2
+recovery_end:
+  description:
+    - Where replay ended, from the history file of the timeline the recovery created - C(lsn), the end of the last
+      record replayed; C(timeline), the timeline it was on; C(new_timeline), the one the restored server starts on.
+  returned: action is restore, not in check mode, when recovery ran
+  type: dict
+  sample: {lsn: 0/D000000, timeline: 2, new_timeline: 3}
 recovery_stop:
   description: The log line saying where recovery stopped (C(recovery stopping before commit ...)), or for the end of
     the WAL the C(redo done at ...) line.
@@ -476,6 +534,12 @@ previous_data_dir:
   returned: action is restore, O(live=true), success
   type: str
   sample: /var/lib/postgresql/data/pgdata.before-20250131T020000Z-incremental-20250201T101500Z
+history_marked:
+  description: Timeline history files of the restored directory marked ready for the live server to archive (O(live=true)).
+  returned: action is restore, O(live=true), success
+  type: list
+  elements: str
+  sample: ['00000003.history']
 restored_copy:
   description: The restored and verified directory left beside the live one when a server was started during the
     restore, so the swap was not done.
@@ -791,6 +855,33 @@ def refuse_running_server(module, data_dir):
                          postmaster_pid=state['postmaster_pid'])
 
 
+def check_wal(module, store, backup, to_end, recorded, major, dest=None):
+    """The WAL check before a restore (_pgbackup.check_replay) over the archive and its S3 copy. With ``dest`` the
+    WAL only S3 has is fetched there first (and checked); without it only S3's history files are fetched, into a
+    temporary directory, and its segments are counted as ``unchecked``. Returns ``(plan, fetched names)``."""
+    archive = module.params['wal_archive_dir']
+    only_s3 = _pgbackup.s3_only_wal(store, archive, backup['wal_start']) if store is not None else []
+    scratch = None if dest or not only_s3 else tempfile.mkdtemp(prefix='psscript-wal-check-')
+    try:
+        wanted = only_s3 if dest else [n for n in only_s3 if _pgbackup.HISTORY_RE.match(n)]
+        fetched = _pgbackup.fetch_wal(store, archive, dest or scratch, None, names=wanted) if wanted else []
+        plan = _pgbackup.check_replay(backup, [archive] + ([dest or scratch] if fetched else []), to_end,
+                                      more_names=only_s3, recorded=recorded, major=major,
+                                      run_as=module.params['restore_user'])
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return plan, fetched
+
+
+def recorded_wal_hashes(entries):
+    """``{WAL file name: SHA-256}`` that the backups recorded of their own WAL when they were taken."""
+    recorded = {}
+    for entry in entries:
+        recorded.update(entry.get('wal_sha256') or {})
+    return recorded
+
+
 def do_restore(module, root):
     params = module.params
     for name in ('restore_dir', 'wal_archive_dir'):
@@ -812,16 +903,25 @@ def do_restore(module, root):
     ids = [m['id'] for m in members]
     download = [i for i in ids if i not in local_ids]
     target = _pgbackup.describe_target(target_time, immediate)
+    to_end = target_time is None and not immediate
     result = dict(restored_chain=ids, recovery_target=target, restore_dir=restore_dir, downloaded_from_s3=download,
                   live=live)
     # Checksums before anything is touched: a damaged local backup is refused here, in check mode too.
     _pgbackup.check_chain_hashes(root, [m for m in members if m['id'] in local_ids])
-    if module.check_mode:
-        result.update(changed=True, msg='Would %srestore %s into %s%s and recover it to %s'
-                      % ('download %s from S3, ' % ', '.join(download) if download else '', ' + '.join(ids), restore_dir,
-                         ' (moving the current data aside)' if live else '', target))
-        return result
+    # And the WAL replay will read: a gap or a damaged segment is refused here too, before anything is built.
     major = int(members[-1].get('server_version_num') or 170000) // 10000
+    recorded = recorded_wal_hashes(entries + remote)
+    plan, dummy = check_wal(module, store, members[-1], to_end, recorded, major)
+    result['wal_check'] = _pgbackup.replay_summary(plan)
+    if module.check_mode or store is None:
+        for warning in plan['warnings']:
+            module.warn(warning)
+    if module.check_mode:
+        result.update(changed=True, msg='Would %srestore %s into %s%s and recover it to %s (WAL %s to %s, timeline %s)'
+                      % ('download %s from S3, ' % ', '.join(download) if download else '', ' + '.join(ids), restore_dir,
+                         ' (moving the current data aside)' if live else '', target, result['wal_check']['first'],
+                         result['wal_check']['last'], plan['timeline']))
+        return result
     tools = find_tools(module, major, ('pg_combinebackup',))
     for name in ('pg_ctl', 'psql'):
         tools[name] = module.get_bin_path(name, required=True, opt_dirs=['/usr/lib/postgresql/%d/bin' % major])
@@ -843,25 +943,35 @@ def do_restore(module, root):
         extra = []
         if store is not None:
             wal_dir = tempfile.mkdtemp(prefix='.wal-from-s3-', dir=parent)
-            result['wal_from_s3'] = len(_pgbackup.fetch_wal(store, params['wal_archive_dir'], wal_dir, members[-1]['wal_start']))
-            extra = [wal_dir] if result['wal_from_s3'] else []
+            plan, fetched = check_wal(module, store, members[-1], to_end, recorded, major, dest=wal_dir)
+            result.update(wal_from_s3=len(fetched), wal_check=_pgbackup.replay_summary(plan))
+            for warning in plan['warnings']:
+                module.warn(warning)
+            extra = [wal_dir] if fetched else []
         outcome = _pgbackup.restore_backup(module.run_command, tools, root, members, build_dir,
                                            params['wal_archive_dir'], target_time=target_time, immediate=immediate,
                                            run_as=params['restore_user'], timeout=params['restore_timeout'],
                                            check_query=params['check_query'], check_db=params['check_db'],
-                                           scratch_root=params['scratch_dir'], extra_wal_dirs=extra)
+                                           scratch_root=params['scratch_dir'], extra_wal_dirs=extra, replay_plan=plan,
+                                           mark_history=live)
     except BackupError as err:
         partial = getattr(err, 'result', {}) or {}
-        module.fail_json(msg=err.msg, restored_chain=ids, recovery_target=target,
+        untouched = '. The live data directory %s was not touched' % restore_dir if live else ''
+        module.fail_json(msg=err.msg + untouched, restored_chain=ids, recovery_target=target,
                          target_reached=partial.get('reached', False), recovery_stop=partial.get('stop'),
-                         recovery_log=partial.get('recovery_log', []), downloaded_from_s3=download)
+                         recovery_end=partial.get('end'), recovery_log=partial.get('recovery_log', []),
+                         downloaded_from_s3=download, wal_check=result['wal_check'])
     finally:
         if wal_dir:
             shutil.rmtree(wal_dir, ignore_errors=True)
     result.update(changed=True, target_reached=outcome['reached'], recovery_stop=outcome['stop'],
-                  check_result=outcome['check_result'], recovery_log=outcome['recovery_log'],
+                  recovery_end=outcome['end'], check_result=outcome['check_result'], recovery_log=outcome['recovery_log'],
                   msg='Restored %s into %s and recovered it to %s' % (' + '.join(ids), restore_dir, target))
+    if to_end and outcome['end']:
+        result['msg'] += ' (replay ended at %s; newest archived segment %s)' % (
+            outcome['end']['lsn'], result['wal_check']['newest'])
     if live:
+        result['history_marked'] = outcome['history_marked']
         # Only now, with the restored copy proven, does the live directory change: two renames.
         state = _pgbackup.live_dir_state(restore_dir, params['login_host'], params['login_port'])
         if not state['ok']:
