@@ -181,6 +181,9 @@ INST = dict(container='s-redis-1', port=6379, address='10.0.0.31', app_database=
 
 
 def test_shell_never_puts_a_password_in_argv():
+    argv, secret = stackctl.redis_cli_argv(INST, 'sentinel', ['INFO', 'sentinel'])
+    assert argv == ['docker', 'exec', '-i', 's-redis-1', 'redis-cli', '-p', '6379', '--askpass', 'INFO', 'sentinel']
+    assert secret == 'redis_sentinel_password'
     argv, env = stackctl.shell_argv(INST, 'redis', ['PING'], interactive=False)
     assert argv == ['docker', 'exec', '-i', '-e', 'REDISCLI_AUTH', 's-redis-1', 'redis-cli', '-p', '6379',
                     '--no-auth-warning', 'PING']
