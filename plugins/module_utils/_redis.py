@@ -215,10 +215,60 @@ def _pairs(reply):
     return dict(zip(reply[0::2], reply[1::2]))
 
 
+def _pipeline(node, commands, label):
+    """Send ``commands`` (argument tuples) in one round trip; the replies, an error instance in
+    place of a command the server refused."""
+    try:
+        pipe = node.client.pipeline(transaction=False)
+        for args in commands:
+            pipe.execute_command(*args)
+        return pipe.execute(raise_on_error=False)
+    except redis_exc.RedisError as exc:
+        msg, reason = describe_error(exc, node.kind, node.address, node.password_option,
+                                     node.password is not None, label, node.master_name)
+        raise RedisOpError(msg, reason, str(exc))
+
+
+def make_replica(node, host, port):
+    """``REPLICAOF host port``: the node replicates from ``host:port`` from now on (its config file
+    still says otherwise until ``rewrite_config``)."""
+    return node.command('REPLICAOF', host, int(port))
+
+
+def rewrite_config(node):
+    """``CONFIG REWRITE``, so that a restart keeps what was changed at run time; None, or why the
+    file could not be written (Sentinel rewrites it at its next reconfiguration of the node)."""
+    try:
+        node.command('CONFIG', 'REWRITE')
+    except RedisOpError as exc:
+        return exc.detail or exc.msg
+    return None
+
+
+def disconnect_clients(node):
+    """Disconnect every normal client of a node but our own connection and the Sentinels'
+    (``CLIENT LIST TYPE normal``, then ``CLIENT KILL ID`` each); how many were disconnected."""
+    own = node.call('client_id', command='CLIENT ID')
+    clients = _sentinel.parse_client_list(node.call('client_list', _type='normal', command='CLIENT LIST TYPE normal'))
+    ids = _sentinel.clients_to_disconnect(clients, own)
+    if not ids:
+        return 0
+    replies = _pipeline(node, [('CLIENT', 'KILL', 'ID', client_id) for client_id in ids], 'CLIENT KILL')
+    # A client that left meanwhile counts 0; an error (e.g. no permission) counts nothing.
+    return sum(reply for reply in replies if isinstance(reply, int))
+
+
 # ------------------------------------------------------------- a Sentinel
 
 def sentinel_master(node, master_name):
     return _pairs(node.command('SENTINEL', 'MASTER', master_name))
+
+
+def sentinel_master_address(node, master_name):
+    """``host:port`` a Sentinel gives clients for the master (``SENTINEL GET-MASTER-ADDR-BY-NAME``),
+    None when it knows none. During a failover it names the promoted replica as soon as the
+    promotion is seen, while ``SENTINEL MASTER`` still names the old master until the end."""
+    return _sentinel.normalize_address(node.command('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', master_name))
 
 
 def sentinel_replicas(node, master_name):
@@ -340,6 +390,25 @@ class SentinelSet(object):
 
     def failover(self, sentinel_address):
         return self.sentinel(sentinel_address).command('SENTINEL', 'FAILOVER', self.master_name)
+
+    def named_master(self, sentinel_address):
+        """``(address, None)`` the Sentinel gives clients for the master, or ``(None, why not)``."""
+        try:
+            return sentinel_master_address(self.sentinel(sentinel_address), self.master_name), None
+        except (RedisOpError, _sentinel.AddressError) as exc:
+            return None, getattr(exc, 'msg', str(exc))
+
+    def make_replica(self, address, master_address):
+        """Make ``address`` a replica of ``master_address`` (see ``make_replica``)."""
+        host, port = parse_address(master_address)
+        return make_replica(self.data_node(address), host, port)
+
+    def rewrite_config(self, address):
+        return rewrite_config(self.data_node(address))
+
+    def disconnect_clients(self, address):
+        """Disconnect the normal clients of ``address`` (see ``disconnect_clients``)."""
+        return disconnect_clients(self.data_node(address))
 
     def close(self):
         for node in self.sentinels + list(self._data_nodes.values()):

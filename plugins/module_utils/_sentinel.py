@@ -482,8 +482,13 @@ def promotable(replica):
 
 
 def pick_failover_sentinel(views, master):
-    """The first answering Sentinel that names ``master`` (None if none)."""
-    for view in views:
+    """The last answering Sentinel that names ``master`` (None if none).
+
+    The last, because clients ask the Sentinels in the listed order, and the one that runs the
+    failover is the last to name the new master in ``SENTINEL MASTER(S)`` (see the decisions above
+    ``release_step``).
+    """
+    for view in reversed(views):
         if view.get('reachable') and view_master(view) == master:
             return view['address']
     return None
@@ -532,6 +537,119 @@ def switchover_decision(old_master, views, roles, elapsed, timeout, total=None):
     if elapsed >= timeout:
         return _timed_out(reason, elapsed, timeout)
     return WAIT, reason
+
+
+# ------------------------------------------------------ releasing the old master
+#
+# Decisions (and why), for a planned switchover:
+# * The asked Sentinel names the promoted replica in SENTINEL GET-MASTER-ADDR-BY-NAME as soon as
+#   it has seen the promotion (failover state reconf-slaves); from then on the failover cannot be
+#   undone: a newer config epoch wins on every Sentinel. It sends its hello at once, so the other
+#   Sentinels name the new master a few milliseconds later. Its own SENTINEL MASTER(S) reply, which
+#   the views and redis-py's discovery read, changes only at the end of the failover, once the
+#   other replicas have been reconfigured (a second or more later).
+# * So the module asks the last listed Sentinel to fail over (``pick_failover_sentinel``): clients
+#   ask the Sentinels in the listed order and move on only when one does not answer, and the first
+#   ones name the new master first.
+# * Sentinel turns a live old master into a replica only after it has reported role:master for
+#   8 s (four hello periods) after the switch. The module does it at once (REPLICAOF, what Sentinel
+#   sends; CONFIG REWRITE once writes are resumed), while the old master's writes are still paused:
+#   nothing written there after the promotion can be lost, and its offset has not moved past the
+#   point the new master can continue from (partial resync; a paused master publishes no hello).
+# * Only once the old master replicates from the new one are its clients disconnected and writes
+#   resumed: commands that waited in the pause go with their connections, unexecuted, and a client
+#   that comes back meets a replica (READONLY, or a role check) and asks the Sentinels again, never
+#   a master that takes writes no replica will keep.
+
+DEMOTE = 'demote'
+RELEASE = 'release'
+
+# Sentinel names its connections to the data nodes sentinel-<id>-cmd and sentinel-<id>-pubsub.
+SENTINEL_CLIENT_PREFIX = 'sentinel-'
+
+
+def replica_of(replication):
+    """``host:port`` a node replicates from, from its parsed ``INFO replication`` (None if it is
+    not a replica or did not answer)."""
+    if not replication or replication.get('role') != 'slave':
+        return None
+    host, port = replication.get('master_host'), _int(replication.get('master_port'))
+    if not host or not port:
+        return None
+    return format_address(str(host), port)
+
+
+def release_step(old_master, sentinel, named, replication):
+    """The next step for the paused old master of a switchover, from one snapshot.
+
+    ``named`` is the master address (``SENTINEL GET-MASTER-ADDR-BY-NAME``) the Sentinel asked for
+    ``SENTINEL FAILOVER`` (``sentinel``) names now, or why it did not answer (``(None, error)``);
+    ``replication`` maps node address -> parsed ``INFO replication`` (None: no answer).
+    Returns ``(WAIT, reason)``; ``(DEMOTE, new_master)`` when that Sentinel names a new master
+    that reports role:master while the old master still reports role:master (make it a replica
+    of ``new_master`` now); or ``(RELEASE, new_master)`` once the old master replicates from
+    ``new_master`` (disconnect its clients, then resume writes).
+    """
+    new_master, error = named
+    if new_master is None:
+        return WAIT, 'Sentinel %s names no master: %s' % (sentinel, error or 'no reply')
+    if new_master == old_master:
+        return WAIT, 'Sentinel %s still names the old master %s' % (sentinel, old_master)
+    new_role = (replication.get(new_master) or {}).get('role')
+    if new_role != 'master':
+        return WAIT, 'new master %s reports role:%s' % (new_master, new_role or 'unknown (no answer)')
+    old = replication.get(old_master)
+    if old is None:
+        return WAIT, 'old master %s does not answer' % old_master
+    if old.get('role') == 'master':
+        return DEMOTE, new_master
+    following = replica_of(old)
+    if following == new_master:
+        return RELEASE, new_master
+    return WAIT, 'old master %s reports role:%s, replicating from %s' % (old_master, old.get('role'), following)
+
+
+def release_decision(step, detail, elapsed, timeout):
+    """``poll``'s reading of a ``release_step``: DONE (with the new master) once the old master may
+    be released, FAILED at the timeout (with the last reason), else WAIT."""
+    if step == RELEASE:
+        return DONE, detail
+    reason = detail if step == WAIT else 'the old master still reports role:master after REPLICAOF %s' % detail
+    if elapsed >= timeout:
+        return _timed_out(reason, elapsed, timeout)
+    return WAIT, reason
+
+
+def parse_client_list(reply):
+    """``CLIENT LIST`` -> list of {field: value} (the reply's text, or redis-py's parsed list)."""
+    if isinstance(reply, (list, tuple)):
+        return [dict(item) for item in reply]
+    if isinstance(reply, bytes):
+        reply = reply.decode('utf-8', 'replace')
+    clients = []
+    for line in (reply or '').splitlines():
+        # Names cannot hold spaces (CLIENT SETNAME refuses them); a value may hold '='.
+        fields = dict(part.split('=', 1) for part in line.split(' ') if '=' in part)
+        if fields:
+            clients.append(fields)
+    return clients
+
+
+def clients_to_disconnect(clients, own_id):
+    """Ids of the clients to disconnect from a demoted master: all but our own connection, the
+    Sentinels' (named ``sentinel-...``: they would reconnect anyway, but must keep monitoring) and
+    replication links (flags S, M) or subscribers (P), in case the list was not filtered by type."""
+    ids = []
+    for client in clients:
+        client_id = _int(client.get('id'))
+        if client_id is None or client_id == _int(own_id):
+            continue
+        if str(client.get('name') or '').startswith(SENTINEL_CLIENT_PREFIX):
+            continue
+        if set(str(client.get('flags') or '')) & set('SMP'):
+            continue
+        ids.append(client_id)
+    return ids
 
 
 def failover_decision(old_master, views, elapsed, timeout, roles=None, total=None):

@@ -17,8 +17,18 @@ description:
   - With O(action=switchover), performs a planned failover. It briefly pauses writes on the master
     (C(CLIENT PAUSE <ms> WRITE)) so replicas can catch up, asks one Sentinel for
     C(SENTINEL FAILOVER), and waits until every answering Sentinel names the new master, the new
-    master reports C(role:master) and the old one C(role:slave). Writes on the old master are
-    resumed (C(CLIENT UNPAUSE)) as soon as the Sentinels agree on the new master.
+    master reports C(role:master) and the old one C(role:slave).
+  - As soon as the Sentinel it asked names the promoted replica (C(SENTINEL GET-MASTER-ADDR-BY-NAME))
+    and that replica reports C(role:master), the module makes the old master a replica of it
+    (C(REPLICAOF), what Sentinel itself would send only some 8 to 10 seconds later), disconnects
+    the old master's normal clients except the Sentinels' (C(CLIENT KILL ID)), and then resumes
+    writes (C(CLIENT UNPAUSE)) and saves the change (C(CONFIG REWRITE)). Commands that waited in the
+    pause go with their connection, unexecuted; clients reconnect at once, ask the Sentinels and
+    find the new master. Nothing is written on the old master after the promotion.
+  - The module asks the last listed Sentinel that names the master, because clients ask the
+    Sentinels in the listed order, and the Sentinel that runs the failover changes its
+    C(SENTINEL MASTER) answer (which redis-py reads) only at the end of the failover, about a second
+    after the other Sentinels.
   - With O(action=wait_for_failover), after the master was lost (crash, kill, network), waits until
     the Sentinels agree on a master other than O(old_master).
   - Unreachable Sentinels, wrong passwords and an unknown O(master_name) are reported in words, with
@@ -80,15 +90,14 @@ options:
     default: 30
   pause_writes_ms:
     description:
-      - For O(action=switchover), milliseconds of C(CLIENT PAUSE ... WRITE) on the master before
-        C(SENTINEL FAILOVER), so that replicas receive the last writes before one is promoted.
-        Cover the time a promotion takes (about 1 to 3 seconds); writes are resumed as soon as the
-        Sentinels agree on the new master.
-      - Sentinel turns the old master into a replica only some 8 to 10 seconds after the switch,
-        and not while its writes stay paused. Writes that clients still send straight to the old
-        master in that window are lost, unless the data nodes set C(min-replicas-to-write 1) with a
-        short C(min-replicas-max-lag), which makes the old master refuse them once its replicas
-        have moved to the new master.
+      - For O(action=switchover), the longest C(CLIENT PAUSE ... WRITE) on the master, set before
+        C(SENTINEL FAILOVER) so that replicas receive the last writes before one is promoted. The
+        module resumes writes itself as soon as the old master replicates from the new one (about
+        1 to 2 seconds after the pause began); this value only bounds the pause if the module
+        cannot end it. Cover a promotion (about 1 to 3 seconds).
+      - Without the pause, writes that reach the old master between the promotion and its
+        conversion to a replica are lost, unless the data nodes set C(min-replicas-to-write 1),
+        which makes the old master refuse them once its replicas have moved to the new master.
       - Needs Redis 6.2 or later. V(0) skips the pause.
     type: int
     default: 3000
@@ -266,6 +275,21 @@ new_master:
   returned: when O(action=switchover) or O(action=wait_for_failover) succeeds
   type: dict
   sample: {"host": "10.10.0.22", "port": 6379}
+writes_paused_ms:
+  description:
+    - Milliseconds from C(CLIENT PAUSE) to C(CLIENT UNPAUSE) on the old master, that is how long
+      writes were held back; V(null) when O(pause_writes_ms=0).
+  returned: when O(action=switchover) ran (not in check mode)
+  type: int
+  sample: 1180
+clients_disconnected:
+  description:
+    - How many normal clients of the old master the module disconnected once it had become a
+      replica (its own connection and the Sentinels' are kept), so that they ask the Sentinels
+      for the new master at once.
+  returned: when O(action=switchover) ran (not in check mode)
+  type: int
+  sample: 12
 duration_ms:
   description:
     - For O(action=switchover), milliseconds from pausing writes (or from C(SENTINEL FAILOVER)) until
@@ -289,6 +313,7 @@ from ansible_collections.psscript.infra.plugins.module_utils import _redis
 from ansible_collections.psscript.infra.plugins.module_utils import _sentinel
 
 POLL_INTERVAL = 0.25
+POLL_INTERVAL_PAUSED = 0.02
 
 
 def inspect(sset, params):
@@ -336,7 +361,7 @@ def run_switchover(module, sset):
                             sentinel, name, params['timeout']))
         return result
 
-    state = {'paused': False}
+    state = {'paused': False, 'resumed': None, 'disconnected': 0}
 
     def unpause():
         # Best effort: the pause expires by itself after pause_writes_ms.
@@ -347,15 +372,37 @@ def run_switchover(module, sset):
             except _redis.RedisOpError:
                 pass
 
+    def release():
+        """One look at the asked Sentinel and the two nodes; demote the old master, disconnect its
+        clients and resume writes when _sentinel.release_step says so."""
+        named = sset.named_master(sentinel)
+        replication = dict((address, sset.replication(address)[0]) for address in (old, named[0]) if address)
+        step, target = _sentinel.release_step(old, sentinel, named, replication)
+        if step == _sentinel.DEMOTE:
+            sset.make_replica(old, target)
+            replication[old] = sset.replication(old)[0]
+            step, target = _sentinel.release_step(old, sentinel, named, replication)
+        if step == _sentinel.RELEASE:
+            state['disconnected'] = sset.disconnect_clients(old)
+            unpause()
+            state['resumed'] = time.monotonic()
+            problem = sset.rewrite_config(old)
+            if problem:
+                module.warn('%s replicates from %s, but CONFIG REWRITE failed (%s): Sentinel rewrites its config '
+                            'file at its next reconfiguration' % (old, target, problem))
+        return step, target
+
+    def released(step, elapsed):
+        return _sentinel.release_decision(step[0], step[1], elapsed, params['timeout'])
+
     def snapshot():
         current = sset.views(full=False)
-        master, dummy = _sentinel.agreed_master(current)
-        if master is not None and master != old:
-            unpause()
-        return current, sset.roles([old, master])
+        addresses = [old] + [_sentinel.view_master(view) for view in current]
+        return current, sset.roles(addresses)
 
-    def decide(snap, elapsed):
-        return _sentinel.switchover_decision(old, snap[0], snap[1], elapsed, params['timeout'])
+    def done(snap, dummy):
+        # The timeout counts from the start, release included.
+        return _sentinel.switchover_decision(old, snap[0], snap[1], time.monotonic() - start, params['timeout'])
 
     start = time.monotonic()
     try:
@@ -367,16 +414,34 @@ def run_switchover(module, sset):
                                      "the pause); nothing was changed" % exc.msg)
             state['paused'] = True
         sset.failover(sentinel)
-        status, detail, dummy = _sentinel.poll(snapshot, decide, POLL_INTERVAL)
+        try:
+            # Writes wait while this polls: look often until they are resumed.
+            status, detail, dummy = _sentinel.poll(release, released, POLL_INTERVAL_PAUSED)
+        except _redis.RedisOpError as exc:
+            status, detail = _sentinel.FAILED, exc.msg
+        if status != _sentinel.DONE:
+            # Sentinel converts the old master itself some 10 s after the switch, once writes resume.
+            module.warn('Could not make %s a replica of the new master and disconnect its clients (%s): writes '
+                        'resume now' % (old, detail))
+            unpause()
+        status, detail, dummy = _sentinel.poll(snapshot, done, POLL_INTERVAL)
     finally:
         unpause()
-    result['duration_ms'] = int((time.monotonic() - start) * 1000)
+    end = time.monotonic()
+    result['duration_ms'] = int((end - start) * 1000)
+    # Unless the module resumed writes, the pause ended when it expired (or at the final UNPAUSE).
+    paused = int(((state['resumed'] or end) - start) * 1000)
+    result['writes_paused_ms'] = (paused if state['resumed'] else min(paused, pause_ms)) if pause_ms else None
+    result['clients_disconnected'] = state['disconnected']
     if status != _sentinel.DONE:
         module.fail_json(msg="Switchover of '%s' from %s asked of Sentinel %s did not complete: %s; Sentinel may "
                              "still finish it: see action=check or action=wait_for_failover"
                              % (name, old, sentinel, detail), **result)
     result['new_master'] = _sentinel.address_dict(detail)
-    result['msg'] = ("Switched '%s' over from %s to %s in %d ms" % (name, old, detail, result['duration_ms']))
+    result['msg'] = ("Switched '%s' over from %s to %s in %d ms (writes paused %s, %d client(s) of the old master "
+                     "disconnected)" % (name, old, detail, result['duration_ms'],
+                                        '%d ms' % result['writes_paused_ms'] if pause_ms else 'not',
+                                        state['disconnected']))
     return result
 
 

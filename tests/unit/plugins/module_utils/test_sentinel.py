@@ -315,12 +315,13 @@ def test_switchover_can_start_on_a_healthy_set():
     views = [view(a) for a in S]
     report = s.evaluate(views, 2, 10, replication())
     assert s.switchover_blockers(report, views) == []
-    assert s.pick_failover_sentinel(views, M) == S[0]
-
-
-def test_switchover_picks_an_agreeing_sentinel():
-    views = [down(S[0]), view(S[1], master=R1), view(S[2])]
     assert s.pick_failover_sentinel(views, M) == S[2]
+
+
+def test_switchover_picks_the_last_agreeing_sentinel():
+    views = [view(S[0]), view(S[1], master=R1), down(S[2])]
+    assert s.pick_failover_sentinel(views, M) == S[0]
+    assert s.pick_failover_sentinel([view(a) for a in S], M) == S[2]
     assert s.pick_failover_sentinel(views, R2) is None
 
 
@@ -379,6 +380,87 @@ def test_switchover_decision_times_out_with_last_reason():
     state, reason = s.switchover_decision(M, before, {M: 'master'}, 30.2, 30)
     assert state == s.FAILED
     assert 'timeout 30 s' in reason and 'still name the old master' in reason
+
+
+def node_info(role, master=None):
+    info = {'role': role}
+    if master:
+        host, port = s.parse_address(master)
+        info.update(master_host=host, master_port=port, master_link_status='up')
+    return info
+
+
+def test_release_step_sequence():
+    asked = S[2]
+    # Before the promotion the asked Sentinel names the old master.
+    assert s.release_step(M, asked, (M, None), {M: node_info('master')}) == (
+        s.WAIT, 'Sentinel %s still names the old master %s' % (asked, M))
+    state, reason = s.release_step(M, asked, (R1, None), {M: node_info('master'), R1: node_info('slave', M)})
+    assert state == s.WAIT and 'new master %s reports role:slave' % R1 in reason
+    promoted = {M: node_info('master'), R1: node_info('master')}
+    assert s.release_step(M, asked, (R1, None), promoted) == (s.DEMOTE, R1)
+    demoted = {M: node_info('slave', R1), R1: node_info('master')}
+    assert s.release_step(M, asked, (R1, None), demoted) == (s.RELEASE, R1)
+
+
+def test_release_step_waits_when_unsure():
+    state, reason = s.release_step(M, S[2], (None, 'cannot connect'), {})
+    assert (state, reason) == (s.WAIT, 'Sentinel %s names no master: cannot connect' % S[2])
+    state, reason = s.release_step(M, S[2], (R1, None), {R1: None, M: node_info('master')})
+    assert state == s.WAIT and 'unknown (no answer)' in reason
+    state, reason = s.release_step(M, S[2], (R1, None), {R1: node_info('master'), M: None})
+    assert state == s.WAIT and 'does not answer' in reason
+    # Replicating from another node than the one the Sentinel promoted: not ours to release.
+    state, reason = s.release_step(M, S[2], (R1, None), {R1: node_info('master'), M: node_info('slave', R2)})
+    assert state == s.WAIT and 'replicating from %s' % R2 in reason
+
+
+def test_release_decision():
+    assert s.release_decision(s.RELEASE, R1, 1.2, 30) == (s.DONE, R1)
+    assert s.release_decision(s.DEMOTE, R1, 1.2, 30) == (
+        s.WAIT, 'the old master still reports role:master after REPLICAOF %s' % R1)
+    assert s.release_decision(s.WAIT, 'new master %s reports role:slave' % R1, 1.2, 30) == (
+        s.WAIT, 'new master %s reports role:slave' % R1)
+    state, reason = s.release_decision(s.WAIT, 'Sentinel %s still names the old master %s' % (S[2], M), 30.5, 30)
+    assert state == s.FAILED and 'timeout 30 s' in reason and 'still names the old master' in reason
+
+
+def test_replica_of():
+    assert s.replica_of(node_info('slave', R1)) == R1
+    assert s.replica_of({'role': 'slave', 'master_host': '::1', 'master_port': '6379'}) == '[::1]:6379'
+    assert s.replica_of(node_info('master')) is None
+    assert s.replica_of({'role': 'slave'}) is None
+    assert s.replica_of(None) is None
+
+
+CLIENT_LIST = (
+    'id=3 addr=10.0.0.11:40000 laddr=10.0.0.21:6379 fd=8 name=sentinel-5a1b2c3d-cmd age=90 idle=0 flags=N db=0 '
+    'cmd=ping user=default\n'
+    'id=7 addr=10.0.0.90:51000 laddr=10.0.0.21:6379 fd=10 name= age=30 idle=0 flags=N db=0 cmd=set user=default\n'
+    'id=8 addr=10.0.0.91:51002 laddr=10.0.0.21:6379 fd=11 name=app-worker age=30 idle=0 flags=b db=0 cmd=wait '
+    'user=default lib-name=ioredis\n'
+    'id=9 addr=10.0.0.5:52000 laddr=10.0.0.21:6379 fd=12 name= age=0 idle=0 flags=N db=0 cmd=client|list '
+    'user=default\n'
+    'id=11 addr=10.0.0.22:6379 laddr=10.0.0.21:6379 fd=13 name= age=2 idle=0 flags=S db=0 cmd=replconf user=default\n'
+)
+
+
+def test_parse_client_list():
+    clients = s.parse_client_list(CLIENT_LIST)
+    assert [client['id'] for client in clients] == ['3', '7', '8', '9', '11']
+    assert clients[0]['name'] == 'sentinel-5a1b2c3d-cmd' and clients[1]['name'] == ''
+    assert clients[3]['cmd'] == 'client|list'
+    assert s.parse_client_list(CLIENT_LIST.encode('ascii')) == clients
+    assert s.parse_client_list([{'id': '7', 'name': ''}]) == [{'id': '7', 'name': ''}]
+    assert s.parse_client_list('') == [] and s.parse_client_list(None) == []
+
+
+def test_clients_to_disconnect_skips_ours_sentinels_and_replication():
+    clients = s.parse_client_list(CLIENT_LIST)
+    assert s.clients_to_disconnect(clients, 9) == [7, 8]
+    assert s.clients_to_disconnect(clients, '9') == [7, 8]
+    assert s.clients_to_disconnect(clients + [{'id': '12', 'flags': 'P', 'name': ''}, {'name': 'no id'}], 9) == [7, 8]
+    assert s.clients_to_disconnect([], 9) == []
 
 
 def test_failover_decision():
