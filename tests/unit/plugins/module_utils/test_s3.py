@@ -322,16 +322,21 @@ def test_add_remote_check_folds_into_the_local_outcome(s3_env, tmp_path):
     assert _catalog.record_verify(root, entry, outcome) is False
 
 
-def test_prune_applies_the_local_plan_remotely(s3_env, tmp_path):
-    root = str(tmp_path)
+def two_verified_fulls_in_s3(client, root):
+    """(store, older, newer): two verified full backups in root, both uploaded."""
     old = make_backup(root, '20250101T000000Z-full', minutes=0)
     new = make_backup(root, '20250101T010000Z-full', minutes=60)
     for item in (old, new):
         item['verified'] = True
         _catalog.write_entry(os.path.join(root, item['id']), item)
-    store = S3Store(params(), 'postgres', client=s3_env)
+    store = S3Store(params(), 'postgres', client=client)
     store.upload(root, old)
     store.upload(root, new)
+    return store, old, new
+
+
+def test_prune_applies_the_local_plan_remotely(s3_env, tmp_path):
+    store, old, new = two_verified_fulls_in_s3(s3_env, str(tmp_path))
     dry = store.prune(keep_days=0, keep_count=1, dry_run=True)
     assert dry['removed'] == [old['id']] and dry['kept'] == [new['id']]
     assert [e['id'] for e in store.list_entries()] == [old['id'], new['id']]
@@ -345,15 +350,7 @@ def test_prune_applies_the_local_plan_remotely(s3_env, tmp_path):
 
 
 def test_an_unreadable_remote_entry_is_reported_and_kept(s3_env, tmp_path):
-    root = str(tmp_path)
-    old = make_backup(root, '20250101T000000Z-full', minutes=0)
-    new = make_backup(root, '20250101T010000Z-full', minutes=60)
-    for item in (old, new):
-        item['verified'] = True
-        _catalog.write_entry(os.path.join(root, item['id']), item)
-    store = S3Store(params(), 'postgres', client=s3_env)
-    store.upload(root, old)
-    store.upload(root, new)
+    store, old, new = two_verified_fulls_in_s3(s3_env, str(tmp_path))
     broken = dict(old)
     del broken['stopped_at']
     s3_env.put_object(Bucket=BUCKET, Key='site/postgres/%s/catalog.json' % old['id'], Body=json.dumps(broken).encode())
