@@ -228,20 +228,28 @@ def _failed(what, err):
     return PgConnectionError('%s failed: %s' % (what, detail))
 
 
-def _run(conn, what, statements, isolation=None, readonly=False):
-    """Run statements in one transaction; return the rows of the last one. Errors -> PgConnectionError."""
+def _transaction(conn, what, work, isolation=None, readonly=False):
+    """``work(cursor)`` in one transaction; its result. psycopg2 errors -> PgConnectionError naming ``what``."""
     try:
         conn.autocommit = False
         conn.set_session(isolation_level=isolation, readonly=readonly)
-        rows = []
         with conn.cursor() as cur:
-            for statement in statements:
-                cur.execute(statement)
-                rows = cur.fetchall() if cur.description else []
+            result = work(cur)
         conn.commit()
-        return rows
+        return result
     except psycopg2.Error as err:
         raise _failed(what, err)
+
+
+def _run(conn, what, statements, isolation=None, readonly=False):
+    """Run statements in one transaction; return the rows of the last one."""
+    def work(cur):
+        rows = []
+        for statement in statements:
+            cur.execute(statement)
+            rows = cur.fetchall() if cur.description else []
+        return rows
+    return _transaction(conn, what, work, isolation, readonly)
 
 
 def ping(conn):
@@ -257,23 +265,17 @@ def query(conn, sql):
 
 def fingerprint(conn):
     """{'snapshot_time', 'tables': [{'table', 'rows', 'md5'}]} of the connected database, one snapshot."""
-    try:
-        conn.autocommit = False
-        conn.set_session(isolation_level='REPEATABLE READ', readonly=True)
-        with conn.cursor() as cur:
-            cur.execute(FINGERPRINT_TIME_SQL)
-            snapshot_time = cur.fetchone()[0]
-            cur.execute(FINGERPRINT_TABLES_SQL)
-            per_table = [row[0] for row in cur.fetchall()]
-            tables = []
-            for sql in per_table:
-                cur.execute(sql)
-                name, rows, digest = cur.fetchone()
-                tables.append(dict(table=name, rows=int(rows), md5=digest))
-        conn.commit()
-    except psycopg2.Error as err:
-        raise _failed('Fingerprinting the tables', err)
-    return dict(snapshot_time=snapshot_time, tables=tables)
+    def work(cur):
+        cur.execute(FINGERPRINT_TIME_SQL)
+        snapshot_time = cur.fetchone()[0]
+        cur.execute(FINGERPRINT_TABLES_SQL)
+        tables = []
+        for (sql,) in cur.fetchall():
+            cur.execute(sql)
+            name, rows, digest = cur.fetchone()
+            tables.append(dict(table=name, rows=int(rows), md5=digest))
+        return dict(snapshot_time=snapshot_time, tables=tables)
+    return _transaction(conn, 'Fingerprinting the tables', work, 'REPEATABLE READ', readonly=True)
 
 
 def switch_wal(conn):
