@@ -11,6 +11,7 @@ is unit-tested.
 Layout of a backup root::
 
     <root>/.lock                 flock held by a module that writes into the root
+    <root>/.readers              flock held shared by restores, exclusive by prune
     <root>/.tmp-<id>/            a backup being written (never listed)
     <root>/.scratch-<name>/      scratch space of verify/restore (never listed)
     <root>/<id>/                 a published backup ...
@@ -49,6 +50,7 @@ CATALOG_FORMAT = 1
 TMP_PREFIX = '.tmp-'
 SCRATCH_PREFIX = '.scratch-'
 LOCK_FILE = '.lock'
+READERS_LOCK_FILE = '.readers'
 TYPES = ('full', 'incremental')
 ID_RE = re.compile(r'^(?P<stamp>\d{8}T\d{6}Z)-(?P<type>full|incremental)$')
 WAL_FILE_RE = re.compile(r'^(?P<tli>[0-9A-F]{8})(?P<log>[0-9A-F]{8})(?P<seg>[0-9A-F]{8})'
@@ -74,27 +76,41 @@ class BackupError(Exception):
 
 
 class RootLock(object):
-    """An exclusive, non-blocking flock on ``<root>/.lock`` held while a job writes into the root."""
+    """A non-blocking flock on ``<root>/.lock`` held while a job writes into the root.
 
-    def __init__(self, root):
-        self.path = os.path.join(root, LOCK_FILE)
+    ``readers=True`` locks ``<root>/.readers`` instead: restores hold it shared for their whole run
+    (they read backups and WAL), prune holds it exclusive (it deletes them), so a restore and a
+    cleanup never overlap, while backups (which only add) run beside a restore.
+    """
+
+    def __init__(self, root, readers=False, shared=False):
+        self.path = os.path.join(root, READERS_LOCK_FILE if readers else LOCK_FILE)
+        self.readers = readers
+        self.shared = shared
         self.handle = None
 
     def acquire(self):
         self.handle = open(self.path, 'a+')
         try:
-            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.handle.fileno(), (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except (IOError, OSError):
             self.handle.seek(0)
             holder = self.handle.read().strip() or 'unknown'
             self.handle.close()
             self.handle = None
+            if self.shared:
+                raise BackupError('A cleanup (prune) holds %s (pid %s) and is deleting old backups: wait for it to '
+                                  'finish, then retry' % (self.path, holder), kind='locked')
+            if self.readers:
+                raise BackupError('A restore is reading these backups (%s, pid %s): old backups are removed after it '
+                                  'ends; retry then' % (self.path, holder), kind='locked')
             raise BackupError('Another backup job holds %s (pid %s): wait for it to finish, then retry'
                               % (self.path, holder), kind='locked')
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.handle.write(str(os.getpid()))
-        self.handle.flush()
+        if not self.shared:
+            self.handle.seek(0)
+            self.handle.truncate()
+            self.handle.write(str(os.getpid()))
+            self.handle.flush()
         return self
 
     def release(self):
@@ -617,7 +633,7 @@ def list_backups(root, remove_leftovers_older_than=None, now=None):
     Returns ``dict(backups=[entries oldest->newest by stop time], leftovers=[...], removed=[...],
     unreadable=[...])``. Leftovers are ``.tmp-*``/``.scratch-*`` directories and id directories
     without marker; with ``remove_leftovers_older_than`` (seconds) those whose newest file is
-    older than that are deleted. Other names (``logs``, ``.lock``) are ignored. A backup whose
+    older than that are deleted. Other names (``logs``, ``.lock``, ``.readers``) are ignored. A backup whose
     catalog.json does not parse or fails ``check_entry`` is only reported in ``unreadable``
     (``unreadable_item``), never listed nor removed.
     """
@@ -702,12 +718,19 @@ def restorable(entries, entry):
 def select_backup(entries, target='latest', target_time=None):
     """Choose what to restore; return its chain (full first).
 
-    ``target_time``: the newest backup whose recorded stop time is strictly before it (a backup that
-    ended after the target cannot stop before it: recovery would silently replay to its end).
-    ``target``: ``latest`` or a backup id. Backups that failed verification, or whose chain is
-    broken, are never chosen.
+    ``target_time`` with ``target`` latest: the newest backup whose recorded stop time is strictly
+    before it (a backup that ended after the target cannot stop before it: recovery would silently
+    replay to its end). ``target``: ``latest`` or a backup id; an id with a ``target_time`` must have
+    ended before it (a restore plan pins the id it chose, so the run restores exactly that chain).
+    Backups that failed verification, or whose chain is broken, are never chosen.
     """
     ordered = sort_by_stop(entries)
+    if target not in (None, '', 'latest'):
+        result = _chain_of_id(entries, ordered, target)
+        if target_time is not None and stop_time(result[-1]) >= parse_time(target_time):
+            raise CatalogError('Backup %s ended at %s, not before target_time %s: choose an earlier backup or a later '
+                               'target_time' % (target, result[-1]['stopped_at'], format_time(parse_time(target_time))))
+        return result
     if target_time is not None:
         when = parse_time(target_time)
         candidates = [e for e in ordered if stop_time(e) < when and restorable(entries, e)]
@@ -718,11 +741,13 @@ def select_backup(entries, target='latest', target_time=None):
             raise CatalogError('No backup ended before %s: the oldest restorable one (%s) ended at %s; choose a later '
                                'target_time' % (format_time(when), good[0]['id'], good[0]['stopped_at']))
         return chain(entries, candidates[-1]['id'])
-    if target in (None, '', 'latest'):
-        candidates = [e for e in ordered if restorable(entries, e)]
-        if not candidates:
-            raise CatalogError('No restorable backup in the catalog: take a full backup first')
-        return chain(entries, candidates[-1]['id'])
+    candidates = [e for e in ordered if restorable(entries, e)]
+    if not candidates:
+        raise CatalogError('No restorable backup in the catalog: take a full backup first')
+    return chain(entries, candidates[-1]['id'])
+
+
+def _chain_of_id(entries, ordered, target):
     index = by_id(entries)
     if target not in index:
         known = ', '.join(e['id'] for e in ordered[-5:]) or 'none'

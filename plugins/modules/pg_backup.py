@@ -144,10 +144,18 @@ options:
     description:
       - Backup O(action=verify) checks, by id, or V(latest) (the newest by stop time), or V(all).
       - Backup O(action=restore) restores. V(latest) is the newest restorable backup, recovered to the end of the
-        archived WAL. An id is that backup recovered only to its own end (C(recovery_target=immediate)).
-        Ignored when O(target_time) is given.
+        archived WAL. An id is that backup recovered only to its own end (C(recovery_target=immediate)), or to the end
+        of the archived WAL with O(to_end=true). An id with O(target_time) must have ended before that time.
+      - A restore plan (check mode) returns the chain it chose (RV(restored_chain)); pass its last id back, with
+        O(to_end=true) for V(latest), so the restore uses exactly that chain even if backups ran meanwhile.
     type: str
     default: latest
+  to_end:
+    description:
+      - For O(action=restore) with a backup id and no O(target_time), recover to the end of the archived WAL (as V(latest)
+        does) instead of stopping where that backup ends.
+    type: bool
+    default: false
   target_time:
     description:
       - For O(action=restore), the point in time to recover to, in ISO 8601 with a UTC offset (V(2025-01-31T13:45:00Z),
@@ -212,6 +220,11 @@ notes:
     for the first free-space check, and C(EXECUTE) on C(pg_switch_wal()) lets it close the current WAL segment when the
     archive lags (without it, the server's own switch at backup end is awaited).
   - Jobs that write into O(backup_dir) hold an exclusive lock on C(<backup_dir>/.lock); a second one fails at once.
+  - O(action=restore) holds C(<backup_dir>/.readers) shared from choosing the chain to its end, and O(action=prune)
+    holds it exclusive: a cleanup never deletes a backup or WAL that a running restore reads (it fails at once and
+    the next cleanup removes them); backups still run beside a restore.
+  - O(action=restore) verifies every local backup of the chain (SHA-256 and C(pg_verifybackup) with the archived WAL)
+    under that lock before it builds anything; copies fetched from S3 are checked against the catalog as they arrive.
   - Times in the catalog are in UTC, from the server's clock, so they compare with C(recovery_target_time).
 seealso:
   - name: pg_basebackup
@@ -814,7 +827,10 @@ def prune_s3(module, store):
 def do_prune(module, root):
     params = module.params
     lock = None if module.check_mode else _catalog.RootLock(root).acquire()
+    readers = None
     try:
+        # No restore reads what is deleted here: restores hold the readers lock shared for their whole run.
+        readers = None if module.check_mode else _catalog.RootLock(root, readers=True).acquire()
         result = _catalog.prune(root, params['keep_days'], params['keep_count'], params['stale_after_hours'] * 3600,
                                 module.check_mode)
         wal = []
@@ -844,6 +860,8 @@ def do_prune(module, root):
                 len(remote['kept']))
         return result
     finally:
+        if readers is not None:
+            readers.release()
         if lock is not None:
             lock.release()
 
@@ -882,7 +900,34 @@ def recorded_wal_hashes(entries):
     return recorded
 
 
+def verify_chain(module, tools, root, members, entries, live):
+    """pg_verifybackup (with the archived WAL) and the SHA-256 of every local backup of the chain, under
+    the restore's lock: what is verified is what is restored. (Copies fetched from S3 are checked against
+    the catalog's hashes as they are downloaded.)"""
+    for member in members:
+        outcome = _pgbackup.verify_backup(module.run_command, tools, root, member, entries,
+                                          wal_archive_dir=module.params['wal_archive_dir'],
+                                          scratch_root=module.params['scratch_dir'])
+        if not outcome['ok']:
+            module.fail_json(msg='Restore refused: backup %s fails verification (%s): %s. Nothing was changed%s; restore '
+                                 'another backup (backup_id, target_time)'
+                                 % (member['id'], ', '.join(outcome['checks']), '; '.join(outcome['problems'][:5]),
+                                    ' (the live data directory was not touched)' if live else ''),
+                             verified=outcome)
+
+
 def do_restore(module, root):
+    """A plan (check mode) reads without a lock. A restore holds the root's readers lock, shared, from
+    choosing the chain to its end: prune (exclusive) cannot delete a backup or WAL it reads, while
+    backups, which only add, still run."""
+    if module.check_mode:
+        return restore(module, root)
+    _catalog.ensure_dir(root)
+    with _catalog.RootLock(root, readers=True, shared=True):
+        return restore(module, root)
+
+
+def restore(module, root):
     params = module.params
     for name in ('restore_dir', 'wal_archive_dir'):
         if not params[name]:
@@ -896,7 +941,7 @@ def do_restore(module, root):
     local_ids = set(e['id'] for e in entries)
     remote = [e for e in store.list_entries() if e['id'] not in local_ids] if store is not None else []
     target_time = _catalog.parse_time(params['target_time']) if params['target_time'] else None
-    immediate = target_time is None and params['backup_id'] not in ('latest', None, '')
+    immediate = target_time is None and params['backup_id'] not in ('latest', None, '') and not params['to_end']
     if params['backup_id'] == 'all':
         module.fail_json(msg='backup_id=all is for action=verify; restore takes one backup id or latest')
     members = _catalog.select_backup(entries + remote, target=params['backup_id'], target_time=target_time)
@@ -922,9 +967,10 @@ def do_restore(module, root):
                          ' (moving the current data aside)' if live else '', target, result['wal_check']['first'],
                          result['wal_check']['last'], plan['timeline']))
         return result
-    tools = find_tools(module, major, ('pg_combinebackup',))
+    tools = find_tools(module, major, ('pg_combinebackup', 'pg_verifybackup'))
     for name in ('pg_ctl', 'psql'):
         tools[name] = module.get_bin_path(name, required=True, opt_dirs=['/usr/lib/postgresql/%d/bin' % major])
+    verify_chain(module, tools, root, [m for m in members if m['id'] in local_ids], entries, live)
     if download:
         _catalog.ensure_dir(root)
         with _catalog.RootLock(root):
@@ -994,6 +1040,7 @@ def main():
         max_rate=dict(type='str'),
         wal_wait_timeout=dict(type='int', default=120),
         backup_id=dict(type='str', default='latest'),
+        to_end=dict(type='bool', default=False),
         scratch_dir=dict(type='path'),
         target_time=dict(type='str'),
         restore_dir=dict(type='path'),

@@ -199,10 +199,10 @@ class Stack(object):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         return parse_result(proc)
 
-    def start_module(self, name, backups=None, **args):
+    def start_module(self, name, backups=None, volumes=(), **args):
         """Start pg_backup in a named container in the background; return the Popen."""
         args.setdefault('backup_dir', IN_BACKUPS)
-        cmd = self.module_command(args, name=name, backups=backups)
+        cmd = self.module_command(args, name=name, backups=backups, volumes=volumes)
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     @staticmethod

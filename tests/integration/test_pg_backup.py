@@ -304,6 +304,29 @@ def test_restore_point_in_time_latest_and_by_id(db):
     assert by_id['restored_chain'] == [a, b] and by_id['check_result'] == '20|20'
     assert by_id['recovery_stop'] == 'recovery stopping after reaching consistency'
 
+    # What a plan chose, pinned: a newer full backup taken after the plan changes nothing. The restore
+    # holds the readers lock from start to end: a cleanup meanwhile is refused, not half applied.
+    plan = ok(restore(check_mode=True, restore_dir='/restore/pinned'))
+    assert plan['restored_chain'] == [a, b]
+    newer = ok(db.module(backups=backups, **db.backup_args(type='full')))['backup_id']
+    pinned_args = dict(action='restore', wal_archive_dir='/wal-archive', backup_id=plan['restored_chain'][-1], to_end=True,
+                       restore_dir='/restore/pinned', check_query='SELECT count(*), max(id) FROM pitr')
+    readers = os.path.join(backups, '.readers')
+    os.unlink(readers)  # left by the restores above; it appears again when this one takes the lock
+    running = db.start_module('psscript-dev-backup-pinned-restore', backups=backups, volumes=mount, **pinned_args)
+    try:
+        wait_for(lambda: os.path.exists(readers) or running.poll() is not None, 300, 'the pinned restore to take its lock')
+        assert running.poll() is None, running.communicate()
+        during = failed(db.module(backups=backups, action='prune', keep_days=0, keep_count=1, wal_archive_dir='/wal-archive'))
+        assert 'A restore is reading these backups' in during['msg']
+        pinned = ok(db.finish_module(running, 600))
+    finally:
+        if running.poll() is None:
+            running.kill()
+    assert pinned['restored_chain'] == [a, b] and pinned['check_result'] == '30|30'
+    assert pinned['recovery_stop'].startswith('redo done at')
+    assert os.path.isdir(os.path.join(backups, a)) and newer != b
+
     # Targets that cannot be met are refused, and leave nothing behind.
     before = failed(restore(target_time='2000-01-01T00:00:00Z', restore_dir='/restore/too-early'))
     assert 'No backup ended before 2000-01-01T00:00:00' in before['msg']
@@ -315,7 +338,7 @@ def test_restore_point_in_time_latest_and_by_id(db):
     assert 'no UTC offset' in naive['msg']
     again = failed(restore(restore_dir='/restore/latest'))
     assert 'is not empty' in again['msg']
-    assert sorted(os.listdir(restores)) == ['at-target', 'by-id', 'latest']
+    assert sorted(os.listdir(restores)) == ['at-target', 'by-id', 'latest', 'pinned']
 
 
 # ---------------------------------------------------------------------------------------------

@@ -438,6 +438,20 @@ def test_target_time_takes_newest_backup_that_ended_before_it():
     assert _catalog.select_backup(entries, target_time=at(181))[-1]['id'] == bid(120)
 
 
+def test_a_pinned_id_with_a_target_time_is_restored_as_planned():
+    entries = _restore_catalog()[:3]
+    planned = _catalog.select_backup(entries, target_time=at(100))
+    # A full backup that ends later (C) does not change what the run restores for that plan.
+    pinned = _catalog.select_backup(entries, target=planned[-1]['id'], target_time=at(100))
+    assert [e['id'] for e in pinned] == [e['id'] for e in planned]
+    # An older backup than the plan's choice is still a valid pin (the operator asked for it).
+    assert [e['id'] for e in _catalog.select_backup(entries, target=bid(0), target_time=at(100))] == [bid(0)]
+    with pytest.raises(CatalogError, match='Backup %s ended at .*not before target_time' % bid(120)):
+        _catalog.select_backup(entries, target=bid(120), target_time=at(150))
+    with pytest.raises(CatalogError, match='is not in the catalog'):
+        _catalog.select_backup(entries, target=bid(500), target_time=at(600))
+
+
 def test_target_time_before_every_backup_is_a_clear_error():
     with pytest.raises(CatalogError, match='No backup ended before 2025-01-01T00:05:00.000000Z.*ended at 2025-01-01T00:10'):
         _catalog.select_backup(_restore_catalog()[:3], target_time=at(5))
@@ -905,6 +919,32 @@ def test_root_lock_is_exclusive(tmp_path):
         first.release()
     with _catalog.RootLock(str(tmp_path)):
         pass
+
+
+def test_restores_share_the_readers_lock_and_prune_waits_for_them(tmp_path):
+    root = str(tmp_path)
+    first = _catalog.RootLock(root, readers=True, shared=True).acquire()
+    try:
+        # A second restore (a drill beside a live restore) reads too.
+        with _catalog.RootLock(root, readers=True, shared=True):
+            pass
+        with pytest.raises(_catalog.BackupError, match='A restore is reading these backups') as err:
+            _catalog.RootLock(root, readers=True).acquire()
+        assert err.value.kind == 'locked'
+        # Backups only add: the writers' lock is another file.
+        with _catalog.RootLock(root):
+            pass
+    finally:
+        first.release()
+    pruning = _catalog.RootLock(root, readers=True).acquire()
+    try:
+        with pytest.raises(_catalog.BackupError, match='A cleanup .prune. holds'):
+            _catalog.RootLock(root, readers=True, shared=True).acquire()
+    finally:
+        pruning.release()
+    with _catalog.RootLock(root, readers=True, shared=True):
+        pass
+    assert sorted(os.listdir(root)) == ['.lock', '.readers']
 
 
 RECOVERY_LOG_STOPPED = """\
