@@ -221,7 +221,7 @@ notes:
     archive lags (without it, the server's own switch at backup end is awaited).
   - Jobs that write into O(backup_dir) hold an exclusive lock on C(<backup_dir>/.lock); a second one fails at once.
   - O(action=restore) holds C(<backup_dir>/.readers) shared from choosing the chain to its end, and O(action=prune)
-    holds it exclusive: a cleanup never deletes a backup or WAL that a running restore reads (it fails at once and
+    holds it exclusive, so a cleanup never deletes a backup or WAL that a running restore reads (it fails at once and
     the next cleanup removes them); backups still run beside a restore.
   - O(action=restore) verifies every local backup of the chain (SHA-256 and C(pg_verifybackup) with the archived WAL)
     under that lock before it builds anything; copies fetched from S3 are checked against the catalog as they arrive.
