@@ -1,12 +1,11 @@
 # -*- coding: utf-8 -*-
-"""The pure parts of ./stackctl: argument parsing, verb -> command mapping, messages, tables."""
+"""The pure parts of stackctl (cli/stackctl): argument parsing, verb -> command mapping, events, tables."""
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import os
+import runpy
 import subprocess
 import sys
 import textwrap
@@ -15,17 +14,9 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STACKCTL = os.path.join(REPO, 'stackctl')
+sys.path.insert(0, os.path.join(REPO, 'cli'))
 
-
-def _load():
-    loader = importlib.machinery.SourceFileLoader('stackctl', STACKCTL)
-    spec = importlib.util.spec_from_loader('stackctl', loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-stackctl = _load()
+from stackctl import args, main as verbs, runner, stack as stackmod  # noqa: E402  (cli/ on the path first)
 
 GROUPS = {
     'postgres': ['postgres-1'], 'pgbouncer': ['pgbouncer-1'],
@@ -35,11 +26,11 @@ GROUPS = {
 
 
 def parse(*argv, environ=None):
-    return stackctl.parse_args(list(argv), environ=environ or {})
+    return args.parse_args(list(argv), environ=environ or {})
 
 
 def playbook(*argv):
-    return stackctl.playbook_command(parse('-i', 'inv', *argv), 'ansible-playbook')
+    return args.playbook_command(parse('-i', 'inv', *argv), 'ansible-playbook')
 
 
 def book(name):
@@ -74,15 +65,15 @@ def test_no_verb_and_help():
     (['logs', 'postgres', '--tail', 'lots'], '--tail takes a number'),
 ])
 def test_usage_errors(argv, message):
-    with pytest.raises(stackctl.UsageError) as err:
+    with pytest.raises(args.UsageError) as err:
         parse(*argv)
     assert message in str(err.value)
 
 
 def test_every_verb_lists_every_valid_verb_on_error():
-    with pytest.raises(stackctl.UsageError) as err:
+    with pytest.raises(args.UsageError) as err:
         parse('x')
-    for verb in stackctl.VERBS:
+    for verb in args.VERBS:
         assert verb in str(err.value)
 
 
@@ -133,7 +124,7 @@ def test_restore_mapping():
     assert playbook('restore', 'postgres', '--time', '2025-01-31 13:45:00+00:00') == base + [
         '-e', 'service=postgres', '-e', '{"target_time": "2025-01-31 13:45:00+00:00"}']
     opts = dict(parse('-i', 'inv', 'restore', 'redis', '--rdb-file', '/d/dump.rdb', '--yes'), confirm=True)
-    assert stackctl.playbook_command(opts, 'ansible-playbook') == base + [
+    assert args.playbook_command(opts, 'ansible-playbook') == base + [
         '-e', 'service=redis', '-e', '{"rdb_file": "/d/dump.rdb"}', '-e', 'confirm=yes']
     # --yes alone does not confirm: main() confirms with --yes or on the terminal.
     assert 'confirm=yes' not in playbook('restore', 'postgres', '--yes')
@@ -148,16 +139,16 @@ def test_verbs_without_a_playbook():
 # ---------------------------------------------------------------- services
 
 def test_resolve_services_and_instances_in_start_order():
-    assert stackctl.resolve_instances([], GROUPS)[0] == 'postgres-1'
-    assert stackctl.resolve_instances([], GROUPS)[-1] == 'backup-1'
-    assert stackctl.resolve_instances(['sentinel', 'postgres'], GROUPS) == [
+    assert args.resolve_instances([], GROUPS)[0] == 'postgres-1'
+    assert args.resolve_instances([], GROUPS)[-1] == 'backup-1'
+    assert args.resolve_instances(['sentinel', 'postgres'], GROUPS) == [
         'postgres-1', 'sentinel-1', 'sentinel-2', 'sentinel-3']
-    assert stackctl.resolve_instances(['redis-2', 'redis'], GROUPS) == ['redis-1', 'redis-2', 'redis-3']
+    assert args.resolve_instances(['redis-2', 'redis'], GROUPS) == ['redis-1', 'redis-2', 'redis-3']
 
 
 def test_unknown_service_lists_valid_ones():
-    with pytest.raises(stackctl.UsageError) as err:
-        stackctl.resolve_instances(['mysql'], GROUPS)
+    with pytest.raises(args.UsageError) as err:
+        args.resolve_instances(['mysql'], GROUPS)
     assert str(err.value) == (
         "unknown service 'mysql'; valid services: postgres, pgbouncer, redis, sentinel, backup; instances: "
         "postgres-1, pgbouncer-1, redis-1, redis-2, redis-3, sentinel-1, sentinel-2, sentinel-3, backup-1")
@@ -165,14 +156,14 @@ def test_unknown_service_lists_valid_ones():
 
 def test_service_missing_from_the_inventory_is_unknown():
     groups = dict(GROUPS, backup=[])
-    with pytest.raises(stackctl.UsageError) as err:
-        stackctl.resolve_instances(['backup'], groups)
+    with pytest.raises(args.UsageError) as err:
+        args.resolve_instances(['backup'], groups)
     assert 'valid services: postgres, pgbouncer, redis, sentinel;' in str(err.value)
 
 
 def test_service_of():
-    assert stackctl.service_of('redis-3', GROUPS) == 'redis'
-    assert stackctl.service_of('nope', GROUPS) is None
+    assert args.service_of('redis-3', GROUPS) == 'redis'
+    assert args.service_of('nope', GROUPS) is None
 
 
 # ---------------------------------------------------------------- shell, docker, secrets
@@ -181,41 +172,41 @@ INST = dict(container='s-redis-1', port=6379, address='10.0.0.31', app_database=
 
 
 def test_shell_never_puts_a_password_in_argv():
-    argv, secret = stackctl.redis_cli_argv(INST, 'sentinel', ['INFO', 'sentinel'])
+    argv, secret = stackmod.redis_cli_argv(INST, 'sentinel', ['INFO', 'sentinel'])
     assert argv == ['docker', 'exec', '-i', 's-redis-1', 'redis-cli', '-p', '6379', '--askpass', 'INFO', 'sentinel']
     assert secret == 'redis_sentinel_password'
-    argv, env = stackctl.shell_argv(INST, 'redis', ['PING'], interactive=False)
+    argv, env = stackmod.shell_argv(INST, 'redis', ['PING'], interactive=False)
     assert argv == ['docker', 'exec', '-i', '-e', 'REDISCLI_AUTH', 's-redis-1', 'redis-cli', '-p', '6379',
                     '--no-auth-warning', 'PING']
     assert env == {'REDISCLI_AUTH': 'redis_password'}
-    argv, env = stackctl.shell_argv(dict(INST, container='s-pgb'), 'pgbouncer', ['SELECT', '1'], interactive=True)
+    argv, env = stackmod.shell_argv(dict(INST, container='s-pgb'), 'pgbouncer', ['SELECT', '1'], interactive=True)
     assert argv[:6] == ['docker', 'exec', '-i', '-t', '-e', 'PGPASSWORD']
     assert argv[-2:] == ['-c', 'SELECT 1'] and env == {'PGPASSWORD': 'postgres_app_password'}
-    argv, env = stackctl.shell_argv(INST, 'sentinel', None, interactive=True)
+    argv, env = stackmod.shell_argv(INST, 'sentinel', None, interactive=True)
     assert env == {'REDISCLI_AUTH': 'redis_sentinel_password'} and argv[-1] == '--no-auth-warning'
-    argv, env = stackctl.shell_argv(dict(INST, container='s-pg'), 'postgres', None, interactive=False)
+    argv, env = stackmod.shell_argv(dict(INST, container='s-pg'), 'postgres', None, interactive=False)
     assert argv == ['docker', 'exec', '-i', '-u', 'postgres', 's-pg', 'psql', '-X', '-p', '6379', '-d', 'psscript']
     assert env == {}
 
 
 def test_shell_refuses_the_backup_service():
-    with pytest.raises(stackctl.UsageError):
-        stackctl.shell_argv(INST, 'backup', None, interactive=False)
+    with pytest.raises(args.UsageError):
+        stackmod.shell_argv(INST, 'backup', None, interactive=False)
 
 
 def test_docker_env_local_and_remote():
-    assert 'DOCKER_HOST' not in stackctl.docker_env(dict(connection='local'), environ={})
-    env = stackctl.docker_env(dict(connection='ssh', ansible_host='db-b', ansible_user='deploy', ansible_port=''),
+    assert 'DOCKER_HOST' not in stackmod.docker_env(dict(connection='local'), environ={})
+    env = stackmod.docker_env(dict(connection='ssh', ansible_host='db-b', ansible_user='deploy', ansible_port=''),
                               environ={})
     assert env['DOCKER_HOST'] == 'ssh://deploy@db-b'
-    env = stackctl.docker_env(dict(connection='ssh', ansible_host='db-c', ansible_user='', ansible_port=2222),
+    env = stackmod.docker_env(dict(connection='ssh', ansible_host='db-c', ansible_user='', ansible_port=2222),
                               environ={})
     assert env['DOCKER_HOST'] == 'ssh://db-c:2222'
 
 
 @pytest.fixture(autouse=True)
 def _own_sys_path(monkeypatch):
-    # stackctl.secrets_module() puts the repo's collections path on sys.path: keep it to the test.
+    # stack.shared() puts the repo's collections path on sys.path: keep it to the test.
     monkeypatch.setattr(sys, 'path', list(sys.path))
 
 
@@ -223,15 +214,16 @@ def _stack_with_secrets(tmp_path, text):
     path = tmp_path / 'secrets.yml'
     if text is not None:
         path.write_text(text)
-    stack = stackctl.Stack({'inventory': str(tmp_path)})
+    stack = stackmod.Stack({'inventory': str(tmp_path)})
     stack._facts = {'secrets_file': str(path), 'groups': GROUPS, 'instances': {}}
     return stack
 
 
 def test_secrets_are_read_by_the_collections_parser(tmp_path):
     from ansible_collections.psscript.infra.plugins.module_utils import _secrets
-    assert stackctl.secrets_module() is _secrets
-    assert not hasattr(stackctl, 'parse_secrets')
+    from ansible_collections.psscript.infra.plugins.module_utils import _sentinel
+    assert stackmod.shared('_secrets') is _secrets and stackmod.shared('_sentinel') is _sentinel
+    assert not hasattr(stackmod, 'parse_secrets')
     stack = _stack_with_secrets(tmp_path, "# Generated\nredis_password: abc-DEF_1\npgbouncer_stats_password: 'q1'\n")
     try:
         assert stack.secrets() == {'redis_password': 'abc-DEF_1', 'pgbouncer_stats_password': 'q1'}
@@ -249,7 +241,7 @@ def test_secrets_are_read_by_the_collections_parser(tmp_path):
 def test_a_bad_secrets_file_is_a_stack_error(tmp_path, text, message):
     stack = _stack_with_secrets(tmp_path, text)
     try:
-        with pytest.raises(stackctl.StackError) as err:
+        with pytest.raises(stackmod.StackError) as err:
             stack.secret('redis_password')
         assert message in str(err.value)
     finally:
@@ -260,58 +252,112 @@ def test_an_emptied_secret_is_missing_not_the_text_none(tmp_path):
     stack = _stack_with_secrets(tmp_path, 'redis_password:\nredis_sentinel_password: s3cret-s3cret\n')
     try:
         assert stack.secret('redis_sentinel_password') == 's3cret-s3cret'
-        with pytest.raises(stackctl.StackError, match='has no redis_password .an empty value counts as missing.'):
+        with pytest.raises(stackmod.StackError, match='has no redis_password .an empty value counts as missing.'):
             stack.secret('redis_password')
     finally:
         stack.close()
 
 
 def test_live_facts_report_the_secrets_error(tmp_path, monkeypatch):
-    """The facts play reads the Redis password through the stack_secrets module; its error is stackctl's."""
-    def fake_run(argv, **kwargs):
-        out = [a.split('=', 1)[1] for a in argv if a.startswith('stackctl_facts_file=')][0]
+    """playbooks/instances.yml reads the Redis password through the stack_secrets module; its error is stackctl's."""
+    def fake_run(argv):
+        out = [a.split('=', 1)[1] for a in argv if a.startswith('instances_file=')][0]
         with open(out, 'w', encoding='utf-8') as handle:
             json.dump({'secrets_file': '/s.yml', 'secrets_error': 'the secrets file /s.yml: YAML reads ...',
                        'groups': GROUPS, 'instances': {}}, handle)
-        return subprocess.CompletedProcess(argv, 0, stdout='')
+        assert argv[3] == os.path.join(REPO, 'playbooks', 'instances.yml') and 'instances_live=true' in argv
+        return 0, None
 
-    monkeypatch.setattr(stackctl, 'find_tool', lambda name: name)
-    monkeypatch.setattr(stackctl.subprocess, 'run', fake_run)
-    stack = stackctl.Stack({'inventory': str(tmp_path)})
+    monkeypatch.setattr(stackmod, 'find_tool', lambda name: name)
+    monkeypatch.setattr(stackmod, 'run_quiet', fake_run)
+    stack = stackmod.Stack({'inventory': str(tmp_path)})
     try:
-        with pytest.raises(stackctl.StackError, match='^the secrets file /s.yml: YAML reads'):
+        with pytest.raises(stackmod.StackError, match='^the secrets file /s.yml: YAML reads'):
             stack.facts(live=True)
     finally:
         stack.close()
-    assert 'psscript.infra.stack_secrets:' in stackctl.FACTS_PLAY and 'from_yaml' not in stackctl.FACTS_PLAY
+    with open(os.path.join(REPO, 'playbooks', 'instances.yml'), encoding='utf-8') as handle:
+        play = handle.read()
+    assert 'psscript.infra.stack_secrets:' in play and 'from_yaml' not in play and 'REDISCLI_AUTH' not in play
 
 
-# ---------------------------------------------------------------- the repo's venv
+def test_the_package_holds_no_play_text():
+    for name in os.listdir(os.path.join(REPO, 'cli', 'stackctl')):
+        if name.endswith('.py'):
+            with open(os.path.join(REPO, 'cli', 'stackctl', name), encoding='utf-8') as handle:
+                text = handle.read()
+            assert 'hosts:' not in text and 'ansible.builtin.' not in text.replace('ansible.builtin.debug', '').replace(
+                'ansible.builtin.default', ''), name
+
+
+INSTANCES = {'redis-1': dict(address='10.0.0.31', port=6379), 'redis-2': dict(address='10.0.0.32', port=6380),
+             'redis-3': dict(address='10.0.0.33', port=6381)}
+
+
+@pytest.mark.parametrize('answers, expected', [
+    # The majority decides, not the first Sentinel that answers (it may be the stale one).
+    ({'sentinel-1': '10.0.0.31:6379', 'sentinel-2': '10.0.0.32:6380', 'sentinel-3': '10.0.0.32:6380'}, 'redis-2'),
+    ({'sentinel-1': None, 'sentinel-2': '10.0.0.33:6381', 'sentinel-3': '10.0.0.33:6381'}, 'redis-3'),
+])
+def test_redis_master_is_the_sentinel_majoritys(monkeypatch, answers, expected):
+    stack = stackmod.Stack({'inventory': '/inv'})
+    stack._facts = {'groups': GROUPS, 'instances': INSTANCES, 'master_name': 'mymaster'}
+
+    def redis_cli(name, argv):
+        if answers[name] is None:
+            raise stackmod.StackError('%s: unreachable' % name)
+        return '%s\n%s\n' % tuple(answers[name].split(':'))
+    monkeypatch.setattr(stack, 'redis_cli', redis_cli)
+    try:
+        assert stack.redis_master() == expected
+    finally:
+        stack.close()
+
+
+def test_redis_master_without_a_majority_is_an_error(monkeypatch):
+    stack = stackmod.Stack({'inventory': '/inv'})
+    stack._facts = {'groups': GROUPS, 'instances': INSTANCES, 'master_name': 'mymaster'}
+    answers = {'sentinel-1': '10.0.0.31 6379', 'sentinel-2': '10.0.0.32 6380', 'sentinel-3': ''}
+    monkeypatch.setattr(stack, 'redis_cli', lambda name, argv: answers[name])
+    try:
+        with pytest.raises(stackmod.StackError, match='no Sentinel majority names a master of mymaster'):
+            stack.redis_master()
+    finally:
+        stack.close()
+
+
+# ---------------------------------------------------------------- the entry point and the venv
+
+def _entry():
+    """The root ./stackctl's functions, without running it (run_name is not __main__)."""
+    return runpy.run_path(STACKCTL, run_name='stackctl_entry')
+
 
 def test_venv_python_only_when_running_under_another_interpreter(tmp_path):
+    venv_python = _entry()['venv_python']
     venv = tmp_path / 'venv'
-    assert stackctl.venv_python(prefix='/usr', venv=str(venv)) is None       # no venv: stay
+    assert venv_python(prefix='/usr', venv=str(venv)) is None       # no venv: stay
     (venv / 'bin').mkdir(parents=True)
     python = venv / 'bin' / 'python'
     python.write_text('#!/bin/sh\n')
     python.chmod(0o755)
-    assert stackctl.venv_python(prefix='/usr', venv=str(venv)) == str(python)
-    assert stackctl.venv_python(prefix=str(venv), venv=str(venv)) is None   # already under it
+    assert venv_python(prefix='/usr', venv=str(venv)) == str(python)
+    assert venv_python(prefix=str(venv), venv=str(venv)) is None   # already under it
 
 
-def test_loading_stackctl_does_not_re_exec(monkeypatch):
-    """Only running it as a script re-runs it under the venv; tests load it as a module."""
+def test_loading_the_entry_point_does_not_re_exec(monkeypatch):
+    """Only running it as a script re-runs it under the venv."""
     def no_exec(path, argv):
         raise AssertionError('loading stackctl must not re-exec')
     monkeypatch.setattr(os, 'execv', no_exec)
     monkeypatch.setattr(sys, 'prefix', '/not/the/venv')
-    _load()
+    _entry()
 
 
 # ---------------------------------------------------------------- output
 
 def test_render_table():
-    text = stackctl.render_table(['instance', 'role'], [['redis-1', 'master'], ['postgres-1', None]])
+    text = verbs.render_table(['instance', 'role'], [['redis-1', 'master'], ['postgres-1', None]])
     assert text == ('instance    role\n'
                     '----------  ------\n'
                     'redis-1     master\n'
@@ -324,42 +370,76 @@ def test_status_rows():
                         role='slave'),
         'backup-1': dict(container='s-backup-1', state='missing', health='', address='10.0.0.50', port='', role=''),
     }}
-    assert stackctl.status_rows(facts) == [
+    assert verbs.status_rows(facts) == [
         ['redis-2', 's-redis-2', 'running', '', '10.0.0.32:6380', 'replica'],
         ['backup-1', 's-backup-1', 'missing', '', '10.0.0.50', ''],
     ]
 
 
-def test_task_names_and_messages():
-    output = [
-        'PLAY [x] ***\n',
-        'TASK [psscript.infra.stack : Instance names] *********\n',
-        'ok: [a]\n',
-        'TASK [Report] ***\n',
-        'ok: [a] => \n',
-        '    msg: a (c-a): stop\n',
-        'ok: [b -> localhost] => \n',
-        '    msg: |-\n',
-        '        line one\n',
-        '        line two\n',
-        'ok: [c] => \n',
-        '    msg:\n',
-        '    - item one\n',
-        '    - item two\n',
-        'RUNNING HANDLER [restart] ***\n',
-        'changed: [a] =>\n',
-        '    msg: not from debug\n',
+def _event(name, **fields):
+    return json.dumps(dict(fields, _event=name))
+
+
+def test_events_tasks_messages_and_the_failure_that_ended_the_run():
+    lines = [
+        '[WARNING]: not an event',
+        _event('v2_playbook_on_play_start', play={'name': 'x'}),
+        _event('v2_playbook_on_task_start', task={'name': 'psscript.infra.stack : Instance names'}),
+        _event('v2_runner_on_ok', task={'name': 'Report'}, hosts={'a': {'action': 'ansible.builtin.debug',
+                                                                         'msg': 'a (c-a): stop'}}),
+        _event('v2_runner_on_ok', task={'name': 'Table'}, hosts={'b': {'action': 'debug', 'msg': ['line one', 'line two']}}),
+        _event('v2_runner_on_ok', task={'name': 'Loop'}, hosts={'c': {'action': 'ansible.builtin.debug', 'results': [
+            {'msg': 'item one'}, {'msg': ''}, {'msg': 'item two'}]}}),
+        _event('v2_runner_on_ok', task={'name': 'Data'}, hosts={'c': {'action': 'ansible.builtin.debug',
+                                                                       'backup_catalog': {'x': 1}}}),
+        _event('v2_runner_on_ok', task={'name': 'Not debug'}, hosts={'a': {'action': 'command', 'msg': 'no'}}),
+        # A failure that a rescue handles comes first; the one that ended the run last.
+        _event('v2_runner_on_failed', task={'name': 'Plan'}, hosts={'a': {'msg': 'inner', 'failed': True}}),
+        _event('v2_runner_on_failed', task={'name': 'Say why'},
+               hosts={'a': {'msg': 'No restore: Backup X is not\n  in the catalog. Nothing was changed.', 'failed': True}}),
+        '{"not": "an event"}',
     ]
-    assert [stackctl.task_name(line) for line in output if stackctl.task_name(line)] == [
-        'psscript.infra.stack : Instance names', 'Report', 'restart']
-    assert stackctl.result_messages(output) == ['a (c-a): stop', 'line one\nline two', '- item one\n- item two']
+    outcome = runner.Outcome()
+    started = [outcome.add(e) for e in (runner.parse_event(line) for line in lines) if e is not None]
+    assert [n for n in started if n] == ['psscript.infra.stack : Instance names']
+    assert outcome.messages == ['a (c-a): stop', 'line one\nline two', 'item one', 'item two']
+    assert outcome.error() == 'No restore: Backup X is not in the catalog. Nothing was changed.'
+
+
+def test_an_error_without_an_event_comes_from_stderr():
+    outcome = runner.Outcome()
+    outcome.rc, outcome.stderr = 1, ("[WARNING]: x\n[ERROR]: Unable to parse /inv as an inventory source\n"
+                                     "Origin: /inv\n")
+    assert outcome.error() == 'Unable to parse /inv as an inventory source'
+    outcome.stderr = 'ERROR! the playbook: x could not be found\n'
+    assert outcome.error() == 'the playbook: x could not be found'
+    outcome.stderr = ''
+    assert outcome.error() == 'ansible-playbook exited 1'
+    failed = runner.failure(json.loads(_event('v2_runner_on_unreachable', task={'name': 'Container'},
+                                              hosts={'redis-2': {'unreachable': True}})))
+    assert failed == ('Container', 'redis-2', 'failed')
+
+
+def test_run_playbook_shows_progress_messages_and_one_line_on_failure(tmp_path, capsys):
+    """A real subprocess printing the callback's events: the operator sees tasks, the report, one error line."""
+    script = tmp_path / 'fake-playbook'
+    events = [_event('v2_playbook_on_task_start', task={'name': 'Check'}),
+              _event('v2_runner_on_ok', task={'name': 'Plan'}, hosts={'h': {'action': 'debug', 'msg': ['Would restore X']}}),
+              _event('v2_runner_on_failed', task={'name': 'Refuse'}, hosts={'h': {'msg': 'Restore refused: damaged'}})]
+    script.write_text('#!/bin/sh\ncat <<"EOF"\n%s\nEOF\necho "[WARNING]: noise" >&2\nexit 2\n' % '\n'.join(events))
+    script.chmod(0o755)
+    rc = runner.run_playbook([str(script)], progress=True, verbose=False)
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert out == 'TASK 1: Check\nWould restore X\n'
+    assert err.startswith('stackctl: Restore refused: damaged (failed after 1 tasks in ') and err.count('\n') == 1
 
 
 def test_help_texts():
-    text = stackctl.usage_text()
-    for verb in stackctl.VERBS:
+    text = args.usage_text()
+    for verb in args.VERBS:
         assert '\n  %s ' % verb in text
-    assert 'confirm=yes' in stackctl.usage_text('restore')
+    assert 'confirm=yes' in args.usage_text('restore')
 
 
 # ---------------------------------------------------------------- the executable
@@ -410,7 +490,7 @@ def test_executable_missing_inventory_exits_2():
 
 
 def _stack_for(inventory):
-    stack = stackctl.Stack({'inventory': str(inventory)})
+    stack = stackmod.Stack({'inventory': str(inventory)})
     return stack
 
 
