@@ -30,6 +30,24 @@ Decisions (and why):
   plus 20 s, so that window is bounded below that; on any error the master is promoted back
   (``REPLICAOF NO ONE``) and priorities are restored. The AOF is rewritten from the restored data
   (``BGREWRITEAOF``) or, without AOF, an RDB is saved, so a restart loads the restored data.
+* **Undo is always at hand**: before it changes anything, a restore takes an ordinary snapshot of
+  the current data into the same catalog (``reason: pre-restore``; restoring its id undoes the
+  restore), under the same root lock. It is taken even from an empty set, so the undo command always
+  exists. ``latest`` never means a pre-restore snapshot: those are restored by id only.
+* **One replica keeps the old data until the new is accepted**: the in-sync replica with the highest
+  offset whose ``masterauth`` is the stack password gets a random wrong ``masterauth`` and its master
+  link killed (``CLIENT KILL TYPE master``): it stays ``role:slave`` of the right master, link down,
+  with its data, and Sentinel leaves a replica that names the right master alone. Once the master
+  holds exactly the snapshot's counts, is persisted and the other replicas resynced, ``masterauth``
+  goes back and it full-syncs. A failure after the master's data changed leaves it detached (and at
+  ``replica-priority 0``, so a later failover cannot promote old data) and says so; a failure before
+  re-attaches it. With a single replica it is still detached: the master is read-only during the sync
+  anyway, and with ``min-replicas-to-write`` it refuses writes (NOREPLICAS) until that replica is back.
+* **A killed run is undone by the next one**: before each change the restore records in
+  ``<backup_dir>/.restore-state.json`` (0600, atomic) what it changes: the original replica-priorities,
+  the detached replica (its original ``masterauth`` is the module's ``redis_password``: the password
+  itself is never written), the temporary server's address and whether the master replicates it. The
+  next ``action=restore`` or ``action=backup`` undoes what the file records before anything else.
 
 Commands go through ``run(args, data=None) -> (rc, stdout, stderr)``; passwords travel on stdin
 (``redis-cli --askpass``) or in a 0600 file, never on a command line or in a process environment.
@@ -40,8 +58,10 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
+import json
 import os
 import re
+import secrets
 import shutil
 import time
 
@@ -61,6 +81,10 @@ RESTORE_TOOLS = TOOLS + ('redis-server',)
 # INFO periods (2 x 10 s); stay this many seconds below that.
 SENTINEL_INFO_PERIOD = 10
 ROLE_SWITCH_MARGIN = 5
+
+# A restore records here what it changed, so that the next run can undo a killed one.
+RESTORE_STATE_FILE = '.restore-state.json'
+PRE_RESTORE = 'pre-restore'
 
 DONE = _sentinel.DONE
 WAIT = _sentinel.WAIT
@@ -267,15 +291,8 @@ def all_replica_addresses(views, master):
     return seen
 
 
-def choose_source(master, candidates, replications, source='replica'):
-    """Pick the node to snapshot: ``dict(address, role, warning, skipped)``.
-
-    ``candidates``: replica addresses (see replica_addresses); ``replications``: their
-    ``INFO replication`` (None when they did not answer). With ``source='replica'`` the in-sync
-    replica with the highest replication offset wins; with none in sync, the master (warning).
-    """
-    if source == 'master':
-        return dict(address=master, role='master', warning=None, skipped={})
+def best_in_sync(master, candidates, replications):
+    """The in-sync replica with the highest replication offset (None when none), and why the others are not."""
     skipped = {}
     good = []
     for index, address in enumerate(candidates):
@@ -285,8 +302,21 @@ def choose_source(master, candidates, replications, source='replica'):
         else:
             offset = _sentinel._int(replications[address].get('slave_repl_offset'), 0)
             good.append((-offset, index, address))
-    if good:
-        return dict(address=sorted(good)[0][2], role='replica', warning=None, skipped=skipped)
+    return (sorted(good)[0][2] if good else None), skipped
+
+
+def choose_source(master, candidates, replications, source='replica'):
+    """Pick the node to snapshot: ``dict(address, role, warning, skipped)``.
+
+    ``candidates``: replica addresses (see replica_addresses); ``replications``: their
+    ``INFO replication`` (None when they did not answer). With ``source='replica'`` the in-sync
+    replica with the highest replication offset wins; with none in sync, the master (warning).
+    """
+    if source == 'master':
+        return dict(address=master, role='master', warning=None, skipped={})
+    best, skipped = best_in_sync(master, candidates, replications)
+    if best:
+        return dict(address=best, role='replica', warning=None, skipped=skipped)
     details = '; '.join('%s: %s' % item for item in sorted(skipped.items())) or 'the Sentinels know no healthy replica'
     return dict(address=master, role='master', skipped=skipped,
                 warning='No replica of %s is in sync (%s): the snapshot is taken from the master, which forks '
@@ -477,12 +507,27 @@ def aof_decision(before_rewrites, persistence, elapsed, timeout):
     return WAIT, 'rewriting the AOF'
 
 
-def restore_plan(master, replicas, listen, source, keys_text, aof, budget):
-    """The steps a restore takes, in words (check mode returns them; the real run logs them)."""
+def restore_plan(master, replicas, listen, source, keys_text, aof, budget, pre_snapshot=False, detached=None):
+    """The steps a restore takes, in words (check mode returns them; the real run logs them).
+
+    ``pre_snapshot``: whether a pre-restore snapshot is taken first; ``detached``: the replica kept
+    with the data from before the restore (None: none is kept).
+    """
     steps = ['check %s: SHA-256 and redis-check-rdb' % source]
+    if pre_snapshot:
+        steps.append('take a pre-restore snapshot of the current data into the catalog (like action=backup, from '
+                     'an in-sync replica); restoring its id undoes the restore')
     if replicas:
         steps.append('set replica-priority 0 on %s and wait until the Sentinels see it (no failover can promote '
                      'them)' % ', '.join(replicas))
+    if detached:
+        steps.append('detach replica %s (masterauth set to a random value, its master link killed): it keeps the '
+                     'data from before the restore until the restored data is accepted' % detached)
+        if len(replicas) == 1:
+            steps[-1] += ('; it is the only replica, so until it is back the master has none (with '
+                          'min-replicas-to-write it refuses writes: NOREPLICAS)')
+    elif replicas:
+        steps.append('keep no replica detached (none is in sync with masterauth = redis_password)')
     steps += [
         'start a temporary redis-server on %s loaded from the snapshot (appendonly no, no saves) and check it '
         'holds %s' % (listen, keys_text),
@@ -490,13 +535,175 @@ def restore_plan(master, replicas, listen, source, keys_text, aof, budget):
         '(at most %.0f s, below the time Sentinel takes to flag a master reporting role:slave)' % (listen, master, budget),
         'REPLICAOF NO ONE on %s and check its key counts again' % master,
         'BGREWRITEAOF on %s and wait for it' % master if aof else 'BGSAVE on %s and wait for it (appendonly is off)' % master,
-        'wait until every replica is in sync with the same key counts',
     ]
+    others = [address for address in replicas if address != detached]
+    if others:
+        verb = 'is' if len(others) == 1 else 'are'
+        steps.append('wait until %s %s in sync with the same key counts' % (', '.join(others), verb))
+    if detached:
+        steps.append('the restored data is accepted: give %s its masterauth back and wait until it has resynced' % detached)
     if replicas:
         steps.append('restore replica-priority on %s' % ', '.join(replicas))
     steps += ['stop the temporary server',
               'check the Sentinel majority: master still %s, CKQUORUM ok, no problem reported' % master]
     return steps
+
+
+def choose_detached(master, replicas, replications, masterauths, password):
+    """The replica a restore keeps detached with the old data: ``(address or None, why not the others)``.
+
+    ``replications``: ``INFO replication`` per replica; ``masterauths``: its ``masterauth`` (None when
+    CONFIG GET was refused). Only an in-sync replica (it holds the current data) whose masterauth is
+    ``password`` (the recovery of a killed run sets it back from the module's redis_password, never
+    from a file) qualifies; the highest offset wins.
+    """
+    eligible = []
+    skipped = {}
+    for address in replicas:
+        auth = masterauths.get(address)
+        if auth is None or (auth or None) != (password or None):
+            skipped[address] = 'its masterauth %s' % ('could not be read' if auth is None else 'is not redis_password')
+        else:
+            eligible.append(address)
+    best, not_in_sync = best_in_sync(master, eligible, replications)
+    skipped.update(not_in_sync)
+    return best, skipped
+
+
+def wrong_masterauth():
+    """A masterauth no master accepts: the detached replica's link stays down."""
+    return 'psscript-restore-detached-%s' % secrets.token_hex(16)
+
+
+# ---------------------------------------------------------------------------------------------
+# The state file of a restore in progress (undone by the next run when the run was killed)
+
+
+def restore_state_path(root):
+    return os.path.join(root, RESTORE_STATE_FILE)
+
+
+def write_restore_state(root, state):
+    write_text_atomic(restore_state_path(root), json.dumps(state, indent=2, sort_keys=True) + '\n', mode=0o600)
+
+
+def read_restore_state(root):
+    """The recorded state of an interrupted restore, or None. BackupError when it cannot be read."""
+    path = restore_state_path(root)
+    try:
+        with open(path) as handle:
+            state = json.load(handle)
+    except (IOError, OSError) as err:
+        if not os.path.exists(path):
+            return None
+        raise BackupError('%s cannot be read (%s): fix its permissions' % (path, err), kind='state')
+    except ValueError as err:
+        raise BackupError('%s is damaged (%s): check each replica\'s replica-priority and masterauth and the master\'s '
+                          'role by hand, then remove the file' % (path, err), kind='state')
+    if not isinstance(state, dict) or state.get('format') != 1:
+        raise BackupError('%s is not a restore state this module wrote: check the set by hand, then remove the file'
+                          % path, kind='state')
+    return state
+
+
+def remove_restore_state(root):
+    try:
+        os.unlink(restore_state_path(root))
+    except OSError:
+        if os.path.exists(restore_state_path(root)):
+            raise
+
+
+def recovery_plan(state, master_replication):
+    """What undoes the recorded ``state``: a list of ``(step, address, value)``.
+
+    Steps: ``replicaof-no-one`` (the recorded master still replicates the recorded temporary server),
+    ``stop-temp-server``, ``masterauth`` (the detached replica gets redis_password back),
+    ``replica-priority`` (the recorded original value). ``master_replication``: the recorded
+    master's ``INFO replication`` (None when it did not answer: it is then left to Sentinel).
+    """
+    steps = []
+    listen = state.get('listen')
+    master = state.get('master')
+    if master and master_replication is not None and master_replication.get('role') == 'slave' and listen and \
+            _same_node(master_replication.get('master_host'), master_replication.get('master_port'), listen):
+        steps.append(('replicaof-no-one', master, None))
+    if listen and state.get('temp_server'):
+        steps.append(('stop-temp-server', listen, state.get('scratch')))
+    if state.get('detached'):
+        steps.append(('masterauth', state['detached'], None))
+    for address, value in sorted((state.get('priorities') or {}).items()):
+        steps.append(('replica-priority', address, value))
+    return steps
+
+
+def recover_interrupted(root, sset, open_node, password, log, scratch_root=None):
+    """Undo what an interrupted restore recorded in ``root``; None when there is nothing to undo.
+
+    Returns ``dict(started_at, pid, held, steps, problems)``; the state file is removed when every
+    step worked, and rewritten with what is left otherwise (BackupError then, nothing else may run).
+    """
+    state = read_restore_state(root)
+    if state is None:
+        return None
+    master = state.get('master')
+    replication = None
+    if master:
+        try:
+            replication = sset.data_node(master).call('info', 'replication', command='INFO replication')
+        except Exception as err:
+            log('recovery: the recorded master %s does not answer (%s): left to Sentinel'
+                % (master, getattr(err, 'msg', err)))
+    done, problems = [], []
+    left = dict(state)
+    for step, address, value in recovery_plan(state, replication):
+        try:
+            if step == 'replicaof-no-one':
+                sset.data_node(address).command('REPLICAOF', 'NO', 'ONE')
+                text = 'REPLICAOF NO ONE on %s (it still replicated the temporary server %s)' % (address, state['listen'])
+            elif step == 'stop-temp-server':
+                text = stop_leftover_temp_server(open_node, address, password, value, root if scratch_root is None
+                                                 else scratch_root)
+                left['temp_server'] = False
+            elif step == 'masterauth':
+                sset.data_node(address).call('config_set', 'masterauth', password or '', command='CONFIG SET')
+                text = 'masterauth of %s set back to redis_password: it resyncs from the master' % address
+                left['detached'] = None
+            else:
+                sset.data_node(address).call('config_set', 'replica-priority', value, command='CONFIG SET')
+                text = 'replica-priority %s restored on %s' % (value, address)
+                left['priorities'] = dict((a, v) for a, v in left['priorities'].items() if a != address)
+        except Exception as err:
+            problems.append('%s on %s: %s' % (step, address, getattr(err, 'msg', err)))
+            continue
+        done.append(text)
+        log('recovery: %s' % text)
+    outcome = dict(started_at=state.get('started_at'), pid=state.get('pid'), backup=state.get('backup'),
+                   held=state.get('held'), steps=done, problems=problems)
+    if problems:
+        write_restore_state(root, left)
+        raise BackupError('An interrupted restore (started %s) left the set changed and it could not all be undone: %s. '
+                          'Fix it by hand (CONFIG SET replica-priority / masterauth, REPLICAOF NO ONE on the master) or '
+                          'retry' % (state.get('started_at'), '; '.join(problems)), kind='recovery')
+    remove_restore_state(root)
+    return outcome
+
+
+def stop_leftover_temp_server(open_node, listen, password, scratch, root):
+    """SHUTDOWN NOSAVE the temporary server a killed run left running (if it still runs), remove its directory."""
+    host, port = _redis.parse_address(listen)
+    node = open_node(host, port, password)
+    try:
+        node.command('SHUTDOWN', 'NOSAVE')
+        text = 'the temporary server on %s stopped' % listen
+    except Exception:  # nothing listens (the container restarted), or it stopped as it dropped the connection
+        text = 'no temporary server left on %s' % listen
+    finally:
+        node.close()
+    if scratch and os.path.dirname(os.path.abspath(scratch)) == os.path.abspath(root) and \
+            os.path.basename(scratch).startswith(_catalog.SCRATCH_PREFIX):
+        shutil.rmtree(scratch, ignore_errors=True)
+    return text
 
 
 def temp_server_config(listen_host, port, password, directory):
@@ -538,13 +745,21 @@ def choose_for_restore(local, remote, backup_id):
     """The entry to restore from the local and S3 catalogs, and whether it must be downloaded.
 
     A local copy wins over the remote one of the same id; ``latest`` is the newest restorable
-    snapshot of either.
+    snapshot of either that is not a pre-restore snapshot.
     """
     local_ids = set(e['id'] for e in local)
     merged = list(local) + [e for e in remote or [] if e['id'] not in local_ids]
     if not merged:
         raise BackupError('There is no snapshot to restore (the catalog%s is empty): take one first, or pass rdb_file'
                           % (' and S3' if remote is not None else ''), kind='missing')
+    if backup_id in (None, '', 'latest'):
+        # The pre-restore snapshot of the last restore is newer than what was restored: latest must
+        # not silently undo that restore. Pre-restore snapshots are restored by id.
+        regular = [e for e in merged if e.get('reason') != PRE_RESTORE]
+        if not regular:
+            raise BackupError('There is no snapshot to restore but pre-restore ones (%s): restore one of those by id'
+                              % ', '.join(e['id'] for e in merged), kind='missing')
+        merged = regular
     chosen = _catalog.select_backup(merged, target=backup_id)[-1]
     return chosen, chosen['id'] not in local_ids
 
@@ -593,12 +808,13 @@ def scratch_dir(root, what):
 # Backup
 
 
-def take_snapshot(run, tools, node, source, root, clock_now, bgsave_timeout, fetch_timeout, password, sleep=time.sleep):
+def take_snapshot(run, tools, node, source, root, clock_now, bgsave_timeout, fetch_timeout, password, sleep=time.sleep,
+                  extra=None):
     """BGSAVE on ``node``, fetch, check, compress, hash and publish; return the catalog entry.
 
     ``node``: a ``_redis.Node``; ``source``: the choose_source() result; ``clock_now()``: the node's
     clock; ``password``: the node's password, given to redis-cli on stdin. The staged directory is
-    removed on any failure.
+    removed on any failure. ``extra``: more catalog fields (a pre-restore snapshot's ``reason``, ``label``).
     """
     backup_id = _catalog.new_backup_id(CATALOG_TYPE)
     durations = {}
@@ -670,6 +886,7 @@ def take_snapshot(run, tools, node, source, root, clock_now, bgsave_timeout, fet
             keys_by_db=dict((db, v['keys']) for db, v in keys_by_db.items()) if keys_by_db is not None else None,
             expires_by_db=dict((db, v['expires']) for db, v in keys_by_db.items()) if keys_by_db is not None else None,
             durations=durations,
+            **(extra or {})
         )
         _catalog.publish(root, entry, staged)
         return entry
@@ -749,7 +966,7 @@ class Restore(object):
     """
 
     def __init__(self, run, tools, sset, open_node, listen_host, listen_port, password, log,
-                 sync_timeout=None, timeout=300, sleep=time.sleep):
+                 sync_timeout=None, timeout=300, sleep=time.sleep, root=None):
         self.run = run
         self.tools = tools
         self.sset = sset
@@ -767,6 +984,25 @@ class Restore(object):
         self.temp = None
         self.temp_dir = None
         self.master_is_replica = False
+        self.detached = None
+        self.detached_address = None
+        self.detached_keys = None
+        self.master_changed = False
+        # What the next run must undo if this one is killed: written before each change (root None: not kept).
+        self.root = root
+        self.state = dict(format=1, pid=os.getpid(), started_at=_catalog.format_time(datetime.datetime.now(datetime.timezone.utc)),
+                          listen=self.listen, master=None, priorities={}, detached=None,
+                          detached_masterauth='redis_password', temp_server=False, master_replicaof_temp=False,
+                          held=False, scratch=None, backup=None)
+
+    def record(self, **changes):
+        self.state.update(changes)
+        if self.root is not None:
+            write_restore_state(self.root, self.state)
+
+    def forget(self):
+        if self.root is not None:
+            remove_restore_state(self.root)
 
     # -- looking at the set -------------------------------------------------------------------
     def survey(self):
@@ -828,13 +1064,17 @@ class Restore(object):
         return self.info(master, 'persistence')
 
     def stop_promotions(self, replicas, budget_wait=None):
+        priorities = {}
         for address in replicas:
             try:
-                value = self.node(address).call('config_get', 'replica-priority', command='CONFIG GET').get('replica-priority')
+                config = self.node(address).call('config_get', 'replica-priority', command='CONFIG GET')
+                priorities[address] = config.get('replica-priority')
             except Exception as err:
                 raise BackupError('Cannot read replica-priority of replica %s (%s): every replica must answer before a '
                                   'restore' % (address, getattr(err, 'msg', err)), kind='replica')
-            self.priorities[address] = value
+        self.record(priorities=dict(priorities))
+        for address in replicas:
+            self.priorities[address] = priorities[address]
             self.node(address).call('config_set', 'replica-priority', 0, command='CONFIG SET')
         self.log('replica-priority 0 on %s (was %s)' % (', '.join(replicas) or 'no replica',
                                                         ', '.join('%s' % v for v in self.priorities.values()) or '-'))
@@ -865,17 +1105,78 @@ class Restore(object):
             raise BackupError(detail, kind='sentinel')
         self.log('every Sentinel sees replica-priority 0 (after %.1f s)' % (time.monotonic() - started))
 
-    def restore_priorities(self):
+    def restore_priorities(self, keep=None):
+        """Priorities back on every replica but ``keep`` (a detached replica with old data stays at 0)."""
         problems = []
+        restored = []
         for address, value in sorted(self.priorities.items()):
+            if address == keep:
+                continue
             try:
                 self.node(address).call('config_set', 'replica-priority', value, command='CONFIG SET')
+                restored.append(address)
             except Exception as err:
                 problems.append('could not restore replica-priority %s on %s: %s' % (value, address, getattr(err, 'msg', err)))
-        if self.priorities and not problems:
-            self.log('replica-priority restored on %s' % ', '.join(sorted(self.priorities)))
-        self.priorities = {} if not problems else self.priorities
+        if restored:
+            self.log('replica-priority restored on %s' % ', '.join(restored))
+        self.priorities = dict((a, v) for a, v in self.priorities.items() if a not in restored)
+        self.record(priorities=dict(self.priorities))
         return problems
+
+    def choose_detached(self, master, replicas):
+        """The replica kept with the old data (see choose_detached), or None; logs why."""
+        replications, masterauths = {}, {}
+        for address in replicas:
+            try:
+                replications[address] = self.info(address, 'replication')
+                masterauths[address] = self.node(address).call('config_get', 'masterauth',
+                                                               command='CONFIG GET').get('masterauth')
+            except Exception:  # it is then not chosen; stop_promotions says why a replica does not answer
+                replications[address], masterauths[address] = None, None
+        chosen, skipped = choose_detached(master, replicas, replications, masterauths, self.password)
+        if not chosen and replicas:
+            self.log('no replica kept detached: %s' % '; '.join('%s: %s' % item for item in sorted(skipped.items())))
+        return chosen
+
+    def detach(self, address):
+        """Keep ``address`` on the old data: wrong masterauth, master link killed, wait for link down."""
+        self.record(detached=address)
+        self.detached = self.detached_address = address
+        node = self.node(address)
+        node.call('config_set', 'masterauth', wrong_masterauth(), command='CONFIG SET')
+        node.command('CLIENT', 'KILL', 'TYPE', 'master')
+
+        def look():
+            return self.info(address, 'replication')
+
+        def decide(replication, elapsed, timeout):
+            if replication.get('master_link_status') == 'down' and replication.get('role') == 'slave':
+                return DONE, ''
+            if elapsed >= timeout:
+                return FAILED, ('replica %s did not drop its master link (master_link_status:%s)'
+                                % (address, replication.get('master_link_status')))
+            return WAIT, ''
+        state, detail = wait_for(look, decide, self.timeout, interval=0.1, sleep=self.sleep)
+        if state != DONE:
+            raise BackupError(detail, kind='detach')
+        self.detached_keys = self.counts(address)
+        self.log('replica %s detached with the data from before the restore (%s), master link down'
+                 % (address, counts_text(self.detached_keys)))
+
+    def detached_facts(self):
+        """What the detached replica holds now (it must still be the old data, link down)."""
+        replication = self.info(self.detached, 'replication')
+        return dict(address=self.detached, keys_before=plain_counts(self.detached_keys),
+                    keys_at_accept=plain_counts(self.counts(self.detached)),
+                    link_at_accept=replication.get('master_link_status'), role_at_accept=replication.get('role'))
+
+    def reattach(self):
+        address = self.detached
+        self.node(address).call('config_set', 'masterauth', self.password or '', command='CONFIG SET')
+        self.detached = None
+        self.record(detached=None, held=False)
+        self.log('masterauth of %s set back: it resyncs from the master' % address)
+        return address
 
     def start_temp_server(self, rdb_path, scratch):
         self.temp_dir = scratch
@@ -888,6 +1189,7 @@ class Restore(object):
         if rc != 0:
             raise BackupError('The temporary redis-server did not start (exit code %s): %s' % (rc, (err or out).strip()),
                               kind='temp_server')
+        self.record(temp_server=True, scratch=scratch)
         self.temp = self.open_node(self.listen_host, self.listen_port, self.password)
 
         def look():
@@ -943,10 +1245,14 @@ class Restore(object):
             if not self.temp_running():
                 break
             self.sleep(0.1)
+        if self.state.get('temp_server'):
+            self.record(temp_server=False)
 
     def sync_master(self, master, want, budget):
         temp_replid = self.temp.call('info', 'replication', command='INFO replication').get('master_replid')
         started = time.monotonic()
+        self.record(master_replicaof_temp=True)
+        self.master_changed = True
         self.node(master).command('REPLICAOF', self.listen_host, str(self.listen_port))
         self.master_is_replica = True
         self.log('REPLICAOF %s on %s' % (self.listen, master))
@@ -969,6 +1275,7 @@ class Restore(object):
     def promote(self, master):
         self.node(master).command('REPLICAOF', 'NO', 'ONE')
         self.master_is_replica = False
+        self.record(master_replicaof_temp=False)
 
     def persist(self, master, persistence):
         if str(persistence.get('aof_enabled', 0)) != '0':
@@ -1014,7 +1321,12 @@ class Restore(object):
             self.log('replica %s in sync: %s' % (address, counts_text(want)))
 
     def rescue(self):
-        """After an error: never leave the set without a master, give failovers back. Returns problems."""
+        """After an error: never leave the set without a master, give failovers back. Returns problems.
+
+        A detached replica is re-attached when the master's data was not touched yet; otherwise it
+        stays detached (and at replica-priority 0) with the data from before the restore, recorded
+        in the state file so the next run re-attaches it.
+        """
         problems = []
         if self.master_is_replica and self.master:
             try:
@@ -1023,30 +1335,50 @@ class Restore(object):
             except Exception as err:
                 problems.append('could not promote %s back (REPLICAOF NO ONE): %s: run it by hand NOW'
                                 % (self.master, getattr(err, 'msg', err)))
-        problems.extend(self.restore_priorities())
+        held = self.detached if self.master_changed else None
+        if self.detached and not held:
+            try:
+                self.reattach()
+            except Exception as err:
+                problems.append('could not give %s its masterauth back: %s: CONFIG SET masterauth <redis password> on '
+                                'it by hand' % (self.detached, getattr(err, 'msg', err)))
+        problems.extend(self.restore_priorities(keep=held))
+        if held:
+            self.record(held=True)
         return problems
 
 
-def run_restore(restore, rdb_path, snapshot, scratch, temp_version, check_mode=False):
+def run_restore(restore, rdb_path, snapshot, scratch, temp_version, check_mode=False, pre_snapshot=None):
     """Drive a Restore of ``rdb_path``; ``snapshot``: its ``keys``, ``expires`` and ``keys_by_db``
-    (catalog entry or redis-check-rdb facts). Returns the result dict; raises BackupError after
+    (catalog entry or redis-check-rdb facts). ``pre_snapshot()``: takes the pre-restore snapshot and
+    returns its catalog entry (None: none is taken). Returns the result dict; raises BackupError after
     rescuing the set."""
     survey = restore.survey()
     master, replicas, budget = survey['master'], survey['replicas'], survey['budget']
     persistence = restore.check_master(master, temp_version)
     aof = str(persistence.get('aof_enabled', 0)) != '0'
+    detached = restore.choose_detached(master, replicas)
     expected_counts = snapshot.get('keys_by_db')
     keys_text = counts_text(expected_counts) if expected_counts is not None else '%s keys' % snapshot.get('keys')
     result = dict(master=master, replicas=replicas, listen=restore.listen, role_switch_budget_seconds=budget,
-                  expected_keys=plain_counts(expected_counts) if expected_counts is not None else None)
+                  expected_keys=plain_counts(expected_counts) if expected_counts is not None else None,
+                  detached_replica=dict(address=detached) if detached else None)
     result['plan'] = restore_plan(master, replicas, restore.listen, snapshot.get('name') or os.path.basename(rdb_path),
-                                  keys_text, aof, budget)
+                                  keys_text, aof, budget, pre_snapshot=pre_snapshot is not None, detached=detached)
     if check_mode:
         return result
+    if pre_snapshot is not None:
+        taken = pre_snapshot()
+        result['pre_restore_snapshot'] = taken['id']
+        restore.log('pre-restore snapshot %s taken from %s: %s keys (to undo the restore, restore this id)'
+                    % (taken['id'], taken['source']['address'], taken.get('keys')))
     stage = ['nothing was changed yet']
+    restore.record(master=master, backup=snapshot.get('name'), pre_restore_snapshot=result.get('pre_restore_snapshot'))
     try:
         restore.stop_promotions(replicas)
         stage[0] = 'the live data was not touched'
+        if detached:
+            restore.detach(detached)
         loaded = restore.start_temp_server(rdb_path, scratch)
         problems = loaded_counts_problems(expected_counts, snapshot.get('keys'), snapshot.get('expires'), loaded)
         if problems:
@@ -1062,12 +1394,25 @@ def run_restore(restore, rdb_path, snapshot, scratch, temp_version, check_mode=F
             raise BackupError('After REPLICAOF NO ONE the master holds %s, not the restored %s (writes arrived?)'
                               % (counts_text(after), counts_text(loaded)), kind='keys')
         restore.persist(master, persistence)
-        restore.wait_replicas(master, replicas, loaded)
+        restore.wait_replicas(master, [address for address in replicas if address != detached], loaded)
+        if detached:
+            # Accepted: the master holds the snapshot's counts, persisted, the other replicas follow it.
+            result['detached_replica'] = restore.detached_facts()
+            restore.log('restored data accepted; %s still held %s (master link %s)'
+                        % (detached, counts_text(result['detached_replica']['keys_at_accept']),
+                           result['detached_replica']['link_at_accept']))
+            restore.reattach()
+            restore.wait_replicas(master, [detached], loaded)
     except BaseException as err:
+        held = restore.detached if restore.master_changed else None
         problems = restore.rescue()
         restore.stop_temp_server()
+        if not problems and not held:
+            restore.forget()
         msg = getattr(err, 'msg', None) or '%s: %s' % (type(err).__name__, err)
         msg += ' (%s; master %s%s)' % (stage[0], master, ', failovers allowed again' if not problems else '')
+        if held:
+            msg += held_text(held, restore.detached_keys, result.get('pre_restore_snapshot'))
         if problems:
             msg += '. ALSO: ' + '; '.join(problems)
         raise BackupError(msg, kind=getattr(err, 'kind', 'restore'))
@@ -1075,7 +1420,21 @@ def run_restore(restore, rdb_path, snapshot, scratch, temp_version, check_mode=F
     restore.stop_temp_server()
     if problems:
         raise BackupError('The data is restored, but: %s' % '; '.join(problems), kind='priority')
+    restore.forget()
     return result
+
+
+def held_text(held, keys, pre_restore_id):
+    """The failure message's part on the replica kept detached with the data from before the restore."""
+    text = ('. Replica %s still holds the data from before the restore (%s): its master link is down on purpose '
+            '(masterauth set to a wrong value) and its replica-priority stays 0, so no failover promotes it. '
+            % (held, counts_text(keys)))
+    if pre_restore_id:
+        text += ('The pre-restore snapshot %s holds the same data: to go back, restore.yml -e service=redis -e '
+                 'backup_id=%s. ' % (pre_restore_id, pre_restore_id))
+    text += ('To copy it from the replica instead: redis-cli -h <replica> --rdb <file> now. The next redis_snapshot run '
+             '(backup or restore) re-attaches it (masterauth back, full resync), which replaces that data')
+    return text
 
 
 def sentinel_check(sset, master, timeout, expected_replicas=None, sleep=time.sleep):

@@ -27,19 +27,36 @@ description:
   - O(action=list) returns the catalog, ordered by the recorded stop time. O(action=prune) applies O(keep_days) and
     O(keep_count) with the same rules as M(psscript.infra.pg_backup) (the newest verified snapshot is always kept).
   - O(action=restore) loads a snapshot (O(backup_id)) or an RDB file (O(rdb_file)) into the live set without a
-    shared volume. Every replica gets C(replica-priority 0) (Sentinel cannot promote one) and the module waits until
-    the Sentinels see it; a temporary C(redis-server) started in this container on O(restore_listen_host) loads the
-    RDB (AOF off); the master replicates from it (C(REPLICAOF)) until its key counts equal the snapshot's, then is
-    promoted back (C(REPLICAOF NO ONE)); its AOF is rewritten (or, without AOF, an RDB saved); every replica must
-    resync to the same key counts; priorities are restored; and the Sentinel majority must still name the same
-    master with no problem (the check of M(psscript.infra.sentinel_failover_check)).
+    shared volume. First (with O(pre_restore_snapshot)) it takes an ordinary snapshot of the current data into the
+    same catalog, marked C(reason=pre-restore), under the same lock (also when the set is empty, so the undo always
+    exists); RV(undo) says how to restore it. Every replica gets C(replica-priority 0) (Sentinel cannot promote one)
+    and the module waits until the Sentinels see it. One in-sync replica (RV(detached_replica)) is detached - its
+    C(masterauth) is set to a random wrong value and its master link killed, so it stays a replica of the right
+    master (Sentinel leaves it alone) with the data from before the restore. A temporary C(redis-server) started in
+    this container on O(restore_listen_host) loads the RDB (AOF off); the master replicates from it (C(REPLICAOF))
+    until its key counts equal the snapshot's, then is promoted back (C(REPLICAOF NO ONE)); its AOF is rewritten
+    (or, without AOF, an RDB saved); the other replicas must resync to the same key counts. Then the restored data
+    is accepted - the detached replica gets its C(masterauth) back and must resync too; priorities are restored; and
+    the Sentinel majority must still name the same master with no problem (the check of
+    M(psscript.infra.sentinel_failover_check)).
+  - Before each change a restore records in C(<backup_dir>/.restore-state.json) (mode 0600, written atomically)
+    what to undo - the original replica priorities, the detached replica (its original C(masterauth) is
+    O(redis_password); no password is written), the temporary server and whether the master replicates it. A run
+    that is killed leaves the file; the next O(action=restore) or O(action=backup) undoes it first (priorities and
+    C(masterauth) back, C(REPLICAOF NO ONE) on the master if it still replicates the temporary server, the
+    temporary server stopped) and reports RV(recovered_from_interrupted_restore).
   - With O(s3), O(action=backup) verifies the new snapshot, then copies it to S3 and checks the copy end to end;
     O(action=list) also lists the S3 copies, O(action=verify) also checks them, O(action=prune) applies the same
     rules to them, and O(action=restore) downloads the snapshot (verified against its catalog) when the local copy
     is gone.
   - The master reports C(role:slave) only for the sync, which must end well before Sentinel would flag it down
     (C(down-after-milliseconds) + 20 s, less 5 s). On any error the master is promoted back and the priorities
-    restored, so the set never stays without a master.
+    restored, so the set never stays without a master. If the master's data had already changed, the detached
+    replica stays detached (and at C(replica-priority 0)) with the data from before the restore, and the error
+    names it; the next run re-attaches it. Before that point it is re-attached at once.
+  - With a single replica, that replica is the one detached; until it is back the master has no replica, and with
+    C(min-replicas-to-write) (the stack's default is 1) it refuses writes (C(NOREPLICAS)) until the end of the
+    restore. It is read-only during the sync anyway.
 author:
   - psscript.infra developers (!UNKNOWN)
 extends_documentation_fragment:
@@ -56,7 +73,8 @@ attributes:
       - O(action=verify) in check mode checks but does not record the result (it still unpacks into a scratch
         directory, removed afterwards).
       - O(action=prune) in check mode returns what it would remove.
-      - O(action=restore) in check mode checks the snapshot and the set and returns the plan, changing nothing.
+      - O(action=restore) in check mode checks the snapshot and the set and returns the plan, changing nothing (no
+        pre-restore snapshot; an interrupted restore is only reported, as a warning).
   diff_mode:
     support: none
 options:
@@ -117,6 +135,13 @@ options:
       - Seconds each restore step may take (loading, AOF rewrite, each replica's resync, the final Sentinel check).
     type: int
     default: 300
+  pre_restore_snapshot:
+    description:
+      - For O(action=restore), take a snapshot of the current data first (like O(action=backup), O(source) applies),
+        recorded with C(reason=pre-restore) and a C(label). Restoring its id undoes the restore. V(latest) never
+        selects a pre-restore snapshot.
+    type: bool
+    default: true
   restore_sync_timeout:
     description:
       - Upper bound in seconds of the master's sync from the temporary server. It is also capped below the time
@@ -278,7 +303,7 @@ plan:
   returned: action is restore
   type: list
   elements: str
-  sample: [set replica-priority 0 on 172.25.0.32:6380 ...]
+  sample: [take a pre-restore snapshot of the current data ..., set replica-priority 0 on 172.25.0.32:6380 ...]
 restored_keys:
   description: Keys per database the master holds after the restore.
   returned: action is restore, not in check mode
@@ -332,6 +357,35 @@ s3_unreadable:
   type: list
   elements: dict
   sample: []
+pre_restore_snapshot:
+  description: Id of the snapshot of the data as it was before the restore (C(reason=pre-restore) in the catalog).
+  returned: action is restore, O(pre_restore_snapshot), not in check mode
+  type: str
+  sample: 20250131T040500Z-full
+undo:
+  description: The command that restores the pre-restore snapshot, which undoes this restore.
+  returned: action is restore, O(pre_restore_snapshot), not in check mode
+  type: str
+  sample: restore.yml -e service=redis -e backup_id=20250131T040500Z-full -e confirm=yes
+detached_replica:
+  description:
+    - The replica kept detached with the data from before the restore until the restored data was accepted, or null
+      when none could be (no replica in sync with C(masterauth) = O(redis_password)). In check mode only C(address).
+    - C(keys_before) - its keys when it was detached; C(keys_at_accept), C(link_at_accept), C(role_at_accept) - what it
+      held and reported when the restored data was accepted, before it was re-attached.
+    - When the restore failed, C(address) and C(held) - whether it stays detached with the data from before the
+      restore (the master's data had changed) or was re-attached.
+  returned: action is restore
+  type: dict
+  sample: {address: '172.25.0.33:6381', keys_before: {'0': 1000}, keys_at_accept: {'0': 1000}, link_at_accept: down,
+           role_at_accept: slave}
+recovered_from_interrupted_restore:
+  description: What this run undid of an interrupted (killed) restore found in C(<backup_dir>/.restore-state.json)
+    (C(started_at), C(pid), C(backup), C(held) - the replica it had kept detached after a failure - and C(steps)).
+  returned: action is backup or restore, an interrupted restore was found, not in check mode
+  type: dict
+  sample: {started_at: '2025-01-31T04:05:00.000000Z', pid: 412, backup: 20250131T020000Z-full, held: false,
+           steps: ['replica-priority 100 restored on 172.25.0.32:6380'], problems: []}
 sentinel:
   description: The Sentinel check after the restore (as M(psscript.infra.sentinel_failover_check) reports it).
   returned: action is restore, not in check mode
@@ -386,6 +440,43 @@ def verify_and_upload(module, root, entry, store):
                                  'not copied to S3: %(problems)s')
 
 
+def recover_interrupted_restore(module, root, sset, result):
+    """Undo what a killed restore left (replica-priority 0, a detached replica, the master replicating a
+    temporary server) before anything else; in check mode only say it would."""
+    if not os.path.isfile(_redissnap.restore_state_path(root)):
+        return
+    if module.check_mode:
+        state = _redissnap.read_restore_state(root)
+        module.warn('A restore started %s was interrupted: the next run undoes %s'
+                    % (state.get('started_at'), '; '.join('%s on %s' % step[:2] for step in
+                                                          _redissnap.recovery_plan(state, None)) or 'nothing'))
+        return
+    outcome = _redissnap.recover_interrupted(root, sset, _redis.Node, module.params['redis_password'],
+                                             result.setdefault('log', []).append)
+    if outcome is not None:
+        result.update(changed=True, recovered_from_interrupted_restore=outcome)
+
+
+def snapshot_source(module, sset, root, entries, result):
+    """The node a snapshot is taken from (see choose_source), checked for free space: ``(source, node,
+    needed bytes, why)``; ``result`` gets source, expected_bytes and free_bytes."""
+    views = sset.views()
+    master = _redissnap.agreed_view_master(views)
+    candidates = _redissnap.replica_addresses(views, master)
+    replications = dict((address, sset.replication(address)[0]) for address in candidates)
+    source = _redissnap.choose_source(master, candidates, replications, module.params['source'])
+    if source['warning']:
+        module.warn(source['warning'])
+    node = sset.data_node(source['address'])
+    memory = node.call('info', 'memory', command='INFO memory')
+    needed, why = _redissnap.expected_size(entries, memory.get('used_memory'))
+    result.update(source=dict(address=source['address'], role=source['role'], skipped=source['skipped']),
+                  expected_bytes=needed)
+    result['free_bytes'] = _pgbackup.check_free_space(root if os.path.isdir(root) else os.path.dirname(root),
+                                                      needed, why)
+    return source, node, needed, why
+
+
 def do_backup(module, root):
     params = module.params
     result = dict(changed=False)
@@ -401,21 +492,9 @@ def do_backup(module, root):
     try:
         if store is not None:
             store.check_bucket()
+        recover_interrupted_restore(module, root, sset, result)
         entries = _catalog.list_backups(root)['backups'] if os.path.isdir(root) else []
-        views = sset.views()
-        master = _redissnap.agreed_view_master(views)
-        candidates = _redissnap.replica_addresses(views, master)
-        replications = dict((address, sset.replication(address)[0]) for address in candidates)
-        source = _redissnap.choose_source(master, candidates, replications, params['source'])
-        if source['warning']:
-            module.warn(source['warning'])
-        node = sset.data_node(source['address'])
-        memory = node.call('info', 'memory', command='INFO memory')
-        needed, why = _redissnap.expected_size(entries, memory.get('used_memory'))
-        result.update(source=dict(address=source['address'], role=source['role'], skipped=source['skipped']),
-                      expected_bytes=needed)
-        result['free_bytes'] = _pgbackup.check_free_space(root if os.path.isdir(root) else os.path.dirname(root),
-                                                          needed, why)
+        source, node, needed, why = snapshot_source(module, sset, root, entries, result)
         if module.check_mode:
             result.update(changed=True, backup_id=_catalog.new_backup_id(_redissnap.CATALOG_TYPE),
                           msg='Would snapshot %s (%s) into %s (expected size %s: %s)'
@@ -510,6 +589,7 @@ def do_restore(module, root):
     sset = sentinel_set(module)
     scratch = _redissnap.scratch_dir(root, 'restore')
     try:
+        recover_interrupted_restore(module, root, sset, result)
         if params['rdb_file']:
             if not os.path.isfile(params['rdb_file']):
                 module.fail_json(msg='rdb_file %s does not exist on this host' % params['rdb_file'])
@@ -539,13 +619,30 @@ def do_restore(module, root):
             result['backup_id'] = entry['id']
         restore = _redissnap.Restore(module.run_command, tools, sset, _redis.Node, params['restore_listen_host'],
                                      params['restore_listen_port'], params['redis_password'], log.append,
-                                     sync_timeout=params['restore_sync_timeout'], timeout=params['restore_timeout'])
+                                     sync_timeout=params['restore_sync_timeout'], timeout=params['restore_timeout'],
+                                     root=root)
+
+        def pre_snapshot():
+            # An ordinary snapshot of the data about to be replaced, under this run's lock.
+            entries = _catalog.list_backups(root)['backups']
+            source, node, dummy, dummy = snapshot_source(module, sset, root, entries, {})
+            return _redissnap.take_snapshot(module.run_command, tools, node, source, root,
+                                            lambda: _redissnap.server_time(node), params['bgsave_timeout'],
+                                            params['fetch_timeout'], params['redis_password'],
+                                            extra=dict(reason=_redissnap.PRE_RESTORE,
+                                                       label='before restoring %s' % snapshot['name']))
         try:
-            outcome = _redissnap.run_restore(restore, rdb_path, snapshot, scratch, temp_version, module.check_mode)
+            outcome = _redissnap.run_restore(restore, rdb_path, snapshot, scratch, temp_version, module.check_mode,
+                                             pre_snapshot=pre_snapshot if params['pre_restore_snapshot'] else None)
         except BackupError as err:
             result['changed'] = not module.check_mode and bool(log)
+            if restore.detached_address:
+                result['detached_replica'] = dict(address=restore.detached_address, held=bool(restore.state.get('held')))
             module.fail_json(msg='Restore failed: %s' % err.msg, **result)
         result.update(outcome)
+        if outcome.get('pre_restore_snapshot'):
+            result['undo'] = ('restore.yml -e service=redis -e backup_id=%s -e confirm=yes'
+                              % outcome['pre_restore_snapshot'])
         if module.check_mode:
             result.update(changed=True, msg='Would restore %s into master %s: %s'
                           % (snapshot['name'], outcome['master'], '; '.join(outcome['plan'])))
@@ -560,6 +657,8 @@ def do_restore(module, root):
         result['msg'] = ('Restored %s into master %s and %d replica(s): %s'
                          % (snapshot['name'], outcome['master'], len(outcome['replicas']),
                             _redissnap.counts_text(outcome['restored_keys'])))
+        if result.get('undo'):
+            result['msg'] += '; to undo: %s' % result['undo']
         return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -584,6 +683,7 @@ def main():
         restore_listen_port=dict(type='int', default=16379),
         restore_timeout=dict(type='int', default=300),
         restore_sync_timeout=dict(type='float'),
+        pre_restore_snapshot=dict(type='bool', default=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     action = module.params['action']

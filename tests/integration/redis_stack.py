@@ -185,8 +185,21 @@ class RedisStack(object):
         ``ip``: the container's address on the network (a restore listens on it); ``backups``: the
         host directory mounted at /backups (default: the stack's); ``env``: environment variables.
         """
+        cmd = self.module_command(check_mode, ip, backups, volumes, env, **args)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        return parse_result(proc)
+
+    def start_module(self, name, ip=None, env=None, **args):
+        """The module in a container named ``PREFIX-name``, in the background (a test may kill it):
+        ``subprocess.Popen``; ``parse_result(proc)`` of its outcome after ``communicate()``."""
+        cmd = self.module_command(False, ip, None, (), env, _name='%s-%s' % (PREFIX, name), **args)
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def module_command(self, check_mode, ip, backups, volumes, env, _name=None, **args):
         args.setdefault('backup_dir', '/backups')
         cmd = ['docker', 'run', '--rm', '--network', NETWORK]
+        if _name:
+            cmd += ['--name', _name]
         if ip:
             cmd += ['--ip', ip]
         cmd += ['-v', '%s:/usr/share/ansible/collections/ansible_collections/psscript/infra:ro' % COLLECTION_ROOT,
@@ -202,8 +215,7 @@ class RedisStack(object):
                 '-a', json.dumps(args)]
         if check_mode:
             cmd.append('--check')
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        return parse_result(proc)
+        return cmd
 
     def set_args(self, **extra):
         """Connection arguments; passwords travel in the environment (REDIS_PASSWORD, REDIS_SENTINEL_PASSWORD)."""

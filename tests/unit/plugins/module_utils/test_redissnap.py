@@ -532,3 +532,313 @@ def test_server_time_and_lastsave_conversions():
     moment = _redissnap.server_time(Node())
     assert moment.tzinfo is not None and moment.microsecond == 250000
     assert _redissnap.lastsave(Node()) == 1795638386
+
+
+# ---------------------------------------------------------------------------------------------
+# Restore safety: the replica kept detached, the pre-restore snapshot, the state a killed run leaves
+
+M = '172.29.0.31:6379'
+R2 = '172.29.0.32:6380'
+R3 = '172.29.0.33:6381'
+
+
+def test_choose_detached_prefers_in_sync_highest_offset_with_the_stack_password():
+    replications = {R2: replication(offset=50), R3: replication(offset=90)}
+    auths = {R2: 'pw', R3: 'pw'}
+    assert _redissnap.choose_detached(MASTER, [R2, R3], replications, auths, 'pw') == (R3, {})
+    # A replica whose masterauth is not redis_password could not be given it back from the module's parameter.
+    chosen, skipped = _redissnap.choose_detached(MASTER, [R2, R3], replications, dict(auths, **{R3: 'old'}), 'pw')
+    assert chosen == R2 and skipped == {R3: 'its masterauth is not redis_password'}
+    # Not in sync: it does not hold the current data; unreadable masterauth (CONFIG denied): not chosen.
+    chosen, skipped = _redissnap.choose_detached(MASTER, [R2, R3], {R2: replication(link='down'), R3: None},
+                                                 {R2: 'pw', R3: None}, 'pw')
+    assert chosen is None and skipped == {R2: 'its link to the master is down',
+                                          R3: 'its masterauth could not be read'}
+    assert _redissnap.choose_detached(MASTER, [], {}, {}, 'pw') == (None, {})
+    # The only replica is still detached.
+    assert _redissnap.choose_detached(MASTER, [R2], {R2: replication()}, {R2: 'pw'}, 'pw')[0] == R2
+
+
+def test_restore_plan_says_pre_restore_snapshot_and_detached_replica():
+    steps = _redissnap.restore_plan(M, [R2, R3], '172.29.0.50:16379', 'snap', 'db0=5', True, 20.0,
+                                    pre_snapshot=True, detached=R3)
+    text = '\n'.join(steps)
+    assert steps[1].startswith('take a pre-restore snapshot of the current data')
+    assert 'detach replica %s' % R3 in text and 'wait until %s is in sync' % R2 in text
+    assert 'give %s its masterauth back' % R3 in text and 'NOREPLICAS' not in text
+    single = '\n'.join(_redissnap.restore_plan(M, [R2], 'l', 's', 'k', True, 20.0, detached=R2))
+    assert 'only replica' in single and 'NOREPLICAS' in single and 'pre-restore' not in single
+    none = _redissnap.restore_plan(M, [R2], 'l', 's', 'k', True, 20.0, detached=None)
+    assert any(step.startswith('keep no replica detached') for step in none)
+
+
+def test_wrong_masterauth_is_random():
+    assert _redissnap.wrong_masterauth() != _redissnap.wrong_masterauth()
+
+
+def test_restore_state_file_is_private_atomic_and_checked(tmp_path):
+    root = str(tmp_path)
+    assert _redissnap.read_restore_state(root) is None
+    _redissnap.write_restore_state(root, dict(format=1, priorities={R2: '100'}))
+    path = os.path.join(root, '.restore-state.json')
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert _redissnap.read_restore_state(root) == dict(format=1, priorities={R2: '100'})
+    assert sorted(os.listdir(root)) == ['.restore-state.json']
+    _redissnap.remove_restore_state(root)
+    _redissnap.remove_restore_state(root)  # already gone: fine
+    with open(path, 'w') as handle:
+        handle.write('{"format": 1, "prio')
+    with pytest.raises(BackupError, match='is damaged'):
+        _redissnap.read_restore_state(root)
+    with open(path, 'w') as handle:
+        handle.write('{"format": 7}')
+    with pytest.raises(BackupError, match='not a restore state this module wrote'):
+        _redissnap.read_restore_state(root)
+
+
+def killed_state(**extra):
+    state = dict(format=1, pid=7, started_at='2026-01-01T00:00:00.000000Z', listen='172.29.0.50:16379', master=M,
+                 priorities={R2: '100', R3: '50'}, detached=R3, temp_server=True, scratch=None, held=False, backup='b')
+    state.update(extra)
+    return state
+
+
+def test_recovery_plan_undoes_only_what_is_still_changed():
+    on_temp = replication(master_host='172.29.0.50', master_port=16379)
+    assert _redissnap.recovery_plan(killed_state(), on_temp) == [
+        ('replicaof-no-one', M, None), ('stop-temp-server', '172.29.0.50:16379', None),
+        ('masterauth', R3, None), ('replica-priority', R2, '100'), ('replica-priority', R3, '50')]
+    # The master is a master again, or follows another node (Sentinel failed over), or does not answer: left alone.
+    for master_replication in ({'role': 'master'}, replication(master_host='172.29.0.32', master_port=6380), None):
+        steps = _redissnap.recovery_plan(killed_state(temp_server=False, detached=None), master_replication)
+        assert steps == [('replica-priority', R2, '100'), ('replica-priority', R3, '50')]
+
+
+class FakeNode(object):
+    """A data node: CONFIG GET/SET, INFO replication/keyspace, REPLICAOF and CLIENT KILL TYPE master."""
+
+    def __init__(self, role='slave', priority='100', masterauth='pw', keys=5, offset=100):
+        self.config = {'replica-priority': priority, 'masterauth': masterauth}
+        self.replication = replication(role=role, offset=offset)
+        self.keys = keys
+        self.commands = []
+        self.broken = False
+
+    def call(self, method, *args, **kwargs):
+        if self.broken:
+            raise _redis.RedisOpError('Redis at x did not answer')
+        if method == 'config_get':
+            return {args[0]: self.config[args[0]]}
+        if method == 'config_set':
+            self.config[args[0]] = str(args[1])
+            if args[0] == 'masterauth' and args[1] == 'pw' and self.replication['role'] == 'slave':
+                self.replication['master_link_status'] = 'up'
+            return True
+        if args[0] == 'keyspace':
+            return {'db0': {'keys': self.keys}} if self.keys else {}
+        return dict(self.replication) if args[0] == 'replication' else {}
+
+    def command(self, *args):
+        if self.broken:
+            raise _redis.RedisOpError('Redis at x did not answer')
+        self.commands.append(args)
+        if args[:4] == ('CLIENT', 'KILL', 'TYPE', 'master'):
+            self.replication['master_link_status'] = 'down'
+        if args == ('REPLICAOF', 'NO', 'ONE'):
+            self.replication['role'] = 'master'
+
+    def close(self):
+        pass
+
+
+class FakeSet(object):
+    def __init__(self, nodes):
+        self.nodes = nodes
+
+    def data_node(self, address):
+        return self.nodes[address]
+
+    def views(self):
+        replicas = [dict(address=a, priority=int(n.config['replica-priority'])) for a, n in self.nodes.items() if a != M]
+        return [dict(reachable=True, replicas=replicas)]
+
+
+def nothing_listens(host, port, password):
+    node = FakeNode()
+    node.broken = True
+    return node
+
+
+def test_recover_interrupted_undoes_a_killed_run_and_removes_the_state(tmp_path):
+    root = str(tmp_path)
+    scratch = os.path.join(root, '.scratch-restore-1-2')
+    os.makedirs(scratch)
+    nodes = {M: FakeNode(role='slave'), R2: FakeNode(priority='0'), R3: FakeNode(priority='0', masterauth='wrong')}
+    nodes[M].replication.update(master_host='172.29.0.50', master_port=16379)
+    nodes[R3].replication['master_link_status'] = 'down'
+    assert _redissnap.recover_interrupted(root, FakeSet(nodes), nothing_listens, 'pw', print) is None
+    _redissnap.write_restore_state(root, killed_state(scratch=scratch))
+    log = []
+    outcome = _redissnap.recover_interrupted(root, FakeSet(nodes), nothing_listens, 'pw', log.append)
+    assert outcome['problems'] == [] and outcome['pid'] == 7 and len(outcome['steps']) == 5 and len(log) == 5
+    assert nodes[M].replication['role'] == 'master'
+    assert [nodes[a].config['replica-priority'] for a in (R2, R3)] == ['100', '50']
+    assert nodes[R3].config['masterauth'] == 'pw' and nodes[R3].replication['master_link_status'] == 'up'
+    assert os.listdir(root) == []  # state file and the killed run's scratch directory
+
+
+def test_recover_interrupted_keeps_what_it_could_not_undo(tmp_path):
+    root = str(tmp_path)
+    nodes = {M: FakeNode(role='master'), R2: FakeNode(priority='0'), R3: FakeNode(priority='0', masterauth='x')}
+    nodes[R3].broken = True
+    _redissnap.write_restore_state(root, killed_state(temp_server=False))
+    with pytest.raises(BackupError, match='could not all be undone') as caught:
+        _redissnap.recover_interrupted(root, FakeSet(nodes), nothing_listens, 'pw', print)
+    assert R3 in caught.value.msg and nodes[R2].config['replica-priority'] == '100'
+    left = _redissnap.read_restore_state(root)
+    assert left['priorities'] == {R3: '50'} and left['detached'] == R3
+
+
+class FakeRestore(_redissnap.Restore):
+    """The real Restore bookkeeping (priorities, detach, rescue, state file) over fake nodes; the temporary
+    server, the master's sync, persistence and the replicas' resync are stubs that can fail."""
+
+    def __init__(self, root, nodes, fail_at=None):
+        super(FakeRestore, self).__init__(None, {}, FakeSet(nodes), None, '172.29.0.50', 16379, 'pw', self.note,
+                                          sleep=lambda seconds: None, root=root)
+        self.nodes = nodes
+        self.fail_at = fail_at
+        self.lines = []
+        self.states = []
+        self.waited = []
+
+    def note(self, text):
+        self.lines.append(text)
+
+    def record(self, **changes):
+        super(FakeRestore, self).record(**changes)
+        self.states.append(json.loads(json.dumps(self.state)))
+
+    def step(self, name):
+        if self.fail_at == name:
+            raise BackupError('%s failed' % name, kind=name)
+
+    def survey(self):
+        self.master = M
+        return dict(master=M, replicas=[R2, R3], budget=20.0)
+
+    def check_master(self, master, temp_version):
+        return {'aof_enabled': 1}
+
+    def start_temp_server(self, rdb_path, scratch):
+        self.record(temp_server=True, scratch=scratch)
+        self.step('temp')
+        return {'0': 3}
+
+    def sync_master(self, master, want, budget):
+        self.record(master_replicaof_temp=True)
+        self.master_changed = True
+        self.master_is_replica = True
+        self.nodes[M].keys = 3
+        self.step('sync')
+        self.promote(master)
+
+    def persist(self, master, persistence):
+        self.step('persist')
+
+    def wait_replicas(self, master, replicas, want):
+        self.waited.append(list(replicas))
+        for address in replicas:
+            self.nodes[address].keys = 3
+        self.step('replicas')
+
+    def stop_temp_server(self):
+        if self.state.get('temp_server'):
+            self.record(temp_server=False)
+
+
+def restore_nodes():
+    nodes = {M: FakeNode(role='master'), R2: FakeNode(offset=50), R3: FakeNode(offset=90)}
+    nodes[M].replication['role'] = 'master'
+    return nodes
+
+
+def pre_snapshot():
+    return dict(id='20260101T000000Z-full', source=dict(address=R2), keys=5)
+
+
+SNAP = dict(name='20250101T000000Z-full', keys=3, expires=0, keys_by_db={'0': 3})
+
+
+def test_run_restore_keeps_one_replica_on_the_old_data_until_accepted(tmp_path):
+    nodes = restore_nodes()
+    restore = FakeRestore(str(tmp_path), nodes)
+    result = _redissnap.run_restore(restore, 'dump.rdb', SNAP, str(tmp_path), '8.0.2', pre_snapshot=pre_snapshot)
+    assert result['pre_restore_snapshot'] == '20260101T000000Z-full'
+    assert result['detached_replica'] == dict(address=R3, keys_before={'0': 5}, keys_at_accept={'0': 5},
+                                              link_at_accept='down', role_at_accept='slave')
+    # The other replica was waited for first, the detached one after it got its masterauth back.
+    assert restore.waited == [[R2], [R3]]
+    assert nodes[R3].config['masterauth'] == 'pw' and nodes[R3].commands == [('CLIENT', 'KILL', 'TYPE', 'master')]
+    assert [nodes[a].config['replica-priority'] for a in (R2, R3)] == ['100', '100']
+    assert not os.path.exists(_redissnap.restore_state_path(str(tmp_path)))
+    # Each change was recorded before it was made, never with the password.
+    first_detached = next(s for s in restore.states if s['detached'])
+    assert first_detached['priorities'] == {R2: '100', R3: '100'} and nodes[R3].commands
+    assert not any('"pw"' in json.dumps(s) for s in restore.states)
+    assert any(s['master_replicaof_temp'] for s in restore.states)
+
+
+def test_run_restore_failing_before_the_master_changed_reattaches(tmp_path):
+    nodes = restore_nodes()
+    restore = FakeRestore(str(tmp_path), nodes, fail_at='temp')
+    with pytest.raises(BackupError) as caught:
+        _redissnap.run_restore(restore, 'dump.rdb', SNAP, str(tmp_path), '8.0.2', pre_snapshot=pre_snapshot)
+    assert 'the live data was not touched' in caught.value.msg and 'still holds' not in caught.value.msg
+    assert nodes[R3].config['masterauth'] == 'pw' and nodes[R3].replication['master_link_status'] == 'up'
+    assert [nodes[a].config['replica-priority'] for a in (R2, R3)] == ['100', '100']
+    assert not os.path.exists(_redissnap.restore_state_path(str(tmp_path)))
+
+
+@pytest.mark.parametrize('fail_at', ['sync', 'persist', 'replicas'])
+def test_run_restore_failing_after_the_master_changed_keeps_the_old_data_detached(tmp_path, fail_at):
+    nodes = restore_nodes()
+    restore = FakeRestore(str(tmp_path), nodes, fail_at=fail_at)
+    with pytest.raises(BackupError) as caught:
+        _redissnap.run_restore(restore, 'dump.rdb', SNAP, str(tmp_path), '8.0.2', pre_snapshot=pre_snapshot)
+    msg = caught.value.msg
+    assert 'Replica %s still holds the data from before the restore (db0=5)' % R3 in msg
+    assert 'backup_id=20260101T000000Z-full' in msg and 're-attaches it' in msg
+    assert nodes[M].replication['role'] == 'master'
+    assert nodes[R3].config['masterauth'] != 'pw' and nodes[R3].replication['master_link_status'] == 'down'
+    # No failover may promote the old data: the held replica stays at 0, the other one can be promoted again.
+    assert [nodes[a].config['replica-priority'] for a in (R2, R3)] == ['100', '0']
+    state = _redissnap.read_restore_state(str(tmp_path))
+    assert state['held'] is True and state['detached'] == R3 and state['priorities'] == {R3: '100'}
+    assert state['master_replicaof_temp'] is False and state['temp_server'] is False
+    # The next run re-attaches it.
+    outcome = _redissnap.recover_interrupted(str(tmp_path), FakeSet(nodes), nothing_listens, 'pw', print)
+    assert outcome['held'] is True and nodes[R3].config['masterauth'] == 'pw'
+    assert nodes[R3].config['replica-priority'] == '100'
+
+
+def test_run_restore_check_mode_plans_without_snapshot_or_change(tmp_path):
+    nodes = restore_nodes()
+    restore = FakeRestore(str(tmp_path), nodes)
+
+    def must_not_run():
+        raise AssertionError('check mode took a snapshot')
+    result = _redissnap.run_restore(restore, 'dump.rdb', SNAP, str(tmp_path), '8.0.2', check_mode=True,
+                                    pre_snapshot=must_not_run)
+    assert result['detached_replica'] == {'address': R3} and 'pre_restore_snapshot' not in result
+    assert any('pre-restore snapshot' in step for step in result['plan'])
+    assert restore.states == [] and nodes[R3].commands == []
+
+
+def test_choose_for_restore_latest_is_never_a_pre_restore_snapshot():
+    regular = entry('20250101T000000Z-full', '2025-01-01T00:00:05.000000Z')
+    pre = entry('20250102T000000Z-full', '2025-01-02T00:00:05.000000Z', reason='pre-restore')
+    assert _redissnap.choose_for_restore([regular, pre], None, 'latest')[0]['id'] == regular['id']
+    assert _redissnap.choose_for_restore([regular, pre], None, pre['id'])[0]['id'] == pre['id']
+    with pytest.raises(BackupError, match='restore one of those by id'):
+        _redissnap.choose_for_restore([pre], None, 'latest')
