@@ -94,7 +94,11 @@ server_version:
   type: str
   sample: "17.6 (Debian 17.6-0+deb13u1)"
 rows:
-  description: The rows of the query, each a list of text cells (NULL as an empty string, booleans as t or f).
+  description:
+    - The rows of the query, in the order it returns them.
+    - Each row is a list of text cells, one per column of the query's result, in the order of its select list;
+      column names are not returned. NULL is an empty string, booleans are V(t) or V(f), other values their text
+      (numbers and dates as Python prints them).
   returned: action is query
   type: list
   elements: list

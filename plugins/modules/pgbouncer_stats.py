@@ -130,11 +130,68 @@ version:
   sample: PgBouncer 1.24.1
 pools:
   description:
-    - Rows of C(SHOW POOLS), one per (database, user) pool, with every column PgBouncer sent, typed.
+    - Rows of C(SHOW POOLS), one per (database, user) pool, with every column PgBouncer sent, typed by column name.
     - C(maxwait_seconds) joins C(maxwait) and C(maxwait_us).
+    - The sub-keys listed are those of PgBouncer 1.24; a column another version adds is returned too, typed the same way.
   returned: when V(pools) is in O(show)
   type: list
   elements: dict
+  contains:
+    database:
+      description: Database of the pool.
+      type: str
+    user:
+      description: User of the pool.
+      type: str
+    cl_active:
+      description: Client connections linked to a server connection and able to process queries.
+      type: int
+    cl_waiting:
+      description: Client connections that have sent queries but have no server connection yet.
+      type: int
+    cl_active_cancel_req:
+      description: Client connections that have forwarded a query cancellation to the server and wait for its answer.
+      type: int
+    cl_waiting_cancel_req:
+      description: Client connections that have not forwarded their query cancellation to the server yet.
+      type: int
+    sv_active:
+      description: Server connections linked to a client connection.
+      type: int
+    sv_active_cancel:
+      description: Server connections currently forwarding a cancel request.
+      type: int
+    sv_being_canceled:
+      description: Server connections that could become idle but wait until the cancel requests sent for them complete.
+      type: int
+    sv_idle:
+      description: Server connections unused and ready for a client query.
+      type: int
+    sv_used:
+      description: Server connections idle for more than C(server_check_delay), which need C(server_check_query) before use.
+      type: int
+    sv_tested:
+      description: Server connections running C(server_reset_query) or C(server_check_query).
+      type: int
+    sv_login:
+      description: Server connections currently logging in.
+      type: int
+    maxwait:
+      description: Whole seconds the oldest waiting client of the pool has waited.
+      type: int
+    maxwait_us:
+      description: Microsecond part of that wait.
+      type: int
+    maxwait_seconds:
+      description: The whole wait of the oldest waiting client in seconds, C(maxwait) + C(maxwait_us) / 1000000 (added by this module).
+      type: float
+    pool_mode:
+      description: Pooling mode of the pool (V(session), V(transaction) or V(statement)).
+      type: str
+    load_balance_hosts:
+      description: The C(load_balance_hosts) setting of the pool's database; V(null) when not set.
+      returned: with PgBouncer 1.24 and later
+      type: str
   sample:
     - database: psscript
       user: app
@@ -156,14 +213,112 @@ pools:
       load_balance_hosts: null
 stats:
   description:
-    - Rows of C(SHOW STATS), one per database. Counters are totals since PgBouncer started; C(avg_*)
-      values cover the last C(stats_period).
-    - Each microsecond column also appears in seconds as C(<column>_seconds).
+    - Rows of C(SHOW STATS), one per database, with every column PgBouncer sent, typed by column name.
+    - C(total_*) counters are totals since PgBouncer started; C(avg_*) values cover the last C(stats_period).
+    - Each microsecond column also appears in seconds as C(<column>_seconds) (added by this module).
+    - The sub-keys listed are those of PgBouncer 1.24; a column another version adds is returned too, typed the same way.
   returned: when V(stats) is in O(show)
   type: list
   elements: dict
+  contains:
+    database:
+      description: The database the statistics are about.
+      type: str
+    total_server_assignment_count:
+      description: Times a server connection was assigned to a client.
+      returned: with PgBouncer 1.23 and later
+      type: int
+    total_xact_count:
+      description: SQL transactions pooled.
+      type: int
+    total_query_count:
+      description: SQL commands pooled.
+      type: int
+    total_received:
+      description: Bytes of network traffic received by PgBouncer.
+      type: int
+    total_sent:
+      description: Bytes of network traffic sent by PgBouncer.
+      type: int
+    total_xact_time:
+      description: Microseconds PgBouncer was connected to PostgreSQL in a transaction, idle in transaction or executing queries.
+      type: int
+    total_xact_time_seconds:
+      description: C(total_xact_time) in seconds.
+      type: float
+    total_query_time:
+      description: Microseconds PgBouncer was actively connected to PostgreSQL, executing queries.
+      type: int
+    total_query_time_seconds:
+      description: C(total_query_time) in seconds.
+      type: float
+    total_wait_time:
+      description: Microseconds clients spent waiting for a server connection.
+      type: int
+    total_wait_time_seconds:
+      description: C(total_wait_time) in seconds.
+      type: float
+    total_client_parse_count:
+      description: Prepared statement C(Parse) messages received from clients.
+      returned: with PgBouncer 1.24 and later
+      type: int
+    total_server_parse_count:
+      description: Prepared statement C(Parse) messages PgBouncer sent to PostgreSQL.
+      returned: with PgBouncer 1.24 and later
+      type: int
+    total_bind_count:
+      description: Prepared statements readied for execution by a C(Bind) message.
+      returned: with PgBouncer 1.24 and later
+      type: int
+    avg_server_assignment_count:
+      description: Server assignments per second in the last C(stats_period).
+      returned: with PgBouncer 1.23 and later
+      type: int
+    avg_xact_count:
+      description: Transactions per second in the last C(stats_period).
+      type: int
+    avg_query_count:
+      description: Queries per second in the last C(stats_period).
+      type: int
+    avg_recv:
+      description: Bytes received per second in the last C(stats_period).
+      type: int
+    avg_sent:
+      description: Bytes sent per second in the last C(stats_period).
+      type: int
+    avg_xact_time:
+      description: Average transaction duration in the last C(stats_period), in microseconds.
+      type: int
+    avg_xact_time_seconds:
+      description: C(avg_xact_time) in seconds.
+      type: float
+    avg_query_time:
+      description: Average query duration in the last C(stats_period), in microseconds.
+      type: int
+    avg_query_time_seconds:
+      description: C(avg_query_time) in seconds.
+      type: float
+    avg_wait_time:
+      description: Average time clients waited for a server connection in the last C(stats_period), in microseconds.
+      type: int
+    avg_wait_time_seconds:
+      description: C(avg_wait_time) in seconds.
+      type: float
+    avg_client_parse_count:
+      description: Client C(Parse) messages per second in the last C(stats_period).
+      returned: with PgBouncer 1.24 and later
+      type: int
+    avg_server_parse_count:
+      description: Server C(Parse) messages per second in the last C(stats_period).
+      returned: with PgBouncer 1.24 and later
+      type: int
+    avg_bind_count:
+      description: C(Bind) messages per second in the last C(stats_period).
+      returned: with PgBouncer 1.24 and later
+      type: int
   sample:
     - database: psscript
+      total_server_assignment_count: 53
       total_xact_count: 55
       total_query_count: 55
       total_received: 1062
@@ -174,6 +329,10 @@ stats:
       total_query_time_seconds: 0.004679
       total_wait_time: 24009
       total_wait_time_seconds: 0.024009
+      total_client_parse_count: 0
+      total_server_parse_count: 0
+      total_bind_count: 0
+      avg_server_assignment_count: 1
       avg_xact_count: 2
       avg_query_count: 2
       avg_recv: 32
@@ -184,11 +343,79 @@ stats:
       avg_query_time_seconds: 0.0
       avg_wait_time: 2912
       avg_wait_time_seconds: 0.002912
+      avg_client_parse_count: 0
+      avg_server_parse_count: 0
+      avg_bind_count: 0
 databases:
-  description: Rows of C(SHOW DATABASES), one per configured or automatic database, typed.
+  description:
+    - Rows of C(SHOW DATABASES), one per configured or automatic database, with every column PgBouncer sent, typed by
+      column name.
+    - The sub-keys listed are those of PgBouncer 1.24 (plus C(reserve_pool), its name before 1.24); a column another
+      version adds is returned too, typed the same way.
   returned: when V(databases) is in O(show)
   type: list
   elements: dict
+  contains:
+    name:
+      description: Name of the database entry, as clients ask for it.
+      type: str
+    host:
+      description: Host PgBouncer connects to; V(null) for a Unix socket and for the console's own database V(pgbouncer).
+      type: str
+    port:
+      description: Port PgBouncer connects to.
+      type: int
+    database:
+      description: Name of the database PgBouncer connects to.
+      type: str
+    force_user:
+      description: The user every connection to this database uses; V(null) when not forced.
+      type: str
+    pool_size:
+      description: Largest number of server connections per pool of this database.
+      type: int
+    min_pool_size:
+      description: Smallest number of server connections kept per pool.
+      type: int
+    reserve_pool_size:
+      description: Additional server connections allowed per pool when clients wait too long.
+      returned: with PgBouncer 1.24 and later
+      type: int
+    reserve_pool:
+      description: The same as C(reserve_pool_size), under its name before PgBouncer 1.24.
+      returned: with PgBouncer before 1.24
+      type: int
+    server_lifetime:
+      description: Seconds after which an unused server connection is closed.
+      returned: with PgBouncer 1.23 and later
+      type: int
+    pool_mode:
+      description: Pooling mode set for this database; V(null) when the global C(pool_mode) applies.
+      type: str
+    load_balance_hosts:
+      description: The C(load_balance_hosts) setting of this database; V(null) when not set.
+      returned: with PgBouncer 1.24 and later
+      type: str
+    max_connections:
+      description: Largest number of server connections allowed for this database; V(0) means no limit.
+      type: int
+    current_connections:
+      description: Current server connections for this database.
+      type: int
+    max_client_connections:
+      description: Largest number of client connections allowed for this database; V(0) means no limit.
+      returned: with PgBouncer 1.24 and later
+      type: int
+    current_client_connections:
+      description: Current client connections for this database.
+      returned: with PgBouncer 1.24 and later
+      type: int
+    paused:
+      description: V(1) when the database is paused, else V(0).
+      type: int
+    disabled:
+      description: V(1) when the database is disabled, else V(0).
+      type: int
   sample:
     - name: psscript
       host: 127.0.0.1
@@ -200,18 +427,70 @@ databases:
       reserve_pool_size: 0
       server_lifetime: 3600
       pool_mode: null
+      load_balance_hosts: null
       max_connections: 0
       current_connections: 3
+      max_client_connections: 0
+      current_client_connections: 5
       paused: 0
       disabled: 0
 lists:
-  description: C(SHOW LISTS) as a mapping of list name to item count.
+  description:
+    - C(SHOW LISTS) as a mapping of list name to item count.
+    - Keys are the list names PgBouncer sends, one per row; the sub-keys listed are those of PgBouncer 1.24.
   returned: when V(lists) is in O(show)
   type: dict
+  contains:
+    databases:
+      description: Count of databases.
+      type: int
+    users:
+      description: Count of users.
+      type: int
+    peers:
+      description: Count of peers.
+      returned: with PgBouncer 1.19 and later
+      type: int
+    pools:
+      description: Count of pools.
+      type: int
+    peer_pools:
+      description: Count of peer pools.
+      returned: with PgBouncer 1.19 and later
+      type: int
+    free_clients:
+      description: Count of free client slots.
+      type: int
+    used_clients:
+      description: Count of used client slots.
+      type: int
+    login_clients:
+      description: Count of clients in login state.
+      type: int
+    free_servers:
+      description: Count of free server slots.
+      type: int
+    used_servers:
+      description: Count of used server slots.
+      type: int
+    dns_names:
+      description: Count of DNS names in the cache.
+      type: int
+    dns_zones:
+      description: Count of DNS zones in the cache.
+      type: int
+    dns_queries:
+      description: Count of in-flight DNS queries.
+      type: int
+    dns_pending:
+      description: Count of pending DNS queries (PgBouncer documents it as unused).
+      type: int
   sample:
     databases: 3
     users: 4
+    peers: 0
     pools: 3
+    peer_pools: 0
     free_clients: 44
     used_clients: 6
     login_clients: 0
@@ -220,8 +499,14 @@ lists:
     dns_names: 0
     dns_zones: 0
     dns_queries: 0
+    dns_pending: 0
 config:
-  description: C(SHOW CONFIG) as a mapping of setting to its current value; numbers are integers or floats.
+  description:
+    - C(SHOW CONFIG) as a mapping of setting to its current value.
+    - Keys are the setting names (C(key) column) of the running PgBouncer, every one it reports, so they vary with the
+      version; values come from the C(value) column (C(default) and C(changeable) are not returned).
+    - A value that is a whole number is an integer (on/off settings are V(0) or V(1), C(unix_socket_mode) is decimal,
+      V(511) for C(0777)), a decimal number a float, anything else text; an unset setting is V(null) or an empty string.
   returned: when V(config) is in O(show)
   type: dict
   sample:
@@ -229,33 +514,142 @@ config:
     max_client_conn: 100
     pool_mode: transaction
     listen_addr: 127.0.0.1
+    log_connections: 1
+    auth_user: null
 clients:
-  description: Rows of C(SHOW CLIENTS), one per client connection, typed; C(wait_seconds) joins C(wait) and C(wait_us).
+  description:
+    - Rows of C(SHOW CLIENTS), one per client connection, with every column PgBouncer sent, typed by column name.
+    - C(wait_seconds) joins C(wait) and C(wait_us).
+    - The sub-keys listed are those of PgBouncer 1.24; a column another version adds is returned too, typed the same way.
   returned: when V(clients) is in O(show)
   type: list
   elements: dict
+  contains: &connection_columns
+    type:
+      description: V(C) for a client connection, V(S) for a server connection.
+      type: str
+    user:
+      description: User of the connection.
+      type: str
+    database:
+      description: Database of the connection.
+      type: str
+    replication:
+      description: Replication type of the connection, V(none), V(logical) or V(physical).
+      returned: with PgBouncer 1.23 and later
+      type: str
+    state:
+      description: State of the connection, for example V(active), V(idle), V(waiting) (clients) or V(used) (servers).
+      type: str
+    addr:
+      description: IP address of the peer (the client, or the PostgreSQL server), or V(unix) for a Unix socket.
+      type: str
+    port:
+      description: Port of the peer.
+      type: int
+    local_addr:
+      description: Address of PgBouncer's end of the connection.
+      type: str
+    local_port:
+      description: Port of PgBouncer's end of the connection.
+      type: int
+    connect_time:
+      description: When the connection was made, as PgBouncer prints it (C(YYYY-MM-DD HH:MM:SS UTC)).
+      type: str
+    request_time:
+      description: When the last request was issued, in the same format.
+      type: str
+    wait:
+      description: Whole seconds of the current wait (a client waiting for a server connection).
+      type: int
+    wait_us:
+      description: Microsecond part of that wait.
+      type: int
+    wait_seconds:
+      description: The whole current wait in seconds, C(wait) + C(wait_us) / 1000000 (added by this module).
+      type: float
+    close_needed:
+      description: V(1) when the connection will be closed as soon as possible, else V(0).
+      type: int
+    ptr:
+      description: Address of the connection's internal object in PgBouncer, an identifier.
+      type: str
+    link:
+      description: C(ptr) of the connection it is linked to (server for a client, client for a server); empty when none.
+      type: str
+    remote_pid:
+      description:
+        - For a server connection, the PID of its PostgreSQL backend.
+        - For a client, its PID when it connected over a Unix socket and the system tells it; otherwise V(0).
+      type: int
+    tls:
+      description: The TLS connection, as PgBouncer describes it (protocol, cipher); empty for plain connections.
+      type: str
+    application_name:
+      description: The C(application_name) the client set; empty when none.
+      type: str
+    prepared_statements:
+      description: Number of prepared statements PgBouncer tracks on the connection.
+      returned: with PgBouncer 1.21 and later
+      type: int
+    id:
+      description: Unique ID of the connection.
+      returned: with PgBouncer 1.24 and later
+      type: int
   sample:
     - type: C
       user: app
       database: psscript
+      replication: none
       state: waiting
       addr: 127.0.0.1
       port: 47258
+      local_addr: 127.0.0.1
+      local_port: 6432
+      connect_time: "2026-11-25 17:27:50 UTC"
+      request_time: "2026-11-25 17:27:50 UTC"
       wait: 1
       wait_us: 409024
       wait_seconds: 1.409024
+      close_needed: 0
+      ptr: "0x55a7d8343640"
+      link: ""
+      remote_pid: 0
+      tls: ""
+      application_name: ""
+      prepared_statements: 0
+      id: 10
 servers:
-  description: Rows of C(SHOW SERVERS), one per server connection, typed.
+  description:
+    - Rows of C(SHOW SERVERS), one per server connection, with the same columns as RV(clients), typed by column name.
+    - C(wait_seconds) joins C(wait) and C(wait_us).
   returned: when V(servers) is in O(show)
   type: list
   elements: dict
+  contains: *connection_columns
   sample:
     - type: S
       user: app
       database: psscript
+      replication: none
       state: active
       addr: 127.0.0.1
       port: 5432
+      local_addr: 127.0.0.1
+      local_port: 52100
+      connect_time: "2026-11-25 17:27:50 UTC"
+      request_time: "2026-11-25 17:27:50 UTC"
+      wait: 0
+      wait_us: 0
+      wait_seconds: 0.0
+      close_needed: 0
+      ptr: "0x55a7d834bfe0"
+      link: "0x55a7d8343380"
+      remote_pid: 28950
+      tls: ""
+      application_name: ""
+      prepared_statements: 0
+      id: 9
 breaches:
   description:
     - Thresholds exceeded, one item per pool and metric. Empty when no threshold is set or none is exceeded.

@@ -67,12 +67,25 @@ reply:
   type: str
   sample: PONG
 info:
-  description: The C(INFO) section, as redis-py parses it (numbers as numbers).
+  description:
+    - The C(INFO) section O(section), as redis-py parses it.
+    - Keys are the field names the node reports in that section (for example C(role) and C(connected_slaves) in
+      C(replication)), so they depend on the section and on the Redis version.
+    - Values are integers or floats when the field is a number, otherwise text; a field made of C(name=value)
+      pairs is itself a mapping, for example C(slave0) of C(replication) (C(ip), C(port), C(state), C(offset),
+      C(lag)) or C(db0) of C(keyspace) (C(keys), C(expires), C(avg_ttl)).
   returned: action is info
   type: dict
-  sample: {role: master, connected_slaves: 2}
+  sample:
+    role: master
+    connected_slaves: 1
+    slave0: {ip: 172.25.0.42, port: 6379, state: online, offset: 2381, lag: 0}
+    master_repl_offset: 2381
 keys:
-  description: Number of keys per database number (as a string key); databases without keys are absent.
+  description:
+    - Number of keys per database.
+    - Keys are the database numbers as strings (V("0") for C(db0)); values are the C(keys) count of that database
+      in C(INFO keyspace), an integer. Databases without keys are absent, so an empty node gives an empty mapping.
   returned: action is keyspace
   type: dict
   sample: {"0": 1000, "3": 50}

@@ -236,19 +236,19 @@ sentinels:
       description: Why it did not (unreachable, wrong password, unknown master name); V(null) when it did.
       type: str
     tilt:
-      description: Whether the Sentinel is in TILT mode.
+      description: Whether the Sentinel is in TILT mode; V(null) when it did not answer.
       type: bool
     master:
-      description: The master address (C(host:port)) this Sentinel names.
+      description: The master address (C(host:port)) this Sentinel names; V(null) when it did not answer.
       type: str
     epoch:
-      description: The master's config epoch according to this Sentinel.
+      description: The master's config epoch according to this Sentinel; V(null) when it did not answer.
       type: int
     quorum_ok:
-      description: Whether C(SENTINEL CKQUORUM) succeeded on this Sentinel.
+      description: Whether C(SENTINEL CKQUORUM) succeeded on this Sentinel; V(null) when it did not answer.
       type: bool
 epoch:
-  description: The highest config epoch of the master reported by any Sentinel.
+  description: The highest config epoch of the master reported by any Sentinel; V(null) when no Sentinel answered.
   returned: when O(action=check)
   type: int
   sample: 3
@@ -266,15 +266,32 @@ problems:
     - "cannot connect to Sentinel 10.10.0.13:26379 (Connection refused): check the address and that the Sentinel is running"
     - "replica 10.10.0.23:6379 lags 14 s behind master 10.10.0.21:6379 (max_replica_lag 10.0)"
 old_master:
-  description: The master before the switchover or failover.
+  description:
+    - The master before the switchover or failover.
+    - With O(action=wait_for_failover), O(old_master) when set, otherwise the master the Sentinel majority named
+      when the module started.
   returned: when O(action=switchover) or O(action=wait_for_failover)
   type: dict
   sample: {"host": "10.10.0.21", "port": 6379}
+  contains:
+    host:
+      description: Host or IP address of the old master.
+      type: str
+    port:
+      description: Port of the old master.
+      type: int
 new_master:
   description: The master the Sentinels agree on afterwards; V(null) in check mode.
   returned: when O(action=switchover) or O(action=wait_for_failover) succeeds
   type: dict
   sample: {"host": "10.10.0.22", "port": 6379}
+  contains:
+    host:
+      description: Host or IP address of the new master, as the Sentinels announce it.
+      type: str
+    port:
+      description: Port of the new master.
+      type: int
 writes_paused_ms:
   description:
     - Milliseconds from C(CLIENT PAUSE) to C(CLIENT UNPAUSE) on the old master, that is how long

@@ -60,7 +60,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 secrets:
-  description: Mapping of every stored password by name (the names asked for and any others in the file).
+  description:
+    - Mapping of every stored password by name, the file's content after this run (in check mode, what it would be).
+    - Keys are the password names, those in O(names) and any others the file holds; values are the passwords, as
+      strings.
   returned: success
   type: dict
   sample: {"redis_password": "4Nq...", "postgres_app_password": "b2Z..."}
