@@ -606,10 +606,11 @@ class S3Store(object):
         return len(objects)
 
     # -- shared areas (for example the WAL segments backups need) --------------------------------
-    def list_area(self, area):
-        """``{name: size}`` of the objects in ``<base>/<area>/``."""
+    def list_area(self, area, name_prefix=''):
+        """``{name: size}`` of the objects in ``<base>/<area>/`` (only names starting with ``name_prefix``:
+        the WAL shipper asks for the few names it is about to upload, not for the whole area)."""
         prefix = self.area_key(area)
-        objects, dummy = self._list(prefix)
+        objects, dummy = self._list(prefix + (check_name(name_prefix, 'object name prefix') if name_prefix else ''))
         return dict((k[len(prefix):], v) for k, v in objects.items() if '/' not in k[len(prefix):])
 
     def put_area(self, area, directory, names, present=None):

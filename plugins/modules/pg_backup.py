@@ -94,16 +94,31 @@ options:
     description:
       - V(backup) takes a backup, V(verify) checks backups, V(list) reads the catalog, V(prune) applies retention,
         V(restore) rebuilds and recovers a backup into O(restore_dir).
+      - V(ship_wal) copies the archived WAL that S3 lacks to S3, in one pass or every O(ship_interval) seconds for
+        O(ship_for) seconds; it needs O(s3) and O(wal_archive_dir) and never deletes. The backup container runs the
+        same code in a loop (C(wal-shipper)) whenever S3 is configured.
     type: str
     required: true
-    choices: [backup, verify, list, prune, restore]
+    choices: [backup, verify, list, prune, restore, ship_wal]
+  ship_interval:
+    description:
+      - Seconds between two passes of O(action=ship_wal) when O(ship_for) is above 0 (after a failure, the wait
+        doubles up to 60 s).
+    type: int
+    default: 5
+  ship_for:
+    description:
+      - Seconds O(action=ship_wal) keeps shipping; V(0) is one pass.
+    type: int
+    default: 0
   wal_archive_dir:
     description:
       - The WAL archive that C(archive_command) of the server copies completed segments into, as seen from the
         host that runs this module (in the C(psscript) stack, the volume mounted at
         C(/var/lib/postgresql/wal-archive) in the PostgreSQL container).
-      - Required for O(action=backup) and O(action=restore). For O(action=verify) it makes C(pg_verifybackup) parse
-        the backup's WAL. For O(action=prune) it enables removing WAL that no kept backup needs.
+      - Required for O(action=backup), O(action=restore) and O(action=ship_wal). For O(action=verify) it makes
+        C(pg_verifybackup) parse the backup's WAL. For O(action=prune) it enables removing WAL that no kept backup
+        needs. For O(action=list) with O(s3) it adds RV(wal_shipping), how far S3 is behind the archive.
     type: path
   type:
     description:
@@ -615,6 +630,26 @@ removed_leftovers:
   type: list
   elements: dict
   sample: []
+wal_uploaded:
+  description: WAL files O(action=ship_wal) copied to S3, in upload order.
+  returned: action is ship_wal
+  type: list
+  elements: str
+  sample: ['000000010000000000000042', '000000010000000000000043']
+wal_shipping:
+  description:
+    - How far the WAL in S3 is behind the archive. C(lag_seconds) is the age of the oldest archived file S3 lacks
+      (0 when it lacks none), so what a lost server would lose beyond the segment still being written.
+    - C(pending) counts archived files S3 lacks; C(newest_archived) and C(newest_in_s3) are the newest segments.
+    - O(action=ship_wal) adds C(passes), C(failures) and C(last_error).
+  returned: action is ship_wal, or action is list with O(s3) and O(wal_archive_dir)
+  type: dict
+  sample:
+    newest_archived: '000000010000000000000043'
+    newest_in_s3: '000000010000000000000043'
+    pending: 0
+    oldest_pending: null
+    lag_seconds: 0
 '''
 
 import os
@@ -627,6 +662,7 @@ from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _f
 from ansible_collections.psscript.infra.plugins.module_utils._catalog import CatalogError
 from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import BackupError
 from ansible_collections.psscript.infra.plugins.module_utils._s3 import S3Error
+from ansible_collections.psscript.infra.plugins.module_utils import _walship
 
 
 def find_tools(module, major, names=_pgbackup.TOOLS):
@@ -1028,11 +1064,36 @@ def restore(module, root):
     return result
 
 
+def do_ship_wal(module):
+    """Copy the archived WAL S3 lacks: one pass, or a loop of ship_for seconds (_walship)."""
+    params = module.params
+    if not params['s3'] or not params['wal_archive_dir']:
+        module.fail_json(msg='action=ship_wal needs s3 (where to) and wal_archive_dir (the archive to copy from)')
+    if not os.path.isdir(params['wal_archive_dir']):
+        module.fail_json(msg='wal_archive_dir %s does not exist: check the path (and the volume mount)'
+                             % params['wal_archive_dir'])
+    shipper = _walship.Shipper(s3_store(module), params['wal_archive_dir'])
+    if module.check_mode:
+        lagging = shipper.lag()
+        return dict(changed=lagging['pending'] > 0, wal_uploaded=[], wal_shipping=lagging,
+                    msg='Would copy %d WAL file(s) to S3' % lagging['pending'])
+    totals = _walship.run(shipper, params['ship_interval'], duration=params['ship_for'])
+    if totals['failed_last']:
+        module.fail_json(msg='Shipping WAL to S3 failed: %s' % totals['last_error'], wal_uploaded=totals['uploaded'])
+    shipping = shipper.lag()
+    shipping.update((k, totals[k]) for k in ('passes', 'failures', 'last_error'))
+    return dict(changed=bool(totals['uploaded']), wal_uploaded=totals['uploaded'], wal_shipping=shipping,
+                msg='Copied %d WAL file(s) to S3; %d archived file(s) not in S3'
+                    % (len(totals['uploaded']), shipping['pending']))
+
+
 def main():
     argument_spec = _pg.pg_connection_spec()
     argument_spec.update(_catalog.catalog_spec())
     argument_spec.update(
-        action=dict(type='str', required=True, choices=['backup', 'verify', 'list', 'prune', 'restore']),
+        action=dict(type='str', required=True, choices=['backup', 'verify', 'list', 'prune', 'restore', 'ship_wal']),
+        ship_interval=dict(type='int', default=5),
+        ship_for=dict(type='int', default=0),
         wal_archive_dir=dict(type='path'),
         type=dict(type='str', default='full', choices=['full', 'incremental']),
         fallback_to_full=dict(type='bool', default=False),
@@ -1063,10 +1124,15 @@ def main():
     try:
         if action == 'backup':
             result = do_backup(module, root)
+        elif action == 'ship_wal':
+            result = do_ship_wal(module)
         elif not os.path.isdir(root) and not (module.params['s3'] and action in ('list', 'restore')):
             module.fail_json(msg='backup_dir %s does not exist: check the path (and the volume mount)' % root)
         elif action == 'list':
-            result = listing(root, s3_store(module))
+            store = s3_store(module)
+            result = listing(root, store)
+            if store is not None and module.params['wal_archive_dir']:
+                result['wal_shipping'] = _walship.Shipper(store, module.params['wal_archive_dir']).lag()
         elif action == 'verify':
             result = do_verify(module, root)
         elif action == 'restore':
