@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """Backup benchmark: pg_backup against raw pg_basebackup on a ~1 GiB pgbench database, in one run.
 
-Own throwaway stack ``psscript-bench-backup`` (network 172.27.0.0/16, PostgreSQL 17 from
+Own throwaway stack ``psscript-bench-backup`` (network 172.23.0.0/16, PostgreSQL 17 from
 psscript/postgres:17 with WAL archiving and summarize_wal, published on 127.0.0.1:48432) and a
 runner container of psscript/backup:17 (the image the module runs in), both removed at the end.
 
 1. ``pgbench -i -s SCALE`` (70: ~1 GiB).
 2. Full backup throughput: raw ``pg_basebackup -Fp -X none -c fast`` vs pg_backup ``type=full``
-   (both plain), then raw ``pg_basebackup -Ft --compress=client-zstd`` vs pg_backup
-   ``compress=true`` (zstd): each the wall time of one ``docker exec`` in the same runner,
-   and the ratio raw time / pg_backup time (= throughput ratio; goal >= 0.9).
+   (both plain), then raw ``pg_basebackup -Ft -X none -c fast --compress=client-zstd`` vs pg_backup
+   ``compress=true`` (both zstd in the stream): each the wall time of one ``docker exec`` in the
+   same runner, ``--repeat`` times, the order alternating (raw first, then pg_backup first), so
+   both see the same load; the ratio raw time / pg_backup time of each repetition (= throughput
+   ratio; goal >= 0.9) and their median.
 3. Incremental size after changing ~1 % of the rows of pgbench_accounts, twice: clustered
    (one contiguous aid range) and scattered (every 100th aid); goal <= 5 % of the full.
 4. Restore time of the full backup with pg_backup ``action=restore`` (hash check,
@@ -21,7 +23,7 @@ runner container of psscript/backup:17 (the image the module runs in), both remo
 
 Prints the numbers and ratios; asserts nothing about timing.
 
-Usage:  bench/backup.py [--scale 70] [--load-seconds 45] [--no-compressed] [--keep]
+Usage:  bench/backup.py [--scale 70] [--repeat 3] [--full-only] [--load-seconds 45] [--no-compressed] [--keep]
 """
 import argparse
 import json
@@ -44,9 +46,9 @@ from conftest import PG_HBA_CONF, POSTGRESQL_CONF, parse_result  # noqa: E402
 
 NAME = "psscript-bench-backup"
 NETWORK = NAME + "-net"
-SUBNET = "172.27.0.0/16"
+SUBNET = "172.23.0.0/16"
 PG = NAME + "-pg"
-PG_IP = "172.27.0.10"
+PG_IP = "172.23.0.10"
 RUNNER = NAME + "-runner"
 VOLUME = NAME + "-pgdata"
 HOST_PORT = 48432
@@ -169,28 +171,52 @@ def raw_basebackup(target, compressed):
 
 def module_overhead():
     """Wall time of a pg_backup run that does almost nothing (action=list): ansible's own start-up and
-    the module's, paid once per task whatever the backup size."""
-    return min(module(action="list")[0] for dummy in range(2))
+    the module's, paid once per task whatever the backup size; and of ``ansible -m ping`` (ansible's part)."""
+    ping = min(runner("ansible", "localhost", "-m", "ping")[0] for dummy in range(2))
+    return min(module(action="list")[0] for dummy in range(2)), ping
 
 
-def full_pair(db_bytes, compressed, overhead):
+def full_pair(db_bytes, compressed, overhead, repeat):
+    """``repeat`` alternating runs of raw pg_basebackup and pg_backup type=full (same format and compression); the
+    module's backups but the last are removed as they come (disk space)."""
     label = "zstd" if compressed else "plain"
-    psql("CHECKPOINT")
-    raw = raw_basebackup("/backups/raw/%s" % label, compressed)
-    raw_bytes = du("/backups/raw/%s" % label)
-    psql("CHECKPOINT")
-    seconds, result = module(**backup_args(type="full", compress=compressed))
-    backup = result["backup"]
-    row = dict(label=label, raw_seconds=raw, raw_bytes=raw_bytes, module_seconds=seconds,
-               module_inner=backup["durations"]["total"], module_bytes=backup["bytes"], backup_id=result["backup_id"],
-               durations=backup["durations"], ratio=raw / seconds, ratio_net=raw / max(seconds - overhead, 0.001))
-    print("full %-5s raw pg_basebackup %6.1f s (%.2f GiB, %.0f MiB/s) | pg_backup %6.1f s (module %.1f s: %s; %.2f GiB, "
-          "%.0f MiB/s) | throughput ratio %.2f (goal >= 0.9); %.2f without the fixed task start-up"
-          % (label, raw, gib(raw_bytes), db_bytes / raw / 2 ** 20, seconds, backup["durations"]["total"],
-             ", ".join("%s %.1f" % kv for kv in sorted(backup["durations"].items()) if kv[0] != "total"),
-             gib(backup["bytes"]), db_bytes / seconds / 2 ** 20, row["ratio"], row["ratio_net"]), flush=True)
-    runner("rm", "-rf", "/backups/raw/%s" % label)
-    return row
+    rows = []
+    for index in range(repeat):
+        timed = {}
+        for which in (("raw", "module") if index % 2 == 0 else ("module", "raw")):
+            psql("CHECKPOINT")
+            if which == "raw":
+                timed["raw"] = raw_basebackup("/backups/raw/%s" % label, compressed)
+                timed["raw_bytes"] = du("/backups/raw/%s" % label)
+                runner("rm", "-rf", "/backups/raw/%s" % label)
+            else:
+                timed["module"], result = module(**backup_args(type="full", compress=compressed))
+        backup = result["backup"]
+        row = dict(label=label, raw_seconds=timed["raw"], raw_bytes=timed["raw_bytes"], module_seconds=timed["module"],
+                   module_inner=backup["durations"]["total"], module_bytes=backup["bytes"], backup_id=result["backup_id"],
+                   durations=backup["durations"], ratio=timed["raw"] / timed["module"],
+                   ratio_net=timed["raw"] / max(timed["module"] - overhead, 0.001),
+                   ratio_inner=timed["raw"] / max(backup["durations"]["total"], 0.001),
+                   first="raw" if index % 2 == 0 else "pg_backup")
+        print("full %-5s #%d (%s first) raw pg_basebackup %6.1f s (%.2f GiB, %.0f MiB/s) | pg_backup %6.1f s (module %.1f s: "
+              "%s; %.2f GiB, %.0f MiB/s) | throughput ratio %.2f (goal >= 0.9); %.2f without the fixed task start-up, "
+              "%.2f of the module's own work"
+              % (label, index + 1, row["first"], row["raw_seconds"], gib(row["raw_bytes"]), db_bytes / row["raw_seconds"] / 2 ** 20,
+                 row["module_seconds"], backup["durations"]["total"],
+                 ", ".join("%s %.1f" % kv for kv in sorted(backup["durations"].items()) if kv[0] != "total"),
+                 gib(backup["bytes"]), db_bytes / row["module_seconds"] / 2 ** 20, row["ratio"], row["ratio_net"],
+                 row["ratio_inner"]), flush=True)
+        if rows:
+            runner("rm", "-rf", "/backups/catalog/%s" % rows[-1]["backup_id"])
+        rows.append(row)
+    summary = dict(rows[-1], ratio=statistics.median(r["ratio"] for r in rows),
+                   ratio_net=statistics.median(r["ratio_net"] for r in rows),
+                   ratio_inner=statistics.median(r["ratio_inner"] for r in rows), ratios=[r["ratio"] for r in rows])
+    print("full %-5s median throughput ratio %.2f over %d alternating runs (%s); %.2f without the fixed task start-up, "
+          "%.2f of the module's own work (raw / durations.total)"
+          % (label, summary["ratio"], repeat, ", ".join("%.2f" % r for r in summary["ratios"]), summary["ratio_net"],
+             summary["ratio_inner"]), flush=True)
+    return summary
 
 
 def incremental(full_bytes, where, label):
@@ -247,6 +273,9 @@ def archive_lag(load_seconds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=int, default=70, help="pgbench scale (70 is about 1 GiB)")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs of each full backup pair")
+    parser.add_argument("--full-only", action="store_true", help="only the full backup pairs (no incrementals, restore, "
+                        "archive lag)")
     parser.add_argument("--load-seconds", type=int, default=45)
     parser.add_argument("--no-compressed", action="store_true", help="skip the zstd pair")
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
@@ -266,12 +295,20 @@ def main():
         db_bytes = int(psql("SELECT sum(pg_database_size(oid)) FROM pg_database"))
         print("pgbench -i -s %d: %.2f GiB in all databases, %.0f s" % (args.scale, gib(db_bytes), time.monotonic() - step),
               flush=True)
-        overhead = module_overhead()
-        print("pg_backup task start-up (action=list on an empty catalog): %.1f s" % overhead, flush=True)
+        overhead, ping = module_overhead()
+        print("pg_backup task start-up (action=list on an empty catalog): %.1f s, of which ansible -m ping %.1f s"
+              % (overhead, ping), flush=True)
         # The plain pair last: the incrementals build on the newest backup, the plain full.
-        fulls = [] if args.no_compressed else [full_pair(db_bytes, True, overhead)]
-        plain_full = full_pair(db_bytes, False, overhead)
+        fulls = [] if args.no_compressed else [full_pair(db_bytes, True, overhead, args.repeat)]
+        plain_full = full_pair(db_bytes, False, overhead, args.repeat)
         fulls.insert(0, plain_full)
+        if args.full_only:
+            print("\nsummary: full plain ratio %.2f (module's own work %.2f)%s (medians of %d alternating runs); bench "
+                  "wall time %.0f s"
+                  % (fulls[0]["ratio"], fulls[0]["ratio_inner"], ", zstd ratio %.2f (module's own work %.2f)"
+                     % (fulls[1]["ratio"], fulls[1]["ratio_inner"]) if len(fulls) > 1 else "", args.repeat,
+                     time.monotonic() - began))
+            return 0
         rows = int(psql("SELECT count(*) FROM pgbench_accounts"))
         incs = [incremental(plain_full["module_bytes"], "aid BETWEEN %d AND %d" % (rows // 2, rows // 2 + rows // 100 - 1),
                             "clustered"),

@@ -6,8 +6,8 @@
 
 Decisions (and why):
 
-* **Plain format, no WAL in the backup** (``-Fp -X none``). pg_combinebackup only reads plain
-  backups, and the WAL archive is the point-in-time-recovery layer that every restore reads
+* **No WAL in the backup** (``-X none``); plain format (``-Fp``) unless compressed.
+  pg_combinebackup only reads plain backups, and the WAL archive is the point-in-time-recovery layer that every restore reads
   anyway; copying WAL into each backup would make every incremental at least one 16 MB segment.
   Without WAL a backup is only usable once the WAL from its start to its end is archived, so:
   with ``-X none`` the server itself waits for that WAL to be archived before pg_basebackup
@@ -15,16 +15,24 @@ Decisions (and why):
   ``backup_manifest``, timeline history files included) is present in ``wal_archive_dir``,
   waiting a bounded time (and asking for ``pg_switch_wal()`` once, when the role may). Only
   then is the backup published.
-* **Compression = one ``data.tar.zst`` per backup**, written after pg_basebackup finished (so
-  its ``backup_manifest`` is complete), with a plain copy of ``backup_manifest`` beside it.
-  pg_verifybackup and pg_combinebackup of PostgreSQL 17 read only plain directories, so any
-  compressed backup must be unpacked to be checked or restored; one archive does that in one
-  stream and compresses better than thousands of small per-file archives, and our SHA-256 of a
-  single file detects damage without unpacking. The plain manifest copy is what the next
-  incremental (``--incremental=<parent>/backup_manifest``) needs, so compressed parents work.
+* **The files are hashed once, by pg_basebackup** (``--manifest-checksums=SHA256``): the server
+  computes the SHA-256 of every file while it sends it, and the catalog records those checksums
+  from ``backup_manifest`` instead of reading the whole backup again (that second read cost a
+  third of a backup's time). Before recording them we check that the files written are exactly
+  the ones the manifest lists, with its sizes. ``verify`` and ``restore`` re-hash the files
+  against the catalog as before, and pg_verifybackup checks them against the manifest.
+* **Compression = one ``data.tar.zst`` per backup, compressed in the stream**
+  (``-Ft --compress=client-zstd``: pg_basebackup writes ``base.tar.zst`` and a plain
+  ``backup_manifest``, moved to ``data.tar.zst`` and ``backup_manifest``). No plain copy is ever
+  written. pg_verifybackup and pg_combinebackup of PostgreSQL 17 read only plain directories, so
+  a compressed backup is unpacked to be checked or restored (``extract_data`` puts the manifest
+  beside the unpacked files). The catalog records the SHA-256 of the archive (a read of the
+  compressed bytes only) and of the manifest, whose checksums cover the contents. The plain
+  manifest is what the next incremental (``--incremental=<parent>/backup_manifest``) needs, so
+  compressed parents work.
 * **Free space is checked first**: the expected size is the plain size of the last full
-  backup, or the sum of ``pg_database_size()`` when there is none (doubled with compression:
-  the plain copy and the archive exist together for a moment).
+  backup, or the sum of ``pg_database_size()`` when there is none (a compressed backup never
+  needs more than that: nothing plain is written).
 * **Any failure removes the partial backup** (``.tmp-<id>``); a crash that prevents even that
   leaves a leftover that listing never shows and prune removes after a grace period.
 * **A restore to the end of the archived WAL proves it got there.** PostgreSQL ends archive
@@ -52,6 +60,7 @@ __metaclass__ = type
 
 import contextlib
 import grp
+import json
 import os
 import pwd
 import re
@@ -71,6 +80,11 @@ DATA_DIR = 'data'
 ARCHIVE_FILE = 'data.tar.zst'
 MANIFEST_FILE = 'backup_manifest'
 TOOLS = ('pg_basebackup', 'pg_verifybackup', 'pg_combinebackup')
+# What pg_basebackup hashes every file with while it streams (the catalog records these checksums).
+MANIFEST_CHECKSUMS = 'SHA256'
+# Compression in the stream, by pg_basebackup itself (tar format; see the decisions above).
+STREAM_COMPRESSION = 'client-zstd'
+BASE_ARCHIVE = 'base.tar.zst'
 APPLICATION_NAME = 'psscript.infra.pg_backup'
 
 
@@ -125,12 +139,14 @@ def password_file(password):
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def basebackup_command(binary, params, target, label, parent_manifest=None, max_rate=None):
+def basebackup_command(binary, params, target, label, parent_manifest=None, max_rate=None, compress=False):
     """The pg_basebackup command line (no password on it; see connection_env)."""
-    cmd = [binary, '--pgdata', target, '--format', 'plain', '--wal-method', 'none',
-           '--checkpoint', 'fast', '--no-sync', '--label', label, '--no-password',
-           '--host', params['login_host'], '--port', str(params['login_port']),
+    cmd = [binary, '--pgdata', target, '--format', 'tar' if compress else 'plain', '--wal-method', 'none',
+           '--checkpoint', 'fast', '--no-sync', '--manifest-checksums', MANIFEST_CHECKSUMS, '--label', label,
+           '--no-password', '--host', params['login_host'], '--port', str(params['login_port']),
            '--username', params['login_user']]
+    if compress:
+        cmd += ['--compress', STREAM_COMPRESSION]
     if parent_manifest:
         cmd += ['--incremental', parent_manifest]
     if max_rate:
@@ -193,7 +209,7 @@ def expected_size(entries, database_bytes, compress):
     else:
         return 0, 'unknown (no full backup yet and the database size could not be read)'
     if compress:
-        return base * 2, source + ', doubled for compression (plain copy and archive exist together)'
+        return base, source + ' (compressed in the stream: at most that)'
     return base, source
 
 
@@ -311,16 +327,88 @@ def manifest_path(backup_path, entry):
     return os.path.join(backup_path, MANIFEST_FILE)
 
 
-def compress_data(run, staged):
-    """Turn ``<staged>/data/`` into ``<staged>/data.tar.zst``; remove the plain copy."""
-    archive = os.path.join(staged, ARCHIVE_FILE)
-    rc, out, err = run(['tar', '--use-compress-program', 'zstd -T0 -q', '-C', os.path.join(staged, DATA_DIR),
-                        '-cf', archive, '.'])
-    if rc != 0:
-        raise BackupError('Compressing the backup failed (tar/zstd exit code %s): %s; check that zstd is installed and '
-                          'that there is space in %s' % (rc, (err or out).strip(), staged))
-    shutil.rmtree(os.path.join(staged, DATA_DIR))
-    return archive
+def _files_on_disk(top):
+    """``{relative path: size}`` of the regular files under top; symlinks are refused (no tablespaces)."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full):
+                raise BackupError('%s is a symbolic link; backups must hold plain files only (tablespaces are not '
+                                  'supported)' % full)
+            found[os.path.relpath(full, top).replace(os.sep, '/')] = os.path.getsize(full)
+    return found
+
+
+def manifest_file_hashes(manifest_text):
+    """``{path: dict(sha256, size)}`` of the files a ``backup_manifest`` lists, with the checksums pg_basebackup
+    computed while streaming them; raises when a file has no SHA-256 there (``--manifest-checksums`` ignored)."""
+    try:
+        listed = json.loads(manifest_text).get('Files') or []
+    except (ValueError, AttributeError) as err:
+        raise BackupError('backup_manifest is not a JSON object (%s): run the backup again' % err)
+    result = {}
+    for item in listed:
+        path, algorithm, checksum = item.get('Path'), item.get('Checksum-Algorithm'), item.get('Checksum')
+        size = item.get('Size')
+        if not isinstance(path, str) or algorithm != MANIFEST_CHECKSUMS or not isinstance(checksum, str) \
+                or not isinstance(size, int) or isinstance(size, bool):
+            raise BackupError('backup_manifest lists %s without a %s checksum and size (%s %r): pg_basebackup did not '
+                              'hash as asked (--manifest-checksums=%s); check that the client tools are PostgreSQL 13 '
+                              'or later' % (path or item.get('Encoded-Path'), MANIFEST_CHECKSUMS, algorithm, checksum,
+                                            MANIFEST_CHECKSUMS))
+        result[path] = dict(sha256=checksum.lower(), size=size)
+    return result
+
+
+def plain_files(staged, listed):
+    """The catalog's file map of a plain backup in ``<staged>/data`` without reading the files again: the manifest's
+    SHA-256 of each file (``listed``, from manifest_file_hashes), once the files written are checked to be exactly
+    those listed, with those sizes; plus our SHA-256 of the manifest (in ``data/`` and the copy beside it, which this
+    writes)."""
+    data = os.path.join(staged, DATA_DIR)
+    written = _files_on_disk(data)
+    written.pop(MANIFEST_FILE, None)
+    problems = ['%s: listed in backup_manifest, not written' % rel for rel in sorted(set(listed) - set(written))]
+    problems += ['%s: written, not listed in backup_manifest' % rel for rel in sorted(set(written) - set(listed))]
+    problems += ['%s: %d bytes, backup_manifest says %d' % (rel, written[rel], listed[rel]['size'])
+                 for rel in sorted(set(written) & set(listed)) if written[rel] != listed[rel]['size']]
+    if problems:
+        raise BackupError('pg_basebackup wrote a backup that differs from its own backup_manifest (%s%s): run the backup '
+                          'again' % ('; '.join(problems[:5]), '; ...' if len(problems) > 5 else ''))
+    files = dict((DATA_DIR + '/' + rel, item) for rel, item in listed.items())
+    shutil.copyfile(os.path.join(data, MANIFEST_FILE), os.path.join(staged, MANIFEST_FILE))
+    digest, size = _catalog.hash_file(os.path.join(staged, MANIFEST_FILE))
+    files[DATA_DIR + '/' + MANIFEST_FILE] = files[MANIFEST_FILE] = dict(sha256=digest, size=size)
+    return files
+
+
+def packed_files(staged):
+    """Move what ``pg_basebackup -Ft --compress`` wrote into ``<staged>/data`` to ``data.tar.zst`` and
+    ``backup_manifest``; return the catalog's file map (our SHA-256 of both: a read of the compressed bytes)."""
+    data = os.path.join(staged, DATA_DIR)
+    names = sorted(os.listdir(data))
+    if names != sorted([BASE_ARCHIVE, MANIFEST_FILE]):
+        raise BackupError('pg_basebackup wrote %s, not just %s and %s: tablespaces are not supported in compressed '
+                          'backups' % (', '.join(names), BASE_ARCHIVE, MANIFEST_FILE))
+    os.rename(os.path.join(data, BASE_ARCHIVE), os.path.join(staged, ARCHIVE_FILE))
+    os.rename(os.path.join(data, MANIFEST_FILE), os.path.join(staged, MANIFEST_FILE))
+    os.rmdir(data)
+    files = {}
+    for name in (ARCHIVE_FILE, MANIFEST_FILE):
+        digest, size = _catalog.hash_file(os.path.join(staged, name))
+        files[name] = dict(sha256=digest, size=size)
+    return files
+
+
+def archived_label(run, archive):
+    """The ``backup_label`` inside a ``data.tar.zst`` written by pg_basebackup: its first member, so tar stops
+    after it (``--occurrence=1``) instead of unpacking the whole archive."""
+    rc, out, err = run(['tar', '--use-compress-program', 'zstd -dq', '--occurrence=1', '-xOf', archive, 'backup_label'])
+    if rc != 0 or 'START WAL LOCATION' not in (out or ''):
+        raise BackupError('Cannot read backup_label from %s (tar/zstd exit code %s): %s; check that zstd is installed'
+                          % (archive, rc, (err or out or '').strip()))
+    return out
 
 
 def extract_data(run, backup_path, dest):
@@ -331,6 +419,9 @@ def extract_data(run, backup_path, dest):
     if rc != 0:
         raise BackupError('Unpacking %s failed (exit code %s): %s' % (os.path.join(backup_path, ARCHIVE_FILE), rc,
                                                                       (err or out).strip()))
+    # Archives compressed by pg_basebackup in the stream do not hold the manifest: it lies beside them.
+    if not os.path.exists(os.path.join(dest, MANIFEST_FILE)):
+        shutil.copyfile(os.path.join(backup_path, MANIFEST_FILE), os.path.join(dest, MANIFEST_FILE))
     return dest
 
 
@@ -357,7 +448,7 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
         if backup_type == 'incremental':
             parent_manifest = manifest_path(os.path.join(root, parent['id']), parent)
         data = os.path.join(staged, DATA_DIR)
-        cmd = basebackup_command(tools['pg_basebackup'], params, data, backup_id, parent_manifest, max_rate)
+        cmd = basebackup_command(tools['pg_basebackup'], params, data, backup_id, parent_manifest, max_rate, compress)
         with password_file(params.get('login_password')) as passfile:
             rc, out, err = run(cmd, environ_update=connection_env(params, passfile))
         if rc != 0:
@@ -365,11 +456,26 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
         stopped_at = clock_now()
         durations['basebackup'] = round(time.time() - began, 3)
 
-        with open(os.path.join(data, 'backup_label')) as handle:
-            label = _catalog.parse_backup_label(handle.read())
-        with open(os.path.join(data, MANIFEST_FILE)) as handle:
+        step = time.time()
+        # The file hashes come from the manifest pg_basebackup wrote (see the decisions above).
+        if compress:
+            files = packed_files(staged)
+            label_text = archived_label(run, os.path.join(staged, ARCHIVE_FILE))
+            manifest_file = os.path.join(staged, MANIFEST_FILE)
+        else:
+            with open(os.path.join(data, 'backup_label')) as handle:
+                label_text = handle.read()
+            manifest_file = os.path.join(data, MANIFEST_FILE)
+        with open(manifest_file) as handle:
             manifest_text = handle.read()
+        label = _catalog.parse_backup_label(label_text)
         manifest = _catalog.parse_manifest(manifest_text)
+        listed = manifest_file_hashes(manifest_text)
+        if not compress:
+            files = plain_files(staged, listed)
+        # Plain sizes (what a restore unpacks), compressed or not: the listed files plus the manifest.
+        data_bytes = sum(item['size'] for item in listed.values()) + os.path.getsize(manifest_file)
+        durations['hash'] = round(time.time() - step, 3)
         seg_size = facts['wal_segment_size']
         needed = _catalog.required_wal(manifest['wal_ranges'], seg_size)
 
@@ -384,22 +490,7 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
         step = time.time()
         # The backup's own WAL as archived now: a restore compares it before replaying it.
         wal_sha256 = dict((name, _catalog.hash_file(os.path.join(wal_archive_dir, name))[0]) for name in needed)
-        data_files = _catalog.hash_tree(data)  # plain sizes, also when compressed later
-        data_bytes = sum(item['size'] for item in data_files.values())
-        shutil.copyfile(os.path.join(data, MANIFEST_FILE), os.path.join(staged, MANIFEST_FILE))
-        if compress:
-            durations['hash'] = round(time.time() - step, 3)
-            step = time.time()
-            compress_data(run, staged)
-            durations['compress'] = round(time.time() - step, 3)
-            step = time.time()
-            files = _catalog.hash_tree(staged)
-            durations['hash'] += round(time.time() - step, 3)
-        else:
-            files = dict((DATA_DIR + '/' + rel, item) for rel, item in data_files.items())
-            digest, size = _catalog.hash_file(os.path.join(staged, MANIFEST_FILE))
-            files[MANIFEST_FILE] = dict(sha256=digest, size=size)
-            durations['hash'] = round(time.time() - step, 3)
+        durations['hash'] += round(time.time() - step, 3)
         # pg_basebackup ran with --no-sync: this is the one fsync of the files (publish repeats it
         # cheaply); timed apart because on slow disks it is most of the cost.
         step = time.time()
@@ -412,6 +503,8 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
             service='postgresql',
             layout='tar.zst' if compress else 'plain',
             compressed=bool(compress),
+            compression=STREAM_COMPRESSION if compress else None,
+            manifest_checksums=MANIFEST_CHECKSUMS,
             data_bytes=data_bytes,
             start_lsn=label['start_lsn'],
             stop_lsn=last['end_lsn'],

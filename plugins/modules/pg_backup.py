@@ -13,7 +13,12 @@ short_description: Take, verify, list, prune and restore PostgreSQL 17 full and 
 version_added: 0.1.0
 description:
   - Keeps a catalog of PostgreSQL base backups in O(backup_dir). Each backup is taken with C(pg_basebackup)
-    in plain format, checked, and only then published atomically, so an interrupted backup is never listed.
+    in plain format (tar compressed with zstd in the stream with O(compress)), checked, and only then published
+    atomically, so an interrupted backup is never listed.
+  - The SHA-256 the catalog records of each file is the one C(pg_basebackup --manifest-checksums=SHA256) computed
+    while streaming it (read from its C(backup_manifest), after checking that the files written are exactly the ones
+    it lists), so the data is not read a second time. A compressed backup records the SHA-256 of its archive and of
+    its manifest.
   - Backups hold no WAL (C(pg_basebackup --wal-method=none)). The WAL archive in O(wal_archive_dir) is what makes
     them usable, so a backup is published only after every WAL file from its start to its end is in the archive.
     The archive is also what point-in-time recovery replays.
@@ -136,12 +141,11 @@ options:
     default: false
   compress:
     description:
-      - Store the backup as one C(data.tar.zst) (zstd) plus a plain copy of its C(backup_manifest), instead of a plain
-        data directory.
+      - Store the backup as one C(data.tar.zst) plus its plain C(backup_manifest), instead of a plain data directory.
+        C(pg_basebackup) compresses while it streams (C(--format=tar --compress=client-zstd)); no plain copy is
+        written.
       - C(pg_verifybackup) and C(pg_combinebackup) read only plain directories, so verifying (and restoring) a
         compressed backup unpacks it into a scratch directory first (see O(scratch_dir)).
-      - The free-space check then counts the expected size twice (the plain copy and the archive exist together
-        while compressing).
     type: bool
     default: false
   max_rate:
@@ -361,6 +365,8 @@ backup:
     - Times are UTC from the server's clock; C(stop_lsn) and C(wal_stop) mark the end of the WAL the backup needs.
     - C(wal_sha256) is the SHA-256 of each archived WAL file of the backup's own range when it was taken; restores
       compare it before replaying.
+    - C(manifest_checksums) is the algorithm of the file checksums in C(backup_manifest) that the catalog recorded
+      (V(SHA256)); C(compression) is how a compressed backup was compressed (V(client-zstd)), null when plain.
   returned: action is backup, not in check mode
   type: dict
   sample:
@@ -382,7 +388,9 @@ backup:
     bytes: 3145728
     data_bytes: 3100000
     file_count: 1021
-    durations: {basebackup: 3.2, wal_wait: 0.0, hash: 0.4, total: 4.0}
+    manifest_checksums: SHA256
+    compression: null
+    durations: {basebackup: 3.2, hash: 0.1, wal_wait: 0.0, sync: 0.2, total: 4.0}
     verified: null
 fell_back_to_full:
   description: Whether an incremental backup was asked for and a full one was taken instead (see O(fallback_to_full)).

@@ -143,8 +143,12 @@ def test_compressed_chain_verifies_by_unpacking(db):
     assert inc['backup']['parent'] == full['backup_id']
     for result in (full, inc):
         assert result['backup']['layout'] == 'tar.zst' and result['backup']['compressed'] is True
+        # Compressed by pg_basebackup in its stream, its file checksums SHA-256 in the manifest beside the archive.
+        assert result['backup']['compression'] == 'client-zstd' and result['backup']['manifest_checksums'] == 'SHA256'
         assert sorted(os.listdir(os.path.join(backups, result['backup_id']))) == [
             'backup_manifest', 'catalog.json', 'data.tar.zst']
+        with open(os.path.join(backups, result['backup_id'], 'backup_manifest')) as handle:
+            assert set(f['Checksum-Algorithm'] for f in json.load(handle)['Files']) == {'SHA256'}
     assert full['backup']['bytes'] * 2 < full['backup']['data_bytes']  # zstd did compress
 
     verified = ok(db.module(backups=backups, action='verify', backup_id='all', wal_archive_dir='/wal-archive'))
@@ -155,6 +159,38 @@ def test_compressed_chain_verifies_by_unpacking(db):
     flip_byte(os.path.join(backups, full['backup_id'], 'data.tar.zst'), 1000)
     bad = failed(db.module(backups=backups, action='verify', backup_id=full['backup_id']))
     assert 'data.tar.zst: SHA-256' in bad['msg']
+
+
+def test_file_hashes_come_from_the_manifest_and_a_changed_file_is_refused(db):
+    """The catalog records pg_basebackup's own SHA-256 of each file (no second read); they are the files' real
+    hashes, so a file changed after the backup is refused by verify and, before anything is touched, by restore."""
+    backups = db.new_backup_dir('manifest-hashes')
+    restores = db.new_backup_dir('manifest-hashes-restores')
+    os.chmod(restores, 0o755)
+    full = ok(db.module(backups=backups, **db.backup_args(type='full')))
+    recorded = entry(backups, full['backup_id'])
+    assert recorded['manifest_checksums'] == 'SHA256' and recorded['compression'] is None
+    path = os.path.join(backups, full['backup_id'])
+    with open(os.path.join(path, 'data', 'backup_manifest')) as handle:
+        listed = json.load(handle)['Files']
+    assert listed and all(f['Checksum-Algorithm'] == 'SHA256' for f in listed)
+    assert sorted(recorded['files']) == sorted(['backup_manifest', 'data/backup_manifest'] +
+                                               ['data/' + f['Path'] for f in listed])
+    for item in listed:
+        with open(os.path.join(path, 'data', item['Path']), 'rb') as handle:
+            actual = hashlib.sha256(handle.read()).hexdigest()
+        assert recorded['files']['data/' + item['Path']] == dict(sha256=actual, size=item['Size']) == dict(
+            sha256=item['Checksum'], size=item['Size'])
+
+    victim = sorted(glob.glob(os.path.join(path, 'data', 'base', '*', '*')), key=os.path.getsize)[-1]
+    flip_byte(victim, os.path.getsize(victim) // 2)
+    rel = os.path.relpath(victim, path)
+    refused = failed(db.module(backups=backups, volumes=['%s:/restore' % restores], action='restore',
+                               backup_id=full['backup_id'], wal_archive_dir='/wal-archive', restore_dir='/restore/r'))
+    assert 'Refusing to restore: backup files differ' in refused['msg'] and rel in refused['msg'], refused['msg']
+    assert os.listdir(restores) == []
+    bad = failed(db.module(backups=backups, action='verify', backup_id=full['backup_id'], wal_archive_dir='/wal-archive'))
+    assert rel + ': SHA-256' in bad['msg']
 
 
 def test_incremental_without_wal_summaries_says_a_full_is_needed(db):

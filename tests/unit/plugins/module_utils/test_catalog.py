@@ -837,7 +837,7 @@ def test_expected_size_prefers_the_last_full_backup():
     full_new = dict(entry(bid(5), 6), data_bytes=300)
     inc = dict(entry(bid(7, 'incremental'), 8, parent=bid(5)), data_bytes=10)
     assert _pgbackup.expected_size([inc, full_new, full_old], 50, False)[0] == 300
-    assert _pgbackup.expected_size([inc, full_new, full_old], 50, True)[0] == 600
+    assert _pgbackup.expected_size([inc, full_new, full_old], 50, True)[0] == 300  # compressed in the stream
     assert _pgbackup.expected_size([], 50, False) == (50, 'sum of pg_database_size() on the server')
     assert _pgbackup.expected_size([], None, False)[0] == 0
 

@@ -1,0 +1,207 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) psscript.infra developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Unit tests for take_backup of module_utils._pgbackup with a fake pg_basebackup: the file hashes come from
+its manifest (no second read of the data), compression happens in its stream, and what the catalog records still
+catches a file changed after the backup."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _pgbackup
+from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import BackupError
+
+UTC = datetime.timezone.utc
+SEG = 16 * 1024 * 1024
+WAL = '000000010000000000000002'
+LABEL = ('START WAL LOCATION: 0/2000028 (file %s)\nCHECKPOINT LOCATION: 0/2000080\nBACKUP METHOD: streamed\n'
+         'BACKUP FROM: primary\nSTART TIME: 2025-01-01 00:00:00 UTC\nLABEL: x\nSTART TIMELINE: 1\n' % WAL)
+# What the fake server sends: backup_label first, as PostgreSQL does.
+CONTENT = {'backup_label': LABEL.encode(), 'PG_VERSION': b'17\n', 'global/pg_control': b'\x01' * 8192,
+           'base/5/16384': os.urandom(3 * 8192) + b'\x00' * 40000}
+FACTS = dict(wal_segment_size=SEG, version='17.2', version_num=170002, system_identifier='7')
+PARAMS = dict(login_host='127.0.0.1', login_port=5432, login_user='b', login_password='pw', connect_timeout=5)
+
+
+def manifest_of(content, algorithm='SHA256'):
+    files = [dict(Path=rel, Size=len(data), **{'Last-Modified': '2025-01-01 00:00:00 GMT', 'Checksum-Algorithm': algorithm,
+                                               'Checksum': hashlib.sha256(data).hexdigest()})
+             for rel, data in content.items()]
+    return json.dumps({'PostgreSQL-Backup-Manifest-Version': 2, 'System-Identifier': 7, 'Files': files,
+                       'WAL-Ranges': [dict(Timeline=1, **{'Start-LSN': '0/2000028', 'End-LSN': '0/2000100'})],
+                       'Manifest-Checksum': '0' * 64})
+
+
+class FakeBasebackup(object):
+    """``run`` for take_backup: pg_basebackup writes CONTENT (plain, or tar + zstd with the manifest beside it, as
+    ``-Ft --compress=client-zstd`` does); every other command (tar) really runs."""
+
+    def __init__(self, tmp_path, extra=None, listed=None, algorithm='SHA256'):
+        self.source = str(tmp_path / 'source')
+        self.content = dict(CONTENT)
+        self.extra = extra or {}  # written, not in the manifest
+        self.listed = listed or self.content  # what the manifest lists
+        self.algorithm = algorithm
+        self.commands = []
+
+    def __call__(self, cmd, environ_update=None):
+        self.commands.append(cmd)
+        if not cmd[0].endswith('pg_basebackup'):
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            return proc.returncode, proc.stdout, proc.stderr
+        target = cmd[cmd.index('--pgdata') + 1]
+        tar = cmd[cmd.index('--format') + 1] == 'tar'
+        tree = self.source if tar else target
+        for rel, data in list(self.content.items()) + list(self.extra.items()):
+            os.makedirs(os.path.dirname(os.path.join(tree, rel)), exist_ok=True)
+            with open(os.path.join(tree, rel), 'wb') as handle:
+                handle.write(data)
+        if tar:
+            os.makedirs(target)
+            subprocess.run(['tar', '--use-compress-program', 'zstd -q', '-C', tree, '-cf',
+                            os.path.join(target, 'base.tar.zst')] + list(self.content), check=True)
+        with open(os.path.join(target, 'backup_manifest'), 'w') as handle:
+            handle.write(manifest_of(self.listed, self.algorithm))
+        return 0, '', ''
+
+
+@pytest.fixture
+def layout(tmp_path):
+    root, archive = tmp_path / 'backups', tmp_path / 'wal'
+    root.mkdir()
+    archive.mkdir()
+    (archive / WAL).write_bytes(b'w' * 4096)
+    return str(root), str(archive)
+
+
+def take(run, layout, compress):
+    root, archive = layout
+    now = datetime.datetime(2025, 1, 1, tzinfo=UTC)
+    return _pgbackup.take_backup(run, dict(pg_basebackup='/usr/bin/pg_basebackup'), PARAMS, root, 'full', None, archive,
+                                 FACTS, compress, lambda: now, lambda missing: None, wal_wait_timeout=0)
+
+
+def counting_hash_file(monkeypatch):
+    """Record which files take_backup reads to hash them."""
+    hashed = []
+    real = _catalog.hash_file
+
+    def hash_file(path):
+        hashed.append(os.path.basename(path))
+        return real(path)
+    monkeypatch.setattr(_catalog, 'hash_file', hash_file)
+    return hashed
+
+
+def test_basebackup_command_asks_for_sha256_checksums_and_compresses_in_the_stream():
+    plain = _pgbackup.basebackup_command('/usr/bin/pg_basebackup', PARAMS, '/b/.tmp-x/data', 'x')
+    assert plain[plain.index('--manifest-checksums') + 1] == 'SHA256'
+    assert plain[plain.index('--format') + 1] == 'plain' and '--compress' not in plain
+    packed = _pgbackup.basebackup_command('/usr/bin/pg_basebackup', PARAMS, '/b/.tmp-x/data', 'x', compress=True)
+    assert packed[packed.index('--format') + 1] == 'tar'
+    assert packed[packed.index('--compress') + 1] == 'client-zstd'
+    assert packed[packed.index('--manifest-checksums') + 1] == 'SHA256'
+
+
+def test_plain_backup_records_the_manifest_checksums_without_reading_the_data_again(tmp_path, layout, monkeypatch):
+    hashed = counting_hash_file(monkeypatch)
+    run = FakeBasebackup(tmp_path)
+    entry = take(run, layout, False)
+    # Only the manifest and the backup's WAL segment were read to be hashed, not the data files.
+    assert sorted(hashed) == sorted(['backup_manifest', WAL])
+    assert entry['manifest_checksums'] == 'SHA256' and entry['layout'] == 'plain' and entry['compression'] is None
+    path = os.path.join(layout[0], entry['id'])
+    for rel, data in CONTENT.items():
+        assert entry['files']['data/' + rel] == dict(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    # The recorded map is exactly what is on disk: the catalog's own check of the files is clean ...
+    monkeypatch.undo()
+    assert entry['files'] == _catalog.hash_tree(path)
+    assert _catalog.check_hashes(path, entry) == []
+    assert entry['start_lsn'] == '0/2000028' and entry['wal_start'] == WAL and entry['wal_files'] == [WAL]
+    assert entry['data_bytes'] == sum(len(d) for d in CONTENT.values()) + entry['files']['backup_manifest']['size']
+    # ... and a file changed after the backup is refused, by verify's check and before a restore.
+    with open(os.path.join(path, 'data', 'base', '5', '16384'), 'r+b') as handle:
+        handle.seek(100)
+        byte = handle.read(1)
+        handle.seek(100)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    assert [p.split(':')[0] for p in _catalog.check_hashes(path, entry)] == ['data/base/5/16384']
+    with pytest.raises(BackupError) as caught:
+        _pgbackup.check_chain_hashes(layout[0], [entry])
+    assert caught.value.kind == 'checksum' and 'data/base/5/16384' in caught.value.msg
+
+
+def test_compressed_backup_is_compressed_by_pg_basebackup_and_unpacks_with_its_manifest(tmp_path, layout, monkeypatch):
+    hashed = counting_hash_file(monkeypatch)
+    run = FakeBasebackup(tmp_path)
+    entry = take(run, layout, True)
+    pg_basebackup = run.commands[0]
+    assert pg_basebackup[pg_basebackup.index('--compress') + 1] == 'client-zstd'
+    # No separate compression pass: the only other command reads backup_label out of the archive.
+    assert [c[0] for c in run.commands[1:]] == ['tar'] and '--occurrence=1' in run.commands[1]
+    assert sorted(hashed) == sorted(['data.tar.zst', 'backup_manifest', WAL])
+    monkeypatch.undo()
+    path = os.path.join(layout[0], entry['id'])
+    assert sorted(os.listdir(path)) == ['backup_manifest', 'catalog.json', 'data.tar.zst']
+    assert entry['layout'] == 'tar.zst' and entry['compression'] == 'client-zstd' and entry['manifest_checksums'] == 'SHA256'
+    assert sorted(entry['files']) == ['backup_manifest', 'data.tar.zst'] and _catalog.check_hashes(path, entry) == []
+    assert entry['start_lsn'] == '0/2000028' and entry['timeline'] == 1
+    assert entry['data_bytes'] == sum(len(d) for d in CONTENT.values()) + entry['files']['backup_manifest']['size']
+    # Unpacked for pg_verifybackup / pg_combinebackup: the files and the manifest that lies beside the archive.
+    unpacked = _pgbackup.extract_data(run, path, str(tmp_path / 'unpacked'))
+    assert sorted(_catalog.hash_tree(unpacked)) == sorted(list(CONTENT) + ['backup_manifest'])
+    with open(os.path.join(unpacked, 'base', '5', '16384'), 'rb') as handle:
+        assert handle.read() == CONTENT['base/5/16384']
+    with open(os.path.join(path, 'data.tar.zst'), 'r+b') as handle:
+        handle.seek(20)
+        byte = handle.read(1)
+        handle.seek(20)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(BackupError) as caught:
+        _pgbackup.check_chain_hashes(layout[0], [entry])
+    assert 'data.tar.zst: SHA-256' in caught.value.msg
+
+
+@pytest.mark.parametrize('extra, listed, words', [
+    ({'base/5/16385': b'x'}, None, 'base/5/16385: written, not listed in backup_manifest'),
+    (None, dict(CONTENT, PG_VERSION=b'170\n'), 'PG_VERSION: 3 bytes, backup_manifest says 4'),
+    (None, dict(CONTENT, **{'base/5/16386': b'y'}), 'base/5/16386: listed in backup_manifest, not written'),
+])
+def test_a_plain_backup_that_differs_from_its_manifest_is_refused(tmp_path, layout, extra, listed, words):
+    with pytest.raises(BackupError) as caught:
+        take(FakeBasebackup(tmp_path, extra=extra, listed=listed), layout, False)
+    assert words in caught.value.msg and 'run the backup again' in caught.value.msg
+    assert os.listdir(layout[0]) == []  # the partial backup was removed
+
+
+def test_a_manifest_without_sha256_checksums_is_refused(tmp_path, layout):
+    with pytest.raises(BackupError) as caught:
+        take(FakeBasebackup(tmp_path, algorithm='CRC32C'), layout, False)
+    assert 'without a SHA256 checksum' in caught.value.msg and '--manifest-checksums=SHA256' in caught.value.msg
+    assert os.listdir(layout[0]) == []
+
+
+def test_old_archives_that_hold_their_manifest_still_unpack(tmp_path):
+    """Compressed backups of earlier versions packed ``data/`` with its backup_manifest inside the archive."""
+    data = tmp_path / 'data'
+    data.mkdir()
+    (data / 'PG_VERSION').write_bytes(b'17\n')
+    (data / 'backup_manifest').write_text('inside')
+    backup = tmp_path / 'b'
+    backup.mkdir()
+    (backup / 'backup_manifest').write_text('beside')
+    subprocess.run(['tar', '--use-compress-program', 'zstd -q', '-C', str(data), '-cf', str(backup / 'data.tar.zst'), '.'],
+                   check=True)
+    shutil.rmtree(str(data))
+    unpacked = _pgbackup.extract_data(FakeBasebackup(tmp_path), str(backup), str(tmp_path / 'out'))
+    with open(os.path.join(unpacked, 'backup_manifest')) as handle:
+        assert handle.read() == 'inside'
