@@ -738,6 +738,9 @@ def listing(root):
     reported as ``last_verified``."""
     result = _catalog.listing(root)
     result['last_verified'] = result.pop('last_verified_full')
+    # latest means what a restore of latest takes (choose_for_restore): never a pre-restore snapshot.
+    regular = [e['id'] for e in result['backups'] if e.get('restorable', True) and e.get('reason') != PRE_RESTORE]
+    result['latest'] = regular[-1] if regular else None
     return result
 
 

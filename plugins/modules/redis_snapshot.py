@@ -237,7 +237,8 @@ backups:
   elements: dict
   sample: [{id: 20250131T020000Z-full, keys: 1200, verified: true, restorable: true}]
 latest:
-  description: Id of the newest snapshot that did not fail verification, or null.
+  description: Id of the newest snapshot that did not fail verification and is not a pre-restore snapshot, or null
+    (what a restore of V(latest) takes).
   returned: action is list
   type: str
   sample: 20250131T020000Z-full

@@ -455,13 +455,13 @@ def test_check_rdb_raises_on_damage(tmp_path):
     assert 'RDB CRC error' in err.value.msg and err.value.kind == 'damaged'
 
 
-def publish_fake(root, backup_id='20250102T000000Z-full', stop='2025-01-02T00:00:05.000000Z'):
+def publish_fake(root, backup_id='20250102T000000Z-full', stop='2025-01-02T00:00:05.000000Z', **extra):
     staged = _catalog.start_backup(str(root), backup_id)
     with open(os.path.join(staged, _redissnap.ARCHIVE_FILE), 'wb') as handle:
         handle.write(fake_rdb())
     digest, size = _catalog.hash_file(os.path.join(staged, _redissnap.ARCHIVE_FILE))
     item = _catalog.make_entry(backup_id, 'full', stop, stop, _catalog.hash_tree(staged), service='redis',
-                               keys=4, rdb_sha256=digest, rdb_bytes=size)
+                               keys=4, rdb_sha256=digest, rdb_bytes=size, **extra)
     _catalog.publish(str(root), item, staged)
     return item
 
@@ -842,3 +842,10 @@ def test_choose_for_restore_latest_is_never_a_pre_restore_snapshot():
     assert _redissnap.choose_for_restore([regular, pre], None, pre['id'])[0]['id'] == pre['id']
     with pytest.raises(BackupError, match='restore one of those by id'):
         _redissnap.choose_for_restore([pre], None, 'latest')
+
+
+def test_listing_latest_is_never_a_pre_restore_snapshot(tmp_path):
+    regular = publish_fake(tmp_path, '20250101T000000Z-full', '2025-01-01T00:00:05.000000Z')
+    pre = publish_fake(tmp_path, '20250102T000000Z-full', '2025-01-02T00:00:05.000000Z', reason='pre-restore')
+    listed = _redissnap.listing(str(tmp_path))
+    assert [b['id'] for b in listed['backups']] == [regular['id'], pre['id']] and listed['latest'] == regular['id']
