@@ -945,12 +945,16 @@ def recorded_wal_hashes(entries):
 
 
 def verify_chain(module, tools, root, members, entries, live):
-    """pg_verifybackup (with the archived WAL) and the SHA-256 of every local backup of the chain, under
-    the restore's lock: what is verified is what is restored. (Copies fetched from S3 are checked against
-    the catalog's hashes as they are downloaded.)"""
+    """pg_verifybackup (with the archived WAL when the archive holds the backup's WAL) and the SHA-256 of
+    every local backup of the chain, under the restore's lock: what is verified is what is restored.
+    (Copies fetched from S3 are checked against the catalog's hashes as they are downloaded.)"""
+    archive = module.params['wal_archive_dir']
     for member in members:
+        # WAL that only S3 still has is fetched later, and checked then (check_replay): pg_verifybackup parses
+        # the backup's own WAL here only when the archive holds all of it.
+        local_wal = all(os.path.exists(os.path.join(archive, name)) for name in member.get('wal_files') or [])
         outcome = _pgbackup.verify_backup(module.run_command, tools, root, member, entries,
-                                          wal_archive_dir=module.params['wal_archive_dir'],
+                                          wal_archive_dir=archive if local_wal else None,
                                           scratch_root=module.params['scratch_dir'])
         if not outcome['ok']:
             module.fail_json(msg='Restore refused: backup %s fails verification (%s): %s. Nothing was changed%s; restore '
@@ -1014,7 +1018,6 @@ def restore(module, root):
     tools = find_tools(module, major, ('pg_combinebackup', 'pg_verifybackup'))
     for name in ('pg_ctl', 'psql'):
         tools[name] = module.get_bin_path(name, required=True, opt_dirs=['/usr/lib/postgresql/%d/bin' % major])
-    verify_chain(module, tools, root, [m for m in members if m['id'] in local_ids], entries, live)
     if download:
         _catalog.ensure_dir(root)
         with _catalog.RootLock(root):
@@ -1022,6 +1025,9 @@ def restore(module, root):
                 store.download(root, backup_id)
         members = _catalog.chain(_catalog.list_backups(root)['backups'], ids[-1])
         _pgbackup.check_chain_hashes(root, members)
+    # After the downloads: an incremental's check combines it with its parents, which may come from S3.
+    verify_chain(module, tools, root, [m for m in members if m['id'] in local_ids],
+                 _catalog.list_backups(root)['backups'], live)
     parent = os.path.dirname(restore_dir)
     if not os.path.isdir(parent):
         module.fail_json(msg='The parent of restore_dir (%s) does not exist: create it or choose another place' % parent)

@@ -13,6 +13,7 @@ from another test's backups.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import json
@@ -288,6 +289,14 @@ def test_failed_backup_removes_its_partial_directory(db):
     assert sorted(os.listdir(backups)) == ['.lock']
 
 
+def _flocks_on(path):
+    """The flock modes (READ, WRITE) /proc/locks lists on the file at ``path`` (by device and inode)."""
+    st = os.stat(path)
+    wanted = '%02x:%02x:%d' % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    with open('/proc/locks') as handle:
+        return [f[3] for f in (line.split() for line in handle) if len(f) > 5 and f[1] == 'FLOCK' and f[5] == wanted]
+
+
 def _archive_current_wal(db):
     """Close the current WAL segment and wait until the archiver copied it."""
     segment = db.sql('SELECT pg_walfile_name(pg_switch_wal())')[0][0]
@@ -347,21 +356,27 @@ def test_restore_point_in_time_latest_and_by_id(db):
     newer = ok(db.module(backups=backups, **db.backup_args(type='full')))['backup_id']
     pinned_args = dict(action='restore', wal_archive_dir='/wal-archive', backup_id=plan['restored_chain'][-1], to_end=True,
                        restore_dir='/restore/pinned', check_query='SELECT count(*), max(id) FROM pitr')
+    # While the restore runs, /proc/locks shows its shared flock on <root>/.readers (looking takes no lock).
     readers = os.path.join(backups, '.readers')
-    os.unlink(readers)  # left by the restores above; it appears again when this one takes the lock
     running = db.start_module('psscript-dev-backup-pinned-restore', backups=backups, volumes=mount, **pinned_args)
+    held = set()
     try:
-        wait_for(lambda: os.path.exists(readers) or running.poll() is not None, 300, 'the pinned restore to take its lock')
-        assert running.poll() is None, running.communicate()
-        during = failed(db.module(backups=backups, action='prune', keep_days=0, keep_count=1, wal_archive_dir='/wal-archive'))
-        assert 'A restore is reading these backups' in during['msg']
+        while running.poll() is None:
+            held.update(_flocks_on(readers))
+            time.sleep(0.05)
         pinned = ok(db.finish_module(running, 600))
     finally:
         if running.poll() is None:
             running.kill()
+    assert held == {'READ'}, held
+    # A cleanup meets a restore's lock (held here, as the restore holds it): refused, nothing removed.
+    with open(readers) as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+        during = failed(db.module(backups=backups, action='prune', keep_days=0, keep_count=1, wal_archive_dir='/wal-archive'))
+    assert 'A restore is reading these backups' in during['msg']
+    assert all(os.path.isdir(os.path.join(backups, i)) for i in (a, b, newer))
     assert pinned['restored_chain'] == [a, b] and pinned['check_result'] == '30|30'
     assert pinned['recovery_stop'].startswith('redo done at')
-    assert os.path.isdir(os.path.join(backups, a)) and newer != b
 
     # Targets that cannot be met are refused, and leave nothing behind.
     before = failed(restore(target_time='2000-01-01T00:00:00Z', restore_dir='/restore/too-early'))
