@@ -38,7 +38,30 @@ def sentinel_majority_master(value, quorum=None):
     return master
 
 
+def sentinel_endpoints(instances):
+    """Each Sentinel where the other nodes and clients reach it (``host:port``), from the
+    ``stack_instance`` facts the stack role publishes (or hostvars that hold them)."""
+    if not isinstance(instances, (list, tuple)):
+        raise AnsibleFilterError('sentinel_endpoints expects a list of instances (stack_instance facts), got %s'
+                                 % type(instances).__name__)
+    endpoints = []
+    for item in instances:
+        instance = item.get('stack_instance', item) if isinstance(item, Mapping) else None
+        if not isinstance(instance, Mapping) or not instance.get('endpoint_host') or not instance.get('endpoint_port'):
+            name = item.get('inventory_hostname', item) if isinstance(item, Mapping) else item
+            raise AnsibleFilterError('sentinel_endpoints: %s has no published endpoint; run the psscript.infra.stack '
+                                     'role for every Sentinel instance in the play first' % (name,))
+        try:
+            host, port = _sentinel.parse_address(
+                _sentinel.format_address(str(instance['endpoint_host']), int(instance['endpoint_port'])),
+                what='Sentinel %s' % instance.get('name', ''))
+        except (TypeError, ValueError) as exc:  # AddressError too
+            raise AnsibleFilterError('sentinel_endpoints: %s' % exc)
+        endpoints.append(_sentinel.format_address(host, port))
+    return endpoints
+
+
 class FilterModule(object):
 
     def filters(self):
-        return {'sentinel_majority_master': sentinel_majority_master}
+        return {'sentinel_majority_master': sentinel_majority_master, 'sentinel_endpoints': sentinel_endpoints}
