@@ -43,3 +43,12 @@ def test_the_backup_role_reads_its_paths_from_the_stack():
                      ('wal_archive', 'backup_wal_archive_dir')):
         assert 'stack_instance_defaults.backup_paths.%s' % key in backup[var]
         assert STACK['backup_paths'][key].startswith('/')
+
+
+def test_the_images_use_the_stack_uids():
+    uids = load('stack')['stack_uids']
+    for image, user in (('postgres', 'postgres'), ('pgbouncer', 'postgres'), ('backup', 'postgres'), ('redis', 'redis')):
+        with open(os.path.join(ROLES, 'images', 'files', image, 'Dockerfile'), encoding='utf-8') as handle:
+            dockerfile = handle.read()
+        wanted = 'groupadd -r -g {0} {1} && useradd -r -u {0} -g {0} '.format(uids[user], user)
+        assert wanted in dockerfile, image
