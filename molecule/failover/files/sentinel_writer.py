@@ -161,7 +161,7 @@ def probe_old_master(args):
                          socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True,
                          retry=no_retry())
     start = time.monotonic()
-    became_replica_after = None
+    became_replica_after = first_answer_after = None
     accepted, attempts_as_master = [], 0
     refused = collections.Counter()
     roles = collections.Counter()
@@ -175,6 +175,8 @@ def probe_old_master(args):
             continue
         role = replication.get("role")
         roles[role] += 1
+        if first_answer_after is None:
+            first_answer_after = round(time.monotonic() - start, 3)
         if role == "slave" and "%s:%s" % (replication.get("master_host"), replication.get("master_port")) == args.new_master:
             became_replica_after = round(time.monotonic() - start, 3)
             break
@@ -189,7 +191,7 @@ def probe_old_master(args):
             refused[error_kind(exc)] += 1
         time.sleep(0.2)
     print(json.dumps(dict(address=args.address, new_master=args.new_master, became_replica_after=became_replica_after,
-                          write_attempts_as_master=attempts_as_master, accepted_writes=len(accepted),
+                          first_answer_after=first_answer_after, write_attempts_as_master=attempts_as_master, accepted_writes=len(accepted),
                           accepted=accepted[:20], refused=dict(refused), observed=dict(roles)), sort_keys=True))
     return 0
 

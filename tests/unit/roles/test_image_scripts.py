@@ -129,3 +129,98 @@ def test_mirror_from_one_line_format_with_options():
 
 def test_no_mirror_is_none():
     assert apt_mirror.choose_mirror(apt_mirror.parse_one_line("deb http://x/ubuntu noble main\n")) is None
+
+
+# A data node asks the Sentinels before it starts (a restarted old master comes back as a replica).
+SERVER_BASE = """port 6379
+requirepass pw
+# psscript: discover mymaster 172.25.0.31:6379 172.25.0.41:26379 172.25.0.42:26380 172.25.0.43:26381
+# psscript: sentinel-password spw
+"""
+
+
+def test_discovery_is_read_from_base_comments():
+    assert redis_conf.discovery(SERVER_BASE) == (
+        "mymaster", "172.25.0.31:6379", ["172.25.0.41:26379", "172.25.0.42:26380", "172.25.0.43:26381"], "spw")
+    assert redis_conf.discovery("port 6379\n") is None
+
+
+def test_restarted_old_master_starts_as_replica_of_the_majoritys_master():
+    # Its own file still says master (no replicaof); the Sentinels promoted 172.25.0.32 meanwhile.
+    out = redis_conf.merge("server", SERVER_BASE, "port 6379\n", "", master="172.25.0.32:6380")
+    assert "replicaof 172.25.0.32 6380" in out.splitlines()
+    assert "psscript: discover" not in out and "spw" not in out
+
+
+def test_node_the_majority_names_starts_as_master_even_with_a_stale_replicaof():
+    out = redis_conf.merge("server", SERVER_BASE, "port 6379\nreplicaof 172.25.0.33 6381\n", "", master="172.25.0.31:6379")
+    assert "replicaof" not in out
+
+
+def test_without_a_majority_the_learned_lines_decide():
+    out = redis_conf.merge("server", SERVER_BASE, "port 6379\nreplicaof 172.25.0.33 6381\n", "", master=None)
+    assert "replicaof 172.25.0.33 6381" in out
+
+
+@pytest.mark.parametrize("replies, total, wanted", [
+    (["a:1", "a:1", None], 3, "a:1"),
+    (["a:1", "b:2", None], 3, None),          # split: no majority
+    (["a:1", None, None], 3, None),           # one of three is not a majority
+    (["a:1", "a:1"], 4, None),                # half is not more than half
+    ([None, None, None], 3, None),            # first deploy: nobody knows the master
+])
+def test_majority_master(replies, total, wanted):
+    assert redis_conf.majority_master(replies, total) == wanted
+
+
+def test_ask_sentinels_asks_every_one_with_the_password():
+    asked = []
+
+    def ask(address, password, name):
+        asked.append((address, password, name))
+        return {"s1:1": "m:6379", "s2:2": "m:6379"}.get(address)
+
+    assert redis_conf.ask_sentinels(["s1:1", "s2:2", "s3:3"], "spw", "mymaster", ask=ask) == "m:6379"
+    assert sorted(asked) == [("s1:1", "spw", "mymaster"), ("s2:2", "spw", "mymaster"), ("s3:3", "spw", "mymaster")]
+
+
+def test_ask_sentinel_speaks_resp_to_a_real_socket():
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    received = []
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            stream = conn.makefile("rb")
+            for reply in (b"+OK\r\n", b"*2\r\n$11\r\n172.25.0.32\r\n$4\r\n6380\r\n"):
+                header = stream.readline()
+                words = []
+                for _ in range(int(header[1:])):
+                    size = int(stream.readline()[1:])
+                    words.append(stream.read(size + 2)[:-2].decode())
+                received.append(words)
+                conn.sendall(reply)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    address = "127.0.0.1:%d" % server.getsockname()[1]
+    try:
+        assert redis_conf.ask_sentinel(address, "spw", "mymaster") == "172.25.0.32:6380"
+    finally:
+        thread.join(5)
+        server.close()
+    assert received == [["AUTH", "spw"], ["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]]
+
+
+def test_ask_sentinel_without_answer_is_none():
+    import socket
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    assert redis_conf.ask_sentinel("127.0.0.1:%d" % port, "spw", "mymaster", timeout=0.5) is None

@@ -13,9 +13,18 @@ BASE's companion bootstrap file (BASE with .base.conf replaced by
 
 Keeping the two apart means a re-run of the role can change settings without
 ever wiping what Sentinel learned or pointing it back at an old master.
+
+A data node also asks the Sentinels before it starts (BASE names them in
+'# psscript: discover' lines). When a majority of them names another master, it
+starts as that master's replica: a restarted old master is never seen as a master
+(it would refuse every write, NOREPLICAS, until Sentinel converted it). When the
+majority names this node, it starts as a master. Without a majority (first deploy,
+Sentinels down) the learned lines decide, as before.
 """
 import os
+import socket
 import sys
+import threading
 
 # Directives whose value is topology that the running set decides, not Ansible.
 LEARNED = {
@@ -32,6 +41,12 @@ LEARNED = {
     ),
 }
 QUORUM_MARKER = "# psscript: quorum "
+# Data nodes: '# psscript: discover MASTER_NAME SELF_HOST:PORT SENTINEL_HOST:PORT...' and
+# '# psscript: sentinel-password PASSWORD' (BASE is 0600, as it holds requirepass anyway).
+DISCOVER_MARKER = "# psscript: discover "
+SENTINEL_PASSWORD_MARKER = "# psscript: sentinel-password "
+# Seconds a Sentinel may take to answer; all are asked at once, so this bounds the delay of a start.
+SENTINEL_TIMEOUT = 1.0
 
 
 def _directive(line):
@@ -72,13 +87,119 @@ def quorums(text):
     return found
 
 
-def merge(kind, base_text, state_text, bootstrap_text=""):
-    """The text of the new STATE file."""
+def discovery(base_text):
+    """(master_name, self_address, [sentinel addresses], password) from BASE, or None."""
+    found, password = None, ""
+    for line in base_text.splitlines():
+        if line.startswith(DISCOVER_MARKER):
+            words = line[len(DISCOVER_MARKER):].split()
+            if len(words) >= 3:
+                found = (words[0], words[1], words[2:])
+        elif line.startswith(SENTINEL_PASSWORD_MARKER):
+            password = line[len(SENTINEL_PASSWORD_MARKER):].strip()
+    return None if found is None else found + (password,)
+
+
+def _command(*words):
+    out = [b"*%d\r\n" % len(words)]
+    for word in words:
+        data = word.encode()
+        out += [b"$%d\r\n" % len(data), data, b"\r\n"]
+    return b"".join(out)
+
+
+def _read_reply(stream):
+    """One RESP2 reply: str, None, list or an Exception for an error reply."""
+    line = stream.readline()
+    if not line.endswith(b"\r\n"):
+        raise OSError("connection closed")
+    kind, rest = line[:1], line[1:-2].decode()
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        return Exception(rest)
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        size = int(rest)
+        return None if size < 0 else stream.read(size + 2)[:-2].decode()
+    if kind == b"*":
+        size = int(rest)
+        return None if size < 0 else [_read_reply(stream) for _ in range(size)]
+    raise OSError("unexpected reply %r" % line)
+
+
+def split_address(address):
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def ask_sentinel(address, password, master_name, timeout=SENTINEL_TIMEOUT):
+    """host:port of the master this Sentinel names, or None (no answer, unknown master)."""
+    try:
+        host, port = split_address(address)
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            stream = sock.makefile("rb")
+            if password:
+                sock.sendall(_command("AUTH", password))
+                if isinstance(_read_reply(stream), Exception):
+                    return None
+            sock.sendall(_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", master_name))
+            reply = _read_reply(stream)
+    except (OSError, ValueError):
+        return None
+    if isinstance(reply, list) and len(reply) == 2 and all(isinstance(x, str) for x in reply):
+        return "%s:%s" % (reply[0], reply[1])
+    return None
+
+
+def majority_master(replies, total):
+    """The address more than half of all `total` Sentinels name, else None."""
+    counts = {}
+    for reply in replies:
+        if reply:
+            counts[reply] = counts.get(reply, 0) + 1
+    for address, count in counts.items():
+        if count * 2 > total:
+            return address
+    return None
+
+
+def ask_sentinels(sentinels, password, master_name, ask=ask_sentinel):
+    """Ask every Sentinel at once; the majority's master or None."""
+    replies = [None] * len(sentinels)
+
+    def one(index):
+        replies[index] = ask(sentinels[index], password, master_name)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(sentinels))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return majority_master(replies, len(sentinels))
+
+
+def replication_lines(self_address, master):
+    """The learned lines of a data node the Sentinel majority decided."""
+    if master == self_address:
+        return []
+    host, port = split_address(master)
+    return ["replicaof %s %d" % (host, port)]
+
+
+def merge(kind, base_text, state_text, bootstrap_text="", master=None):
+    """The text of the new STATE file. For a server, `master` is what the Sentinel majority
+    names (None: no majority, the learned lines decide)."""
     if kind not in LEARNED:
         raise ValueError("kind must be server or sentinel, not %r" % kind)
     learned = learned_lines(kind, state_text) if state_text.strip() else learned_lines(kind, bootstrap_text)
     owned = owned_lines(kind, base_text)
     if kind == "server":
+        found = discovery(base_text)
+        if master and found:
+            learned = replication_lines(found[1], master)
         body = owned + learned
     else:
         wanted_quorum = quorums(base_text)
@@ -151,7 +272,15 @@ def main(argv):
         sys.stderr.write("psscript-redis-conf: %s is missing or empty; the redis_sentinel role renders it\n" % base)
         return 1
     bootstrap = base.replace(".base.conf", ".bootstrap.conf")
-    write_atomic(state, merge(kind, base_text, _read(state), _read(bootstrap)))
+    master = None
+    found = discovery(base_text) if kind == "server" else None
+    if found:
+        name, self_address, sentinels, password = found
+        master = ask_sentinels(sentinels, password, name)
+        sys.stderr.write("psscript-redis-conf: the Sentinel majority names %s as master of %s%s\n" % (
+            master or "nothing", name,
+            "" if not master else (": starting as master" if master == self_address else ": starting as its replica")))
+    write_atomic(state, merge(kind, base_text, _read(state), _read(bootstrap), master=master))
     return 0
 
 
