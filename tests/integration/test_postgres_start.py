@@ -109,10 +109,12 @@ def _first_start():
 
 
 def _engine_restart():
+    wait_for(accepting, 120, 'PostgreSQL accepting connections before the restart')
     docker('restart', NAME)
 
 
 def _crash_then_restart_policy():
+    wait_for(accepting, 120, 'PostgreSQL accepting connections before the crash')
     before = restarts()
     docker('exec', '-u', 'postgres', NAME, 'pg_ctl', 'stop', '-m', 'immediate', '-D', '/var/lib/postgresql/data/pgdata',
            check=False)
