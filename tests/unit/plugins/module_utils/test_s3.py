@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import subprocess
+import sys
 
 import botocore.exceptions
 import pytest
@@ -108,6 +110,44 @@ def _client_error(code, status):
 def test_explain_client_error(err, kind, words):
     result = _s3.explain_client_error(err, dict(bucket='b', endpoint_url='http://s3:9000'), 'upload', 'k')
     assert result.kind == kind and words in result.msg, result.msg
+
+
+# What a fresh interpreter has imported after loading both backup modules: their start-up (every
+# task, also without s3) must not pay for boto3 (#12 item 3).
+_IMPORTS = """
+import sys
+%s
+import ansible_collections.psscript.infra.plugins.modules.pg_backup
+import ansible_collections.psscript.infra.plugins.modules.redis_snapshot
+from ansible_collections.psscript.infra.plugins.module_utils import _s3
+print(_s3.HAS_BOTO3, sorted(m for m, mod in sys.modules.items() if mod and m.split('.')[0] in ('boto3', 'botocore')))
+try:
+    _s3.make_client(dict(bucket='b', endpoint_url='http://127.0.0.1:9'))
+except _s3.S3Error as err:
+    print(err.kind, err.msg)
+else:
+    print('client', sorted(m for m in ('boto3', 'botocore.config', 'botocore.exceptions') if m in sys.modules))
+"""
+
+
+def _fresh_python(prelude=''):
+    proc = subprocess.run([sys.executable, '-c', _IMPORTS % prelude], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)))
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_boto3_is_imported_only_when_a_client_is_made():
+    loaded, client = _fresh_python()
+    assert loaded == 'True []'
+    assert client == "client ['boto3', 'botocore.config', 'botocore.exceptions']"
+
+
+def test_missing_boto3_is_a_clear_error_not_an_import_failure():
+    # sys.modules[name] = None makes both find_spec and import report the package as absent.
+    loaded, failure = _fresh_python("sys.modules['boto3'] = None")
+    assert loaded == 'False []'
+    assert failure.startswith('error The s3 option needs the Python library boto3 (pip install boto3'), failure
 
 
 def test_compare_remote():
