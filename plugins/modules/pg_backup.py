@@ -123,7 +123,8 @@ options:
         C(/var/lib/postgresql/wal-archive) in the PostgreSQL container).
       - Required for O(action=backup), O(action=restore) and O(action=ship_wal). For O(action=verify) it makes
         C(pg_verifybackup) parse the backup's WAL. For O(action=prune) it enables removing WAL that no kept backup
-        needs. For O(action=list) with O(s3) it adds RV(wal_shipping), how far S3 is behind the archive.
+        needs. For O(action=list) it adds RV(newest_wal_age_seconds), and with O(s3) RV(wal_shipping), how far S3 is
+        behind the archive.
     type: path
   type:
     description:
@@ -403,10 +404,37 @@ expected_bytes:
   type: int
   sample: 52428800
 free_bytes:
-  description: Free space in O(backup_dir) before the backup.
-  returned: action is backup
+  description: Free bytes of the file system of O(backup_dir) (before the backup, for O(action=backup)); null when
+    O(backup_dir) does not exist.
+  returned: action is backup or list
   type: int
   sample: 81604378624
+total_bytes:
+  description: Size of the file system of O(backup_dir) in bytes, or null when O(backup_dir) does not exist.
+  returned: action is list
+  type: int
+  sample: 107374182400
+free_percent:
+  description: Free share of the file system of O(backup_dir) in percent (one decimal), or null.
+  returned: action is list
+  type: float
+  sample: 76.0
+latest_age_seconds:
+  description: Seconds since the backup RV(latest) ended, or null when there is none.
+  returned: action is list
+  type: int
+  sample: 3600
+last_verified_full_age_seconds:
+  description: Seconds since the backup RV(last_verified_full) ended, or null when there is none.
+  returned: action is list
+  type: int
+  sample: 86400
+newest_wal_age_seconds:
+  description: Seconds since the newest WAL segment in O(wal_archive_dir) was written (by its modification time), or
+    null when the archive holds none.
+  returned: action is list, O(wal_archive_dir) given
+  type: int
+  sample: 42
 backups:
   description:
     - Published backups, oldest first by recorded stop time, without per-file hashes.
@@ -663,101 +691,79 @@ wal_shipping:
 import os
 import shutil
 import tempfile
-import traceback
+import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _files, _pg, _pgbackup, _s3
-from ansible_collections.psscript.infra.plugins.module_utils._catalog import CatalogError
+from ansible_collections.psscript.infra.plugins.module_utils import _backupmod, _catalog, _files, _pg, _pgbackup, _s3, _walship
+from ansible_collections.psscript.infra.plugins.module_utils._diskspace import human_bytes
 from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import BackupError
-from ansible_collections.psscript.infra.plugins.module_utils._s3 import S3Error
-from ansible_collections.psscript.infra.plugins.module_utils import _walship
 
 
 def find_tools(module, major, names=_pgbackup.TOOLS):
-    tools = {}
-    for name in names:
-        path = module.get_bin_path(name, opt_dirs=['/usr/lib/postgresql/%d/bin' % major])
-        if not path:
-            module.fail_json(msg='%s was not found: install the PostgreSQL %d client tools (postgresql-client-%d) '
-                                 'or run the module in the psscript/backup image' % (name, major, major))
+    """The PostgreSQL client tools of the backups' major version (they must match the server)."""
+    def check(path):
         rc, out, err = module.run_command([path, '--version'])
         found = _pgbackup.tool_major(out or err)
         if found != major:
-            module.fail_json(msg='%s is PostgreSQL %s but the backups are PostgreSQL %s: install the %s client tools '
-                                 '(they must match the server)' % (path, found, major, major))
-        tools[name] = path
-    return tools
+            return ('%s is PostgreSQL %s but the backups are PostgreSQL %s: install the %s client tools (they must '
+                    'match the server)' % (path, found, major, major))
+        return None
+    return _backupmod.find_tools(module, names, '%%(name)s was not found: install the PostgreSQL %d client tools '
+                                 '(postgresql-client-%d) or run the module in the psscript/backup image' % (major, major),
+                                 opt_dirs=['/usr/lib/postgresql/%d/bin' % major], check=check)
 
 
-def choose_parent(entries, facts):
-    """Newest backup by stop time of this cluster that did not fail verification."""
-    for entry in reversed(entries):
-        if entry.get('service', 'postgresql') != 'postgresql' or not _catalog.usable(entry):
-            continue
-        if facts.get('system_identifier') and entry.get('system_identifier') not in (None, facts['system_identifier']):
-            continue
-        return entry
-    return None
+def s3_store(module):
+    return _backupmod.s3_store(module, 'postgres')
 
 
-def do_backup(module, root):
-    params = dict(module.params)
-    params['db'] = params['db'] or 'postgres'
-    wanted = params['type']
+def check_backup_params(module, params):
     if not params['wal_archive_dir']:
         module.fail_json(msg='action=backup needs wal_archive_dir: backups hold no WAL, and one is published only when '
                              'its WAL is in the archive')
     if not os.path.isdir(params['wal_archive_dir']):
         module.fail_json(msg='wal_archive_dir %s is not a directory: mount the WAL archive volume there'
                              % params['wal_archive_dir'])
+
+
+def check_server(module, params, facts):
+    if facts['in_recovery']:
+        module.fail_json(msg='%s:%s is a standby: take backups from the primary' % (params['login_host'], params['login_port']))
+    if facts['archive_mode'] == 'off':
+        module.fail_json(msg='archive_mode is off on the server: these backups hold no WAL and need the WAL archive; '
+                             'turn on archive_mode and set archive_command to copy into wal_archive_dir')
+
+
+def do_backup(module, root):
+    params = dict(module.params)
+    params['db'] = params['db'] or 'postgres'
+    check_backup_params(module, params)
     result = dict(changed=False, fell_back_to_full=False)
-    if not os.path.isdir(root):
-        if module.check_mode:
-            module.warn('backup_dir %s does not exist yet; it would be created' % root)
-        else:
-            result['changed'] = _catalog.ensure_dir(root)
-    lock = None if module.check_mode or not os.path.isdir(root) else _catalog.RootLock(root).acquire()
+    lock = _backupmod.open_root(module, root, result)
     conn = None
     try:
-        entries = _catalog.list_backups(root)['backups'] if os.path.isdir(root) else []
+        entries = _backupmod.entries(root)
         conn = _pg.connect_postgres(params)
         facts = _pgbackup.server_facts(conn)
         major = facts['version_num'] // 10000
-        if facts['in_recovery']:
-            module.fail_json(msg='%s:%s is a standby: take backups from the primary' % (params['login_host'], params['login_port']))
-        if facts['archive_mode'] == 'off':
-            module.fail_json(msg='archive_mode is off on the server: these backups hold no WAL and need the WAL archive; '
-                                 'turn on archive_mode and set archive_command to copy into wal_archive_dir')
-        backup_type, parent = wanted, None
-        if wanted == 'incremental':
-            why = None
-            if major < 17:
-                why = 'the server is PostgreSQL %s; incremental backups need 17 or later' % facts['version']
-            elif not facts['summarize_wal']:
-                why = 'summarize_wal is off on the server (turn it on, then take a full backup to build on)'
-            else:
-                parent = choose_parent(entries, facts)
-                if parent is None:
-                    why = 'there is no backup of this cluster in %s to build on' % root
+        check_server(module, params, facts)
+        backup_type, parent = params['type'], None
+        if backup_type == 'incremental':
+            parent, why = _pgbackup.incremental_parent(facts, entries, root)
             if why:
-                if not params['fallback_to_full']:
-                    module.fail_json(msg='Cannot take an incremental backup: %s. Take a full backup (type=full), or set '
-                                         'fallback_to_full=true' % why)
-                module.warn('Taking a full backup instead of an incremental one: %s' % why)
-                backup_type, parent = 'full', None
-                result['fell_back_to_full'] = True
+                backup_type, parent = _backupmod.full_instead(module, result, why)
         tools = find_tools(module, major, ('pg_basebackup',))
         if params['compress']:
             for name in ('tar', 'zstd'):
                 module.get_bin_path(name, required=True)
         needed, source = _pgbackup.expected_size(entries, facts.get('database_bytes'), params['compress'])
         result['expected_bytes'] = needed
-        result['free_bytes'] = _pgbackup.check_free_space(root if os.path.isdir(root) else os.path.dirname(root), needed, source)
+        result['free_bytes'] = _backupmod.check_space(root, needed, source)
         if module.check_mode:
             result.update(changed=True, backup_id=_catalog.new_backup_id(backup_type),
                           msg='Would take a %s backup%s into %s (expected size %s: %s)'
                           % (backup_type, ' on top of %s' % parent['id'] if parent else '', root,
-                             _pgbackup.human_bytes(needed), source))
+                             human_bytes(needed), source))
             module.exit_json(**result)
 
         def clock_now():
@@ -775,22 +781,13 @@ def do_backup(module, root):
         try:
             entry = attempt(backup_type, parent)
         except BackupError as err:
-            if backup_type == 'incremental' and err.kind in ('wal_summaries', 'parent_mismatch') and params['fallback_to_full']:
-                module.warn('Taking a full backup instead of an incremental one: %s' % err.msg)
-                result['fell_back_to_full'] = True
-                entry = attempt('full', None)
-            else:
+            if backup_type != 'incremental' or err.kind not in ('wal_summaries', 'parent_mismatch'):
                 raise
-        result.update(changed=True, backup_id=entry['id'], backup=_catalog.summary(entry),
-                      msg='Took %s backup %s (%s)' % (entry['type'], entry['id'], _pgbackup.human_bytes(entry['bytes'])))
+            entry = attempt(*_backupmod.full_instead(module, result, err.msg))
+        _backupmod.took(result, entry, 'Took %s backup %s (%s)' % (entry['type'], entry['id'], human_bytes(entry['bytes'])))
         store = s3_store(module)
         if store is not None:
-            try:
-                result['s3'] = verify_and_upload(module, root, entry, store, major)
-            except S3Error as err:
-                raise BackupError('Backup %s was taken and verified, but its S3 copy failed: %s' % (entry['id'], err.msg))
-            result.update(backup=_catalog.summary(entry),
-                          msg='%s, verified it and copied it to %s' % (result['msg'], result['s3']['url']))
+            copy_to_s3(module, root, entry, store, major, result)
         return result
     except BackupError as err:
         if err.kind == 'wal_missing' and conn is not None:
@@ -803,17 +800,10 @@ def do_backup(module, root):
             lock.release()
 
 
-def s3_store(module):
-    """The S3 copies of the PostgreSQL backups, or None when the s3 option is not given."""
-    if not module.params['s3']:
-        return None
-    return _s3.S3Store(module.params['s3'], 'postgres')
-
-
-def verify_and_upload(module, root, entry, store, major):
+def copy_to_s3(module, root, entry, store, major, result):
     """Verify the backup just taken (with its WAL), then copy its WAL and itself to S3 and check the copy."""
-    entries = _catalog.list_backups(root)['backups']
-    outcome = _pgbackup.verify_backup(module.run_command, find_tools(module, major), root, entry, entries,
+    outcome = _pgbackup.verify_backup(module.run_command, find_tools(module, major), root, entry,
+                                      _catalog.list_backups(root)['backups'],
                                       wal_archive_dir=module.params['wal_archive_dir'],
                                       scratch_root=module.params['scratch_dir'])
 
@@ -822,92 +812,54 @@ def verify_and_upload(module, root, entry, store, major):
         since = _pgbackup.oldest_wal_start(store.list_entries() + [entry])
         return dict(wal=_pgbackup.upload_wal(store, module.params['wal_archive_dir'], since,
                                              required=entry.get('wal_files') or []))
-    return store.upload_verified(root, entry, outcome, 'Backup %(id)s was taken but failed verification, so it was not '
-                                 'copied to S3: %(problems)s. Take a new full backup', before_upload=upload_wal)
+    return _backupmod.copy_to_s3(result, store, root, entry, outcome, 'backup', '. Take a new full backup',
+                                 before_upload=upload_wal)
 
 
-def listing(root, store=None):
-    result = dict(changed=False, **_catalog.listing(root))
-    if store is not None:
-        store.add_listing(result)
+def do_list(module, root):
+    store = s3_store(module)
+    result = _backupmod.listing(root, store, _catalog.listing, _catalog.utc_now())
+    archive = module.params['wal_archive_dir']
+    if archive and os.path.isdir(archive):
+        result['newest_wal_age_seconds'] = _pgbackup.newest_wal_age(archive, time.time())
+    if store is not None and archive:
+        result['wal_shipping'] = _walship.Shipper(store, archive).lag()
     return result
 
 
 def do_verify(module, root):
-    entries = _catalog.list_backups(root)['backups']
-    store = s3_store(module)
-    remote = store.list_entries() if store is not None else []
-    chosen = _catalog.select_for_verify(entries, module.params['backup_id'], root, remote=remote)
     tools_by_major = {}
 
-    def verify_local(entry):
+    def verify_local(entry, entries):
         major = int(entry.get('server_version_num') or 170000) // 10000
         if major not in tools_by_major:
             tools_by_major[major] = find_tools(module, major)
         return _pgbackup.verify_backup(module.run_command, tools_by_major[major], root, entry, entries,
                                        wal_archive_dir=module.params['wal_archive_dir'],
                                        scratch_root=module.params['scratch_dir'])
-    results, changed = _s3.verify_backups(root, chosen, set(e['id'] for e in entries), verify_local, store,
-                                          set(e['id'] for e in remote), record=not module.check_mode)
-    failure, msg = _catalog.verify_messages(results, 'backup', 'take a new full backup')
-    if failure:
-        module.fail_json(msg=failure, results=results, changed=changed)
-    return dict(changed=changed, results=results, msg=msg)
-
-
-def prune_s3(module, store):
-    """Apply the same retention rules to the S3 copies, and remove the remote WAL no kept copy needs."""
-    plan = store.prune(keep_days=module.params['keep_days'], keep_count=module.params['keep_count'],
-                       dry_run=module.check_mode)
-    wal = []
-    if plan['oldest_wal_needed']:
-        wal = _catalog.wal_files_to_remove(list(store.list_area(_pgbackup.S3_WAL_AREA)), plan['oldest_wal_needed'])
-        if not module.check_mode:
-            store.remove_area(_pgbackup.S3_WAL_AREA, wal)
-    plan['removed_wal'] = dict(count=len(wal), first=wal[0] if wal else None, last=wal[-1] if wal else None)
-    return plan
+    return _backupmod.verify(module, root, s3_store(module), verify_local, 'backup', 'take a new full backup')
 
 
 def do_prune(module, root):
-    params = module.params
-    lock = None if module.check_mode else _catalog.RootLock(root).acquire()
-    readers = None
-    try:
-        # No restore reads what is deleted here: restores hold the readers lock shared for their whole run.
-        readers = None if module.check_mode else _catalog.RootLock(root, readers=True).acquire()
-        result = _catalog.prune(root, params['keep_days'], params['keep_count'], params['stale_after_hours'] * 3600,
-                                module.check_mode)
-        wal = []
-        archive = params['wal_archive_dir']
-        if archive and result['oldest_wal_needed']:
-            wal = _catalog.wal_files_to_remove(os.listdir(archive), result['oldest_wal_needed'])
-            if not module.check_mode:
-                for name in wal:
-                    os.unlink(os.path.join(archive, name))
-                if wal:
-                    _files.fsync_path(archive, directory=True)
-        for warning in result.pop('warnings'):
-            module.warn(warning)
-        result['changed'] = result['changed'] or bool(wal)
-        result['removed_wal'] = dict(count=len(wal), first=wal[0] if wal else None, last=wal[-1] if wal else None)
-        result['msg'] = '%s %d backup(s) and %d WAL file(s); kept %d backup(s)' % (
-            'Would remove' if module.check_mode else 'Removed', len(result['removed']), len(wal), len(result['kept']))
-        store = s3_store(module)
-        if store is not None:
-            remote = prune_s3(module, store)
-            for warning in remote.pop('warnings'):
-                module.warn('S3: %s' % warning)
-            result['s3'] = remote
-            result['changed'] = result['changed'] or bool(remote['removed'] or remote['removed_wal']['count'])
-            result['msg'] += '; in S3 %s %d backup(s) and %d WAL file(s), kept %d' % (
-                'would remove' if module.check_mode else 'removed', len(remote['removed']), remote['removed_wal']['count'],
-                len(remote['kept']))
-        return result
-    finally:
-        if readers is not None:
-            readers.release()
-        if lock is not None:
-            lock.release()
+    """Retention over the backups and the WAL no kept backup needs, locally and in S3."""
+    archive = module.params['wal_archive_dir']
+
+    def remove_wal(oldest):
+        if not archive or not oldest:
+            return []
+        wal = _catalog.wal_files_to_remove(os.listdir(archive), oldest)
+        if wal and not module.check_mode:
+            for name in wal:
+                os.unlink(os.path.join(archive, name))
+            _files.fsync_path(archive, directory=True)
+        return wal
+
+    def remove_s3_wal(store, oldest):
+        wal = _catalog.wal_files_to_remove(list(store.list_area(_pgbackup.S3_WAL_AREA)), oldest) if oldest else []
+        if not module.check_mode:
+            store.remove_area(_pgbackup.S3_WAL_AREA, wal)
+        return wal
+    return _backupmod.prune(module, root, s3_store(module), 'backup', remove_wal, remove_s3_wal)
 
 
 def refuse_running_server(module, data_dir):
@@ -1101,6 +1053,10 @@ def do_ship_wal(module):
                     % (len(totals['uploaded']), shipping['pending']))
 
 
+ACTIONS = dict(backup=do_backup, ship_wal=lambda module, root: do_ship_wal(module), list=do_list, verify=do_verify,
+               restore=do_restore, prune=do_prune)
+
+
 def main():
     argument_spec = _pg.pg_connection_spec()
     argument_spec.update(_catalog.catalog_spec())
@@ -1129,36 +1085,11 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not _pg.HAS_PSYCOPG2 and module.params['action'] == 'backup':
         module.fail_json(msg=missing_required_lib(_pg.PSYCOPG2_REQUIREMENT), exception=_pg.PSYCOPG2_IMPORT_ERROR)
-    if module.params['s3'] and not _s3.HAS_BOTO3:
-        module.fail_json(msg=missing_required_lib(_s3.BOTO3_REQUIREMENT), exception=_s3.BOTO3_IMPORT_ERROR)
     if module.params['live'] and module.params['action'] != 'restore':
         module.fail_json(msg='live=true is for action=restore')
-    root = module.params['backup_dir']
-    action = module.params['action']
-    try:
-        if action == 'backup':
-            result = do_backup(module, root)
-        elif action == 'ship_wal':
-            result = do_ship_wal(module)
-        elif not os.path.isdir(root) and not (module.params['s3'] and action in ('list', 'restore')):
-            module.fail_json(msg='backup_dir %s does not exist: check the path (and the volume mount)' % root)
-        elif action == 'list':
-            store = s3_store(module)
-            result = listing(root, store)
-            if store is not None and module.params['wal_archive_dir']:
-                result['wal_shipping'] = _walship.Shipper(store, module.params['wal_archive_dir']).lag()
-        elif action == 'verify':
-            result = do_verify(module, root)
-        elif action == 'restore':
-            result = do_restore(module, root)
-        else:
-            result = do_prune(module, root)
-    except (BackupError, CatalogError, _pg.PgConnectionError, S3Error) as err:
-        module.fail_json(msg=err.msg)
-    except (IOError, OSError) as err:
-        module.fail_json(msg='%s failed on the file system: %s; check permissions and space of backup_dir and '
-                             'wal_archive_dir' % (action, err), exception=traceback.format_exc())
-    module.exit_json(**result)
+    # A list or a restore can read S3 alone; a backup creates backup_dir.
+    without_root = ('backup', 'ship_wal') + (('list', 'restore') if module.params['s3'] else ())
+    _backupmod.run(module, ACTIONS, (_pg.PgConnectionError,), 'backup_dir and wal_archive_dir', without_root)
 
 
 if __name__ == '__main__':

@@ -203,8 +203,8 @@ backup_id:
   returned: action is backup or restore (of a catalog snapshot)
   type: str
   sample: 20250131T020000Z-full
-entry:
-  description: Catalog entry of the snapshot taken, without per-file hashes.
+backup:
+  description: Catalog entry of the snapshot taken, without per-file hashes (named C(entry) before 0.3.0).
   returned: action is backup, not in check mode
   type: dict
   sample:
@@ -242,11 +242,38 @@ latest:
   returned: action is list
   type: str
   sample: 20250131T020000Z-full
-last_verified:
-  description: Id of the newest snapshot that passed verification, or null.
+last_verified_full:
+  description: Id of the newest snapshot that passed verification, or null (a snapshot is always a full backup;
+    named C(last_verified) before 0.3.0).
   returned: action is list
   type: str
   sample: 20250131T020000Z-full
+latest_age_seconds:
+  description: Seconds since the snapshot RV(latest) ended, or null when there is none.
+  returned: action is list
+  type: int
+  sample: 3600
+last_verified_full_age_seconds:
+  description: Seconds since the snapshot RV(last_verified_full) ended, or null when there is none.
+  returned: action is list
+  type: int
+  sample: 86400
+free_bytes:
+  description: Free bytes of the file system of O(backup_dir) (before the snapshot, for O(action=backup)); null when
+    O(backup_dir) does not exist.
+  returned: action is backup or list
+  type: int
+  sample: 81604378624
+total_bytes:
+  description: Size of the file system of O(backup_dir) in bytes, or null when O(backup_dir) does not exist.
+  returned: action is list
+  type: int
+  sample: 107374182400
+free_percent:
+  description: Free share of the file system of O(backup_dir) in percent (one decimal), or null.
+  returned: action is list
+  type: float
+  sample: 76.0
 leftovers:
   description: Directories of interrupted work (never listed as snapshots), with their age.
   returned: action is list or prune
@@ -317,11 +344,12 @@ log:
   elements: str
   sample: ['REPLICAOF 172.25.0.50:16379 on 172.25.0.31:6379']
 downloaded_from_s3:
-  description: Whether O(action=restore) downloaded the snapshot from S3 (or would, in check mode) because it was
-    not in O(backup_dir).
+  description: Ids of the snapshots O(action=restore) downloaded from S3 (or would, in check mode) because they were
+    not in O(backup_dir); empty when the snapshot was local (a bool before 0.3.0).
   returned: action is restore of a catalog snapshot
-  type: bool
-  sample: false
+  type: list
+  elements: str
+  sample: []
 s3:
   description:
     - O(action=backup) with O(s3) - the upload (C(url), C(objects), C(bytes), seconds, C(verified_at)).
@@ -397,24 +425,17 @@ sentinel:
 import os
 import re
 import shutil
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _pgbackup, _redis, _redissnap, _s3
-from ansible_collections.psscript.infra.plugins.module_utils._catalog import BackupError, CatalogError
-from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import human_bytes
-from ansible_collections.psscript.infra.plugins.module_utils._s3 import S3Error
+from ansible_collections.psscript.infra.plugins.module_utils import (_backupmod, _catalog, _redis, _redisrestore,
+                                                                     _redissnap, _s3)
+from ansible_collections.psscript.infra.plugins.module_utils._catalog import BackupError
+from ansible_collections.psscript.infra.plugins.module_utils._diskspace import human_bytes
 
 
 def find_tools(module, names):
-    tools = {}
-    for name in names:
-        path = module.get_bin_path(name)
-        if not path:
-            module.fail_json(msg='%s was not found: install redis-tools/redis-server/zstd of the servers\' Redis version, '
-                                 'or run the module in the psscript/backup image' % name)
-        tools[name] = path
-    return tools
+    return _backupmod.find_tools(module, names, '%(name)s was not found: install redis-tools/redis-server/zstd of the '
+                                 'servers\' Redis version, or run the module in the psscript/backup image')
 
 
 def sentinel_set(module):
@@ -426,19 +447,7 @@ def sentinel_set(module):
 
 
 def s3_store(module):
-    """The S3 copies of the Redis snapshots, or None when the s3 option is not given."""
-    if not module.params['s3']:
-        return None
-    if not _s3.HAS_BOTO3:
-        module.fail_json(msg=missing_required_lib(_s3.BOTO3_REQUIREMENT), exception=_s3.BOTO3_IMPORT_ERROR)
-    return _s3.S3Store(module.params['s3'], 'redis')
-
-
-def verify_and_upload(module, root, entry, store):
-    """Verify the snapshot just taken, then copy it to S3 and check the copy end to end."""
-    outcome = _redissnap.verify_snapshot(module.run_command, find_tools(module, ('redis-check-rdb', 'zstd')), root, entry)
-    return store.upload_verified(root, entry, outcome, 'Snapshot %(id)s was taken but failed verification, so it was '
-                                 'not copied to S3: %(problems)s')
+    return _backupmod.s3_store(module, 'redis')
 
 
 def recover_interrupted_restore(module, root, sset, result):
@@ -473,29 +482,22 @@ def snapshot_source(module, sset, root, entries, result):
     needed, why = _redissnap.expected_size(entries, memory.get('used_memory'))
     result.update(source=dict(address=source['address'], role=source['role'], skipped=source['skipped']),
                   expected_bytes=needed)
-    result['free_bytes'] = _pgbackup.check_free_space(root if os.path.isdir(root) else os.path.dirname(root),
-                                                      needed, why)
+    result['free_bytes'] = _backupmod.check_space(root, needed, why)
     return source, node, needed, why
 
 
 def do_backup(module, root):
     params = module.params
     result = dict(changed=False)
-    if not os.path.isdir(root):
-        if module.check_mode:
-            module.warn('backup_dir %s does not exist yet; it would be created' % root)
-        else:
-            result['changed'] = _catalog.ensure_dir(root)
     tools = find_tools(module, _redissnap.TOOLS + ('timeout',))
-    lock = None if module.check_mode or not os.path.isdir(root) else _catalog.RootLock(root).acquire()
+    lock = _backupmod.open_root(module, root, result)
     sset = sentinel_set(module)
     store = s3_store(module)
     try:
         if store is not None:
             store.check_bucket()
         recover_interrupted_restore(module, root, sset, result)
-        entries = _catalog.list_backups(root)['backups'] if os.path.isdir(root) else []
-        source, node, needed, why = snapshot_source(module, sset, root, entries, result)
+        source, node, needed, why = snapshot_source(module, sset, root, _backupmod.entries(root), result)
         if module.check_mode:
             result.update(changed=True, backup_id=_catalog.new_backup_id(_redissnap.CATALOG_TYPE),
                           msg='Would snapshot %s (%s) into %s (expected size %s: %s)'
@@ -505,16 +507,12 @@ def do_backup(module, root):
         entry = _redissnap.take_snapshot(module.run_command, tools, node, source, root,
                                          lambda: _redissnap.server_time(node),
                                          params['bgsave_timeout'], params['fetch_timeout'], params['redis_password'])
-        result.update(changed=True, backup_id=entry['id'], entry=_catalog.summary(entry),
-                      msg='Took Redis snapshot %s from %s (%s): %s keys, %s'
-                      % (entry['id'], source['address'], source['role'], entry['keys'], human_bytes(entry['bytes'])))
+        _backupmod.took(result, entry, 'Took Redis snapshot %s from %s (%s): %s keys, %s'
+                        % (entry['id'], source['address'], source['role'], entry['keys'], human_bytes(entry['bytes'])))
         if store is not None:
-            try:
-                result['s3'] = verify_and_upload(module, root, entry, store)
-            except S3Error as err:
-                raise BackupError('Snapshot %s was taken and verified, but its S3 copy failed: %s' % (entry['id'], err.msg))
-            result.update(entry=_catalog.summary(entry), msg='%s, verified it and copied it to %s'
-                          % (result['msg'], result['s3']['url']))
+            outcome = _redissnap.verify_snapshot(module.run_command, find_tools(module, ('redis-check-rdb', 'zstd')),
+                                                 root, entry)
+            _backupmod.copy_to_s3(result, store, root, entry, outcome, 'snapshot')
         return result
     finally:
         sset.close()
@@ -523,53 +521,18 @@ def do_backup(module, root):
 
 
 def do_list(module, root):
-    result = dict(changed=False, **_redissnap.listing(root))
-    store = s3_store(module)
-    if store is not None:
-        store.add_listing(result)
-    return result
+    return _backupmod.listing(root, s3_store(module), _redissnap.listing, _catalog.utc_now())
 
 
 def do_verify(module, root):
-    entries = _catalog.list_backups(root)['backups']
-    chosen = _catalog.select_for_verify(entries, module.params['backup_id'], root, noun='snapshot')
     tools = find_tools(module, ('redis-check-rdb', 'zstd'))
-    store = s3_store(module)
-    remote_ids = set(e['id'] for e in store.list_entries()) if store is not None else set()
-    results, changed = _s3.verify_backups(root, chosen, set(e['id'] for e in entries),
-                                          lambda entry: _redissnap.verify_snapshot(module.run_command, tools, root, entry),
-                                          store, remote_ids, record=not module.check_mode, remote_marks_local=True)
-    failure, msg = _catalog.verify_messages(results, 'snapshot', 'take a new snapshot')
-    if failure:
-        module.fail_json(msg=failure, results=results, changed=changed)
-    return dict(changed=changed, results=results, msg=msg)
+    return _backupmod.verify(module, root, s3_store(module),
+                             lambda entry, entries: _redissnap.verify_snapshot(module.run_command, tools, root, entry),
+                             'snapshot', 'take a new snapshot', remote_marks_local=True)
 
 
 def do_prune(module, root):
-    params = module.params
-    lock = None if module.check_mode else _catalog.RootLock(root).acquire()
-    try:
-        result = _catalog.prune(root, params['keep_days'], params['keep_count'], params['stale_after_hours'] * 3600,
-                                module.check_mode)
-    finally:
-        if lock is not None:
-            lock.release()
-    del result['oldest_wal_needed']  # snapshots need no WAL
-    for warning in result.pop('warnings'):
-        module.warn(warning)
-    result['msg'] = '%s %d snapshot(s); kept %d' % ('Would remove' if module.check_mode else 'Removed',
-                                                    len(result['removed']), len(result['kept']))
-    store = s3_store(module)
-    if store is not None:
-        remote = store.prune(keep_days=params['keep_days'], keep_count=params['keep_count'], dry_run=module.check_mode)
-        del remote['oldest_wal_needed']
-        for warning in remote.pop('warnings'):
-            module.warn('S3: %s' % warning)
-        result['s3'] = remote
-        result['changed'] = result['changed'] or bool(remote['removed'])
-        result['msg'] += '; in S3 %s %d, kept %d' % ('would remove' if module.check_mode else 'removed',
-                                                     len(remote['removed']), len(remote['kept']))
-    return result
+    return _backupmod.prune(module, root, s3_store(module), 'snapshot')
 
 
 def do_restore(module, root):
@@ -604,7 +567,7 @@ def do_restore(module, root):
             entry, download = _redissnap.choose_for_restore(_catalog.list_backups(root)['backups'],
                                                             store.list_entries() if store is not None else None,
                                                             params['backup_id'])
-            result['downloaded_from_s3'] = download
+            result['downloaded_from_s3'] = [entry['id']] if download else []
             if download and not module.check_mode:
                 entry = store.download(root, entry['id'])
                 log.append('downloaded %s from %s' % (entry['id'], store.url(store.key(entry['id']))))
@@ -618,10 +581,10 @@ def do_restore(module, root):
             snapshot = dict(name=entry['id'], keys=entry.get('keys'), expires=entry.get('expires'),
                             keys_by_db=entry.get('keys_by_db'))
             result['backup_id'] = entry['id']
-        restore = _redissnap.Restore(module.run_command, tools, sset, _redis.Node, params['restore_listen_host'],
-                                     params['restore_listen_port'], params['redis_password'], log.append,
-                                     sync_timeout=params['restore_sync_timeout'], timeout=params['restore_timeout'],
-                                     root=root)
+        restore = _redisrestore.Restore(module.run_command, tools, sset, _redis.Node, params['restore_listen_host'],
+                                        params['restore_listen_port'], params['redis_password'], log.append,
+                                        sync_timeout=params['restore_sync_timeout'], timeout=params['restore_timeout'],
+                                        root=root)
 
         def pre_snapshot():
             # An ordinary snapshot of the data about to be replaced, under this run's lock.
@@ -633,8 +596,8 @@ def do_restore(module, root):
                                             extra=dict(reason=_redissnap.PRE_RESTORE,
                                                        label='before restoring %s' % snapshot['name']))
         try:
-            outcome = _redissnap.run_restore(restore, rdb_path, snapshot, scratch, temp_version, module.check_mode,
-                                             pre_snapshot=pre_snapshot if params['pre_restore_snapshot'] else None)
+            outcome = _redisrestore.run_restore(restore, rdb_path, snapshot, scratch, temp_version, module.check_mode,
+                                                pre_snapshot=pre_snapshot if params['pre_restore_snapshot'] else None)
         except BackupError as err:
             result['changed'] = not module.check_mode and bool(log)
             if restore.detached_address:
@@ -649,8 +612,8 @@ def do_restore(module, root):
                           % (snapshot['name'], outcome['master'], '; '.join(outcome['plan'])))
             return result
         result['changed'] = True
-        state, report = _redissnap.sentinel_check(sset, outcome['master'], params['restore_timeout'],
-                                                  expected_replicas=len(outcome['replicas']))
+        state, report = _redisrestore.sentinel_check(sset, outcome['master'], params['restore_timeout'],
+                                                     expected_replicas=len(outcome['replicas']))
         if state != _redissnap.DONE:
             module.fail_json(msg='Restored %s into %s, but the Sentinel check fails: %s'
                              % (snapshot['name'], outcome['master'], report), **result)
@@ -666,6 +629,9 @@ def do_restore(module, root):
         sset.close()
         if lock is not None:
             lock.release()
+
+
+ACTIONS = dict(backup=do_backup, list=do_list, verify=do_verify, restore=do_restore, prune=do_prune)
 
 
 def main():
@@ -687,29 +653,9 @@ def main():
         pre_restore_snapshot=dict(type='bool', default=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    action = module.params['action']
-    if action in ('backup', 'restore') and not _redis.HAS_REDIS:
+    if module.params['action'] in ('backup', 'restore') and not _redis.HAS_REDIS:
         module.fail_json(msg=missing_required_lib('redis'), exception=_redis.REDIS_IMPORT_ERROR)
-    root = module.params['backup_dir']
-    try:
-        if action == 'backup':
-            result = do_backup(module, root)
-        elif not os.path.isdir(root):
-            module.fail_json(msg='backup_dir %s does not exist: check the path (and the volume mount)' % root)
-        elif action == 'list':
-            result = do_list(module, root)
-        elif action == 'verify':
-            result = do_verify(module, root)
-        elif action == 'restore':
-            result = do_restore(module, root)
-        else:
-            result = do_prune(module, root)
-    except (BackupError, CatalogError, _redis.RedisOpError, S3Error) as err:
-        module.fail_json(msg=err.msg)
-    except (IOError, OSError) as err:
-        module.fail_json(msg='%s failed on the file system: %s; check permissions and space of backup_dir'
-                         % (action, err), exception=traceback.format_exc())
-    module.exit_json(**result)
+    _backupmod.run(module, ACTIONS, (_redis.RedisOpError,))
 
 
 if __name__ == '__main__':
