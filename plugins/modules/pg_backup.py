@@ -393,6 +393,127 @@ backup:
     compression: null
     durations: {basebackup: 3.2, hash: 0.1, wal_wait: 0.0, sync: 0.2, total: 4.0}
     verified: null
+  contains: &catalog_entry
+    id:
+      description: Backup id, C(<UTC stamp>-<type>).
+      returned: always
+      type: str
+      sample: 20250131T020000Z-full
+    type:
+      description: V(full) or V(incremental).
+      returned: always
+      type: str
+      sample: full
+    parent:
+      description: Id of the backup an incremental builds on, null for a full one.
+      returned: always
+      type: str
+    started_at:
+      description: When the backup started (UTC, ISO 8601).
+      returned: always
+      type: str
+      sample: '2025-01-31T02:00:00.120000Z'
+    stopped_at:
+      description: When the backup ended (UTC, ISO 8601); catalogs are ordered by it.
+      returned: always
+      type: str
+      sample: '2025-01-31T02:00:04.870000Z'
+    bytes:
+      description: Bytes the backup holds on disk.
+      returned: always
+      type: int
+      sample: 3145728
+    file_count:
+      description: Number of files the catalog records with their SHA-256.
+      returned: always
+      type: int
+      sample: 1021
+    verified:
+      description: Outcome of the last verification, null when never verified.
+      returned: always
+      type: bool
+    verified_at:
+      description: When it was last verified, or null.
+      returned: always
+      type: str
+    verify_error:
+      description: The problems the last failed verification found, or null.
+      returned: always
+      type: str
+    s3:
+      description: Its upload summary (as RV(s3) of O(action=backup)) and the last check of the copy.
+      returned: when copied to S3
+      type: dict
+    start_lsn:
+      description: WAL position the backup starts at.
+      returned: always
+      type: str
+      sample: 0/5000028
+    stop_lsn:
+      description: WAL position the backup ends at.
+      returned: always
+      type: str
+      sample: 0/5000158
+    timeline:
+      description: Timeline the backup was taken on.
+      returned: always
+      type: int
+      sample: 1
+    wal_start:
+      description: First WAL segment the backup needs.
+      returned: always
+      type: str
+      sample: '000000010000000000000005'
+    wal_stop:
+      description: Last WAL segment the backup needs.
+      returned: always
+      type: str
+      sample: '000000010000000000000005'
+    wal_files:
+      description: The WAL files of the backup's own range (timeline history files included).
+      returned: always
+      type: list
+      elements: str
+    wal_sha256:
+      description: SHA-256 of each of those WAL files when the backup was taken, by name.
+      returned: always
+      type: dict
+    system_identifier:
+      description: System identifier of the cluster (as a string).
+      returned: always
+      type: str
+    server_version:
+      description: Version of the server the backup was taken from.
+      returned: always
+      type: str
+    server_version_num:
+      description: The same as a number (V(170002)); restores pick the client tools of its major.
+      returned: always
+      type: int
+    layout:
+      description: V(plain) (a data directory) or V(tar.zst) (one compressed archive).
+      returned: always
+      type: str
+    compressed:
+      description: Whether the backup is compressed.
+      returned: always
+      type: bool
+    compression:
+      description: How a compressed backup was compressed (V(client-zstd)), null when plain.
+      returned: always
+      type: str
+    manifest_checksums:
+      description: Algorithm of the file checksums in C(backup_manifest) (V(SHA256)).
+      returned: always
+      type: str
+    data_bytes:
+      description: Plain size of the data directory (the space a restore needs).
+      returned: always
+      type: int
+    durations:
+      description: Seconds per step (C(basebackup), C(hash), C(wal_wait), C(sync), C(total)).
+      returned: always
+      type: dict
 fell_back_to_full:
   description: Whether an incremental backup was asked for and a full one was taken instead (see O(fallback_to_full)).
   returned: action is backup
@@ -450,6 +571,16 @@ backups:
       verified: true
       verified_at: '2025-01-30T02:05:00.000000Z'
       restorable: true
+  contains:
+    <<: *catalog_entry
+    restorable:
+      description: Whether the backup and every parent it needs are present and did not fail verification.
+      returned: always
+      type: bool
+    in_s3:
+      description: Whether S3 holds a copy too.
+      returned: O(s3) given
+      type: bool
 latest:
   description: Id of the newest restorable backup, or null.
   returned: action is list
@@ -467,12 +598,46 @@ leftovers:
   elements: dict
   sample:
     - {path: /backups/postgres/.tmp-20250131T020000Z-full, name: .tmp-20250131T020000Z-full, age_seconds: 4000}
+  contains: &leftover
+    path:
+      description: Full path of the directory.
+      returned: always
+      type: str
+    name:
+      description: Its name in O(backup_dir) (C(.tmp-<id>) for an interrupted backup, scratch directories).
+      returned: always
+      type: str
+    age_seconds:
+      description: Seconds since its newest file changed.
+      returned: always
+      type: int
 unreadable:
   description: Backup directories whose C(catalog.json) could not be read; they are neither used nor removed.
   returned: action is list or prune
   type: list
   elements: dict
   sample: []
+  contains: &unreadable
+    path:
+      description: Where the C(catalog.json) is (a path or an S3 URL).
+      returned: always
+      type: str
+    id:
+      description: The backup id of the directory.
+      returned: always
+      type: str
+    error:
+      description: What is wrong with it, and the fix.
+      returned: always
+      type: str
+    parent:
+      description: The parent its C(catalog.json) still names, kept by retention; null when unknown.
+      returned: always
+      type: str
+    wal_start:
+      description: The first WAL segment it still names, kept by retention; null when unknown.
+      returned: always
+      type: str
 results:
   description: One result per backup checked by O(action=verify), with the checks run and the problems found.
   returned: action is verify
@@ -483,6 +648,33 @@ results:
       ok: false
       checks: [sha256]
       problems: ['data/base/5/16384: SHA-256 9f86d0..., recorded 2c26b4...']
+  contains:
+    id:
+      description: Backup id.
+      returned: always
+      type: str
+    ok:
+      description: Whether every check passed (locally and, when in S3, of the copy).
+      returned: always
+      type: bool
+    checks:
+      description: The checks run, in order.
+      returned: always
+      type: list
+      elements: str
+    problems:
+      description: What failed, one line each; copies in S3 are prefixed C(S3).
+      returned: always
+      type: list
+      elements: str
+    local:
+      description: V(false) when only the S3 copy exists (nothing local was checked).
+      returned: the backup is only in S3
+      type: bool
+    s3:
+      description: The check of the S3 copy (C(ok), C(url), C(checks), C(problems)).
+      returned: the backup is in S3
+      type: dict
 removed:
   description: Ids of the backups O(action=prune) removed (or would remove, in check mode), oldest first.
   returned: action is prune
@@ -510,6 +702,19 @@ removed_wal:
   returned: action is prune
   type: dict
   sample: {count: 120, first: '000000010000000000000001', last: '000000010000000000000004'}
+  contains: &wal_files
+    count:
+      description: How many WAL files.
+      returned: always
+      type: int
+    first:
+      description: The first (oldest) name, or null.
+      returned: always
+      type: str
+    last:
+      description: The last name, or null.
+      returned: always
+      type: str
 restored_chain:
   description: Ids of the backups O(action=restore) combined, full first (or would combine, in check mode).
   returned: action is restore
@@ -553,6 +758,53 @@ wal_check:
     hashed: 1
     unchecked: 0
     not_replayed: 2
+  contains:
+    timeline:
+      description: The recovery timeline.
+      returned: always
+      type: int
+    timelines:
+      description: Its history, oldest first.
+      returned: always
+      type: list
+      elements: int
+    first:
+      description: First segment of the unbroken run replay reads.
+      returned: always
+      type: str
+    last:
+      description: Last segment of that run.
+      returned: always
+      type: str
+    segments:
+      description: Number of segments in that run.
+      returned: always
+      type: int
+    newest:
+      description: Newest archived segment of that path.
+      returned: always
+      type: str
+    gaps:
+      description: Segments missing before it.
+      returned: always
+      type: list
+      elements: str
+    checked:
+      description: Segments whose size, first page header and readability were checked.
+      returned: always
+      type: int
+    hashed:
+      description: Of those, segments also compared with a SHA-256 the catalog recorded.
+      returned: always
+      type: int
+    unchecked:
+      description: Segments only in S3, checked when fetched.
+      returned: always
+      type: int
+    not_replayed:
+      description: Archived segments from the backup's start on that replay does not read.
+      returned: always
+      type: int
 recovery_end:
   description:
     - Where replay ended, from the history file of the timeline the recovery created - C(lsn), the end of the last
@@ -560,6 +812,19 @@ recovery_end:
   returned: action is restore, not in check mode, when recovery ran
   type: dict
   sample: {lsn: 0/D000000, timeline: 2, new_timeline: 3}
+  contains:
+    lsn:
+      description: End of the last record replayed.
+      returned: always
+      type: str
+    timeline:
+      description: The timeline replay was on.
+      returned: always
+      type: int
+    new_timeline:
+      description: The timeline the restored server starts on.
+      returned: always
+      type: int
 recovery_stop:
   description: The log line saying where recovery stopped (C(recovery stopping before commit ...)), or for the end of
     the WAL the C(redo done at ...) line.
@@ -615,6 +880,19 @@ postmaster_pid:
   returned: action is restore, O(live=true), refused
   type: dict
   sample: {pid: 1, port: '5432', status: ready}
+  contains:
+    pid:
+      description: Process id in C(postmaster.pid).
+      returned: always
+      type: int
+    port:
+      description: Port in C(postmaster.pid).
+      returned: always
+      type: str
+    status:
+      description: Status line of C(postmaster.pid) (V(ready), V(stopping)).
+      returned: always
+      type: str
 s3:
   description:
     - O(action=backup) with O(s3) - the upload of the backup (objects, bytes, seconds, when it was verified) and of the
@@ -634,6 +912,75 @@ s3:
     uploaded_at: '2025-01-31T02:01:20.000000Z'
     verified_at: '2025-01-31T02:01:23.000000Z'
     wal: {uploaded: 3, present: 40, first: '000000010000000000000029', last: '00000001000000000000002B'}
+  contains:
+    id:
+      description: Backup id.
+      returned: action is backup
+      type: str
+    url:
+      description: Where the copy is.
+      returned: action is backup
+      type: str
+    objects:
+      description: Objects uploaded (the files and C(catalog.json)).
+      returned: action is backup
+      type: int
+    bytes:
+      description: Bytes uploaded.
+      returned: action is backup
+      type: int
+    sse:
+      description: Server-side encryption asked for, or null.
+      returned: action is backup
+      type: str
+    upload_seconds:
+      description: Seconds the upload took.
+      returned: action is backup
+      type: float
+    verify_seconds:
+      description: Seconds the check of the copy took (every object read back through SHA-256).
+      returned: action is backup
+      type: float
+    uploaded_at:
+      description: When the upload ended.
+      returned: action is backup
+      type: str
+    verified_at:
+      description: When the copy was checked.
+      returned: action is backup
+      type: str
+    wal:
+      description: WAL copied to S3 before the backup - C(uploaded), C(present), C(first), C(last).
+      returned: action is backup
+      type: dict
+    removed:
+      description: Ids removed from S3 (or that would be).
+      returned: action is prune
+      type: list
+      elements: str
+    kept:
+      description: Ids retention keeps in S3.
+      returned: action is prune
+      type: list
+      elements: str
+    reasons:
+      description: For each kept id, the rules that keep it.
+      returned: action is prune
+      type: dict
+    incomplete:
+      description: Ids in S3 without C(catalog.json) (interrupted uploads).
+      returned: action is prune
+      type: list
+      elements: str
+    oldest_wal_needed:
+      description: Oldest WAL segment a kept copy needs.
+      returned: action is prune
+      type: str
+    removed_wal:
+      description: WAL removed from S3, as a count and the first and last name.
+      returned: action is prune
+      type: dict
+      contains: *wal_files
 s3_backups:
   description:
     - The backups in S3 (those whose C(catalog.json) was uploaded), oldest first by stop time, as RV(backups), each with
@@ -643,6 +990,16 @@ s3_backups:
   elements: dict
   sample:
     - {id: 20250130T020000Z-full, type: full, restorable: true, local: false}
+  contains:
+    <<: *catalog_entry
+    restorable:
+      description: Whether the copy and every parent it needs are in S3 and did not fail verification.
+      returned: always
+      type: bool
+    local:
+      description: Whether O(backup_dir) holds it too.
+      returned: always
+      type: bool
 s3_latest:
   description: Id of the newest restorable backup in S3, or null.
   returned: action is list, O(s3) given
@@ -660,12 +1017,14 @@ s3_unreadable:
   type: list
   elements: dict
   sample: []
+  contains: *unreadable
 removed_leftovers:
   description: Leftover directories removed by O(action=prune) (older than O(stale_after_hours)).
   returned: action is prune
   type: list
   elements: dict
   sample: []
+  contains: *leftover
 wal_uploaded:
   description: WAL files O(action=ship_wal) copied to S3, in upload order.
   returned: action is ship_wal
@@ -686,6 +1045,44 @@ wal_shipping:
     pending: 0
     oldest_pending: null
     lag_seconds: 0
+  contains:
+    newest_archived:
+      description: Newest segment in the archive.
+      returned: always
+      type: str
+    newest_in_s3:
+      description: Newest segment in S3.
+      returned: always
+      type: str
+    pending:
+      description: Archived files S3 lacks.
+      returned: always
+      type: int
+    oldest_pending:
+      description: Oldest archived file S3 lacks, or null.
+      returned: always
+      type: str
+    lag_seconds:
+      description: Age of the oldest archived file S3 lacks; 0 when it lacks none.
+      returned: always
+      type: int
+    passes:
+      description: Shipping passes run.
+      returned: action is ship_wal
+      type: int
+    failures:
+      description: Passes that failed.
+      returned: action is ship_wal
+      type: int
+    last_error:
+      description: The error of the last failed pass, or null.
+      returned: action is ship_wal
+      type: str
+restore_dir:
+  description: The data directory restored into (normalized O(restore_dir)).
+  returned: action is restore
+  type: str
+  sample: /var/lib/postgresql/data
 '''
 
 import os

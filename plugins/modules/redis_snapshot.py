@@ -220,11 +220,115 @@ backup:
     rdb_bytes: 52000
     bytes: 21000
     durations: {bgsave: 0.5, fetch: 5.1, check: 0.1, compress: 0.1, total: 5.9}
+  contains: &catalog_entry
+    id:
+      description: Backup id, C(<UTC stamp>-<type>).
+      returned: always
+      type: str
+      sample: 20250131T020000Z-full
+    type:
+      description: V(full) or V(incremental).
+      returned: always
+      type: str
+      sample: full
+    parent:
+      description: Id of the backup an incremental builds on, null for a full one.
+      returned: always
+      type: str
+    started_at:
+      description: When the backup started (UTC, ISO 8601).
+      returned: always
+      type: str
+      sample: '2025-01-31T02:00:00.120000Z'
+    stopped_at:
+      description: When the backup ended (UTC, ISO 8601); catalogs are ordered by it.
+      returned: always
+      type: str
+      sample: '2025-01-31T02:00:04.870000Z'
+    bytes:
+      description: Bytes the backup holds on disk.
+      returned: always
+      type: int
+      sample: 3145728
+    file_count:
+      description: Number of files the catalog records with their SHA-256.
+      returned: always
+      type: int
+      sample: 1021
+    verified:
+      description: Outcome of the last verification, null when never verified.
+      returned: always
+      type: bool
+    verified_at:
+      description: When it was last verified, or null.
+      returned: always
+      type: str
+    verify_error:
+      description: The problems the last failed verification found, or null.
+      returned: always
+      type: str
+    s3:
+      description: Its upload summary (as RV(s3) of O(action=backup)) and the last check of the copy.
+      returned: when copied to S3
+      type: dict
+    service:
+      description: V(redis).
+      returned: always
+      type: str
+    source:
+      description: The node the snapshot was taken from, C(address) and C(role).
+      returned: always
+      type: dict
+    redis_version:
+      description: Version of the Redis server that wrote the RDB.
+      returned: always
+      type: str
+    rdb_version:
+      description: RDB format version of the file.
+      returned: always
+      type: int
+    keys:
+      description: Keys in the snapshot, as redis-check-rdb counted them.
+      returned: always
+      type: int
+    expires:
+      description: Keys with an expiry.
+      returned: always
+      type: int
+    keys_by_db:
+      description: Keys per database number (from the RDB's RESIZEDB records).
+      returned: always
+      type: dict
+    rdb_bytes:
+      description: Size of the plain RDB.
+      returned: always
+      type: int
+    reason:
+      description: V(pre-restore) for the snapshot a restore took of the data it replaced; absent otherwise.
+      returned: for pre-restore snapshots
+      type: str
+    durations:
+      description: Seconds per step (C(bgsave), C(fetch), C(check), C(compress), C(total)).
+      returned: always
+      type: dict
 source:
   description: The node chosen for O(action=backup), its role, and the replicas skipped with why.
   returned: action is backup
   type: dict
   sample: {address: '172.25.0.32:6380', role: replica, skipped: {}}
+  contains:
+    address:
+      description: C(host:port) of the node.
+      returned: always
+      type: str
+    role:
+      description: V(replica) or V(master).
+      returned: always
+      type: str
+    skipped:
+      description: Replicas not chosen, with why, by address.
+      returned: always
+      type: dict
 expected_bytes:
   description: Space the snapshot was expected to need when free space was checked.
   returned: action is backup
@@ -236,6 +340,16 @@ backups:
   type: list
   elements: dict
   sample: [{id: 20250131T020000Z-full, keys: 1200, verified: true, restorable: true}]
+  contains:
+    <<: *catalog_entry
+    restorable:
+      description: Whether the backup and every parent it needs are present and did not fail verification.
+      returned: always
+      type: bool
+    in_s3:
+      description: Whether S3 holds a copy too.
+      returned: O(s3) given
+      type: bool
 latest:
   description: Id of the newest snapshot that did not fail verification and is not a pre-restore snapshot, or null
     (what a restore of V(latest) takes).
@@ -280,18 +394,79 @@ leftovers:
   type: list
   elements: dict
   sample: []
+  contains: &leftover
+    path:
+      description: Full path of the directory.
+      returned: always
+      type: str
+    name:
+      description: Its name in O(backup_dir) (C(.tmp-<id>) for an interrupted backup, scratch directories).
+      returned: always
+      type: str
+    age_seconds:
+      description: Seconds since its newest file changed.
+      returned: always
+      type: int
 unreadable:
   description: Snapshot directories whose C(catalog.json) could not be read.
   returned: action is list or prune
   type: list
   elements: dict
   sample: []
+  contains: &unreadable
+    path:
+      description: Where the C(catalog.json) is (a path or an S3 URL).
+      returned: always
+      type: str
+    id:
+      description: The backup id of the directory.
+      returned: always
+      type: str
+    error:
+      description: What is wrong with it, and the fix.
+      returned: always
+      type: str
+    parent:
+      description: The parent its C(catalog.json) still names, kept by retention; null when unknown.
+      returned: always
+      type: str
+    wal_start:
+      description: The first WAL segment it still names, kept by retention; null when unknown.
+      returned: always
+      type: str
 results:
   description: One result per snapshot O(action=verify) checked.
   returned: action is verify
   type: list
   elements: dict
   sample: [{id: 20250131T020000Z-full, ok: true, checks: [sha256, redis-check-rdb], problems: [], keys: 1200}]
+  contains:
+    id:
+      description: Backup id.
+      returned: always
+      type: str
+    ok:
+      description: Whether every check passed (locally and, when in S3, of the copy).
+      returned: always
+      type: bool
+    checks:
+      description: The checks run, in order.
+      returned: always
+      type: list
+      elements: str
+    problems:
+      description: What failed, one line each; copies in S3 are prefixed C(S3).
+      returned: always
+      type: list
+      elements: str
+    local:
+      description: V(false) when only the S3 copy exists (nothing local was checked).
+      returned: the backup is only in S3
+      type: bool
+    s3:
+      description: The check of the S3 copy (C(ok), C(url), C(checks), C(problems)).
+      returned: the backup is in S3
+      type: dict
 removed:
   description: Ids O(action=prune) removed (or would remove, in check mode), oldest first.
   returned: action is prune
@@ -315,6 +490,7 @@ removed_leftovers:
   type: list
   elements: dict
   sample: []
+  contains: *leftover
 master:
   description: The master the Sentinel majority names, restored into.
   returned: action is restore
@@ -362,6 +538,62 @@ s3:
     objects: 2
     bytes: 21000
     verified_at: '2025-01-31T02:00:09.000000Z'
+  contains:
+    id:
+      description: Backup id.
+      returned: action is backup
+      type: str
+    url:
+      description: Where the copy is.
+      returned: action is backup
+      type: str
+    objects:
+      description: Objects uploaded (the files and C(catalog.json)).
+      returned: action is backup
+      type: int
+    bytes:
+      description: Bytes uploaded.
+      returned: action is backup
+      type: int
+    sse:
+      description: Server-side encryption asked for, or null.
+      returned: action is backup
+      type: str
+    upload_seconds:
+      description: Seconds the upload took.
+      returned: action is backup
+      type: float
+    verify_seconds:
+      description: Seconds the check of the copy took (every object read back through SHA-256).
+      returned: action is backup
+      type: float
+    uploaded_at:
+      description: When the upload ended.
+      returned: action is backup
+      type: str
+    verified_at:
+      description: When the copy was checked.
+      returned: action is backup
+      type: str
+    removed:
+      description: Ids removed from S3 (or that would be).
+      returned: action is prune
+      type: list
+      elements: str
+    kept:
+      description: Ids retention keeps in S3.
+      returned: action is prune
+      type: list
+      elements: str
+    reasons:
+      description: For each kept id, the rules that keep it.
+      returned: action is prune
+      type: dict
+    incomplete:
+      description: Ids in S3 without C(catalog.json) (interrupted uploads).
+      returned: action is prune
+      type: list
+      elements: str
 s3_backups:
   description: The snapshots in S3 (with C(catalog.json) uploaded), oldest first, each with C(local); local entries
     in RV(backups) then carry C(in_s3).
@@ -369,6 +601,16 @@ s3_backups:
   type: list
   elements: dict
   sample: [{id: 20250131T020000Z-full, local: true, restorable: true}]
+  contains:
+    <<: *catalog_entry
+    restorable:
+      description: Whether the copy and every parent it needs are in S3 and did not fail verification.
+      returned: always
+      type: bool
+    local:
+      description: Whether O(backup_dir) holds it too.
+      returned: always
+      type: bool
 s3_latest:
   description: Id of the newest restorable snapshot in S3, or null.
   returned: action is list, O(s3) given
@@ -386,6 +628,7 @@ s3_unreadable:
   type: list
   elements: dict
   sample: []
+  contains: *unreadable
 pre_restore_snapshot:
   description: Id of the snapshot of the data as it was before the restore (C(reason=pre-restore) in the catalog).
   returned: action is restore, O(pre_restore_snapshot), not in check mode
@@ -408,6 +651,31 @@ detached_replica:
   type: dict
   sample: {address: '172.25.0.33:6381', keys_before: {'0': 1000}, keys_at_accept: {'0': 1000}, link_at_accept: down,
            role_at_accept: slave}
+  contains:
+    address:
+      description: C(host:port) of the replica.
+      returned: always
+      type: str
+    held:
+      description: On failure, whether it stays detached with the data from before the restore.
+      returned: the restore failed
+      type: bool
+    keys_before:
+      description: Its keys per database when it was detached.
+      returned: success
+      type: dict
+    keys_at_accept:
+      description: Its keys per database when the restored data was accepted.
+      returned: success
+      type: dict
+    link_at_accept:
+      description: Its C(master_link_status) then.
+      returned: success
+      type: str
+    role_at_accept:
+      description: Its C(role) then.
+      returned: success
+      type: str
 recovered_from_interrupted_restore:
   description: What this run undid of an interrupted (killed) restore found in C(<backup_dir>/.restore-state.json)
     (C(started_at), C(pid), C(backup), C(held) - the replica it had kept detached after a failure - and C(steps)).
@@ -415,11 +683,77 @@ recovered_from_interrupted_restore:
   type: dict
   sample: {started_at: '2025-01-31T04:05:00.000000Z', pid: 412, backup: 20250131T020000Z-full, held: false,
            steps: ['replica-priority 100 restored on 172.25.0.32:6380'], problems: []}
+  contains:
+    started_at:
+      description: When the interrupted restore started.
+      returned: always
+      type: str
+    pid:
+      description: Process id of the interrupted run.
+      returned: always
+      type: int
+    backup:
+      description: The snapshot it was restoring.
+      returned: always
+      type: str
+    held:
+      description: Whether it had kept a replica detached after a failure.
+      returned: always
+      type: bool
+    steps:
+      description: What this run undid.
+      returned: always
+      type: list
+      elements: str
+    problems:
+      description: What could not be undone.
+      returned: always
+      type: list
+      elements: str
 sentinel:
   description: The Sentinel check after the restore (as M(psscript.infra.sentinel_failover_check) reports it).
   returned: action is restore, not in check mode
   type: dict
   sample: {master: {host: 172.25.0.31, port: 6379}, quorum_ok: true, problems: []}
+  contains:
+    master:
+      description: The master the Sentinels agree on (C(host), C(port)).
+      returned: always
+      type: dict
+    quorum_ok:
+      description: Whether C(SENTINEL CKQUORUM) passed.
+      returned: always
+      type: bool
+    problems:
+      description: What the check found wrong.
+      returned: always
+      type: list
+      elements: str
+    epoch:
+      description: The Sentinels' config epoch of the master.
+      returned: always
+      type: int
+listen:
+  description: C(host:port) of the temporary server the master replicates the snapshot from.
+  returned: action is restore
+  type: str
+  sample: '172.25.0.50:16379'
+role_switch_budget_seconds:
+  description: Seconds the master may report C(role:slave) before a Sentinel would flag it down; the sync must end
+    within them.
+  returned: action is restore
+  type: float
+  sample: 20.0
+expected_keys:
+  description: Keys per database the snapshot holds (from its catalog), or null when it does not record them.
+  returned: action is restore
+  type: dict
+  sample: {'0': 1000, '3': 200}
+rdb_file:
+  description: The RDB file restored (O(rdb_file)).
+  returned: action is restore with O(rdb_file)
+  type: str
+  sample: /backups/redis/import/dump.rdb
 '''
 
 import os
