@@ -1294,9 +1294,11 @@ def recorded_wal_hashes(entries):
 
 
 def verify_chain(module, tools, root, members, entries, live):
-    """pg_verifybackup (with the archived WAL when the archive holds the backup's WAL) and the SHA-256 of
-    every local backup of the chain, under the restore's lock: what is verified is what is restored.
-    (Copies fetched from S3 are checked against the catalog's hashes as they are downloaded.)"""
+    """pg_verifybackup (with the archived WAL when the archive holds the backup's WAL) of every local
+    backup of the chain, under the restore's lock: what is verified is what is restored. Their SHA-256
+    were compared with the catalog at the start of this restore (check_chain_hashes, under the same
+    lock), so verify_backup does not hash them again. (Copies fetched from S3 are checked against the
+    catalog's hashes as they are downloaded.)"""
     archive = module.params['wal_archive_dir']
     for member in members:
         # WAL that only S3 still has is fetched later, and checked then (check_replay): pg_verifybackup parses
@@ -1304,7 +1306,7 @@ def verify_chain(module, tools, root, members, entries, live):
         local_wal = all(os.path.exists(os.path.join(archive, name)) for name in member.get('wal_files') or [])
         outcome = _pgbackup.verify_backup(module.run_command, tools, root, member, entries,
                                           wal_archive_dir=archive if local_wal else None,
-                                          scratch_root=module.params['scratch_dir'])
+                                          scratch_root=module.params['scratch_dir'], hashes_checked=True)
         if not outcome['ok']:
             module.fail_json(msg='Restore refused: backup %s fails verification (%s): %s. Nothing was changed%s; restore '
                                  'another backup (backup_id, target_time)'
