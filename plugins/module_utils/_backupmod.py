@@ -36,11 +36,11 @@ from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _d
 from ansible_collections.psscript.infra.plugins.module_utils._catalog import BackupError, CatalogError
 from ansible_collections.psscript.infra.plugins.module_utils._s3 import S3Error
 
-# The result keys the two modules share, and what they mean (their RETURN docs say the same).
+# The result keys the two modules share, and what they mean (both RETURN docs document each; a unit test
+# checks it).
 RESULT_KEYS = {
     'backup_id': 'id of the backup taken (action=backup) or restored (action=restore)',
     'backup': 'catalog summary of the backup just taken (was "entry" in redis_snapshot)',
-    'fell_back_to_full': 'an incremental backup was asked for and a full one was taken',
     'expected_bytes': 'the size a backup is expected to need, checked before it starts',
     'free_bytes': 'free bytes of the file system of backup_dir (action=backup: before it; action=list: now)',
     'total_bytes': 'size of the file system of backup_dir (action=list)',

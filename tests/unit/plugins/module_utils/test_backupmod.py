@@ -279,3 +279,15 @@ def test_free_space_refusal_names_cause_and_fix(tmp_path):
 def test_usage_of_an_empty_file_system():
     assert _diskspace.usage('/x', disk_usage=lambda path: Usage(0, 0, 0)) == dict(free_bytes=0, total_bytes=0,
                                                                                  free_percent=None)
+
+
+def test_both_modules_document_the_shared_vocabulary():
+    import yaml
+    from ansible_collections.psscript.infra.plugins.modules import pg_backup, redis_snapshot
+    for module in (pg_backup, redis_snapshot):
+        documented = yaml.safe_load(module.RETURN)
+        assert set(_backupmod.RESULT_KEYS) <= set(documented), module.__name__
+        assert documented['downloaded_from_s3']['type'] == 'list'
+        assert documented['backup']['type'] == 'dict' and 'contains' in documented['backup']
+    assert 'entry' not in yaml.safe_load(redis_snapshot.RETURN)
+    assert 'last_verified' not in yaml.safe_load(redis_snapshot.RETURN)
