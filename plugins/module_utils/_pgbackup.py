@@ -74,6 +74,7 @@ import time
 from ansible_collections.psscript.infra.plugins.module_utils import _catalog
 # BackupError lives in _catalog (its RootLock raises it); pg_backup and its tests import it from here.
 from ansible_collections.psscript.infra.plugins.module_utils._catalog import BackupError
+from ansible_collections.psscript.infra.plugins.module_utils._diskspace import check_free_space
 from ansible_collections.psscript.infra.plugins.module_utils._files import fsync_path
 
 DATA_DIR = 'data'
@@ -98,15 +99,6 @@ def tool_major(version_output):
     if not match:
         raise BackupError('Cannot read the PostgreSQL client version from %r' % (version_output,))
     return int(match.group(1))
-
-
-def human_bytes(value):
-    value = float(value)
-    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
-        if abs(value) < 1024 or unit == 'TiB':
-            return ('%d %s' % (value, unit)) if unit == 'B' else ('%.1f %s' % (value, unit))
-        value /= 1024.0
-    return '%d B' % value
 
 
 def connection_env(params, passfile=None):
@@ -213,13 +205,37 @@ def expected_size(entries, database_bytes, compress):
     return base, source
 
 
-def check_free_space(path, needed, source):
-    free = shutil.disk_usage(path).free
-    if needed and free < needed:
-        raise BackupError('Not enough free space in %s: %s free, about %s needed (%s). Free space there, prune old '
-                          'backups (action=prune), or move backup_dir' % (path, human_bytes(free), human_bytes(needed), source),
-                          kind='no_space')
-    return free
+def choose_parent(entries, facts):
+    """The parent of an incremental backup: the newest backup by stop time of this cluster that did
+    not fail verification, or None."""
+    for entry in reversed(entries):
+        if entry.get('service', 'postgresql') != 'postgresql' or not _catalog.usable(entry):
+            continue
+        if facts.get('system_identifier') and entry.get('system_identifier') not in (None, facts['system_identifier']):
+            continue
+        return entry
+    return None
+
+
+def incremental_parent(facts, entries, root):
+    """``(parent, why)``: the backup an incremental builds on, or None and why none can be taken
+    (server older than 17, ``summarize_wal`` off, no backup of this cluster to build on)."""
+    if facts['version_num'] // 10000 < 17:
+        return None, 'the server is PostgreSQL %s; incremental backups need 17 or later' % facts['version']
+    if not facts['summarize_wal']:
+        return None, 'summarize_wal is off on the server (turn it on, then take a full backup to build on)'
+    parent = choose_parent(entries, facts)
+    if parent is None:
+        return None, 'there is no backup of this cluster in %s to build on' % root
+    return parent, None
+
+
+def newest_wal_age(archive_dir, now):
+    """Seconds since the newest WAL segment in ``archive_dir`` was written (by mtime; ``now`` in
+    epoch seconds), or None when it holds none."""
+    times = [os.stat(os.path.join(archive_dir, name)).st_mtime for name in os.listdir(archive_dir)
+             if SEGMENT_RE.match(name)]
+    return int(now - max(times)) if times else None
 
 
 def wait_for_wal(archive_dir, names, timeout, on_missing=None, sleep=time.sleep, clock=time.monotonic, poll=1.0):
@@ -542,19 +558,25 @@ def _data_dir(run, root, entry, scratch):
     return os.path.join(path, DATA_DIR)
 
 
-def verify_backup(run, tools, root, entry, entries, wal_archive_dir=None, scratch_root=None):
+def verify_backup(run, tools, root, entry, entries, wal_archive_dir=None, scratch_root=None, hashes_checked=False):
     """Check one backup: our SHA-256 of every file, pg_verifybackup (with the archived WAL when given),
     and for an incremental ``pg_combinebackup --dry-run`` over its chain.
+
+    ``hashes_checked``: the caller has just compared every file with the catalog (``check_chain_hashes``,
+    under the lock it still holds), so the SHA-256 step is not run again: a restore would otherwise read
+    each local backup twice (the check is reported as ``sha256 (checked before)``).
 
     Returns ``dict(id, ok, problems=[...], checks=[...])``; does not record anything.
     """
     result = dict(id=entry['id'], ok=False, problems=[], checks=[])
-    path = os.path.join(root, entry['id'])
-    problems = _catalog.check_hashes(path, entry)
-    result['checks'].append('sha256')
-    if problems:
-        result['problems'] = problems
-        return result
+    if hashes_checked:
+        result['checks'].append('sha256 (checked before)')
+    else:
+        problems = _catalog.check_hashes(os.path.join(root, entry['id']), entry)
+        result['checks'].append('sha256')
+        if problems:
+            result['problems'] = problems
+            return result
     scratch = None
     try:
         needs_scratch = entry.get('layout') == 'tar.zst' or (

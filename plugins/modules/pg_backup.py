@@ -123,7 +123,8 @@ options:
         C(/var/lib/postgresql/wal-archive) in the PostgreSQL container).
       - Required for O(action=backup), O(action=restore) and O(action=ship_wal). For O(action=verify) it makes
         C(pg_verifybackup) parse the backup's WAL. For O(action=prune) it enables removing WAL that no kept backup
-        needs. For O(action=list) with O(s3) it adds RV(wal_shipping), how far S3 is behind the archive.
+        needs. For O(action=list) it adds RV(newest_wal_age_seconds), and with O(s3) RV(wal_shipping), how far S3 is
+        behind the archive.
     type: path
   type:
     description:
@@ -392,6 +393,127 @@ backup:
     compression: null
     durations: {basebackup: 3.2, hash: 0.1, wal_wait: 0.0, sync: 0.2, total: 4.0}
     verified: null
+  contains: &catalog_entry
+    id:
+      description: Backup id, C(<UTC stamp>-<type>).
+      returned: always
+      type: str
+      sample: 20250131T020000Z-full
+    type:
+      description: V(full) or V(incremental).
+      returned: always
+      type: str
+      sample: full
+    parent:
+      description: Id of the backup an incremental builds on, null for a full one.
+      returned: always
+      type: str
+    started_at:
+      description: When the backup started (UTC, ISO 8601).
+      returned: always
+      type: str
+      sample: '2025-01-31T02:00:00.120000Z'
+    stopped_at:
+      description: When the backup ended (UTC, ISO 8601); catalogs are ordered by it.
+      returned: always
+      type: str
+      sample: '2025-01-31T02:00:04.870000Z'
+    bytes:
+      description: Bytes the backup holds on disk.
+      returned: always
+      type: int
+      sample: 3145728
+    file_count:
+      description: Number of files the catalog records with their SHA-256.
+      returned: always
+      type: int
+      sample: 1021
+    verified:
+      description: Outcome of the last verification, null when never verified.
+      returned: always
+      type: bool
+    verified_at:
+      description: When it was last verified, or null.
+      returned: always
+      type: str
+    verify_error:
+      description: The problems the last failed verification found, or null.
+      returned: always
+      type: str
+    s3:
+      description: Its upload summary (as RV(s3) of O(action=backup)) and the last check of the copy.
+      returned: when copied to S3
+      type: dict
+    start_lsn:
+      description: WAL position the backup starts at.
+      returned: always
+      type: str
+      sample: 0/5000028
+    stop_lsn:
+      description: WAL position the backup ends at.
+      returned: always
+      type: str
+      sample: 0/5000158
+    timeline:
+      description: Timeline the backup was taken on.
+      returned: always
+      type: int
+      sample: 1
+    wal_start:
+      description: First WAL segment the backup needs.
+      returned: always
+      type: str
+      sample: '000000010000000000000005'
+    wal_stop:
+      description: Last WAL segment the backup needs.
+      returned: always
+      type: str
+      sample: '000000010000000000000005'
+    wal_files:
+      description: The WAL files of the backup's own range (timeline history files included).
+      returned: always
+      type: list
+      elements: str
+    wal_sha256:
+      description: SHA-256 of each of those WAL files when the backup was taken, by name.
+      returned: always
+      type: dict
+    system_identifier:
+      description: System identifier of the cluster (as a string).
+      returned: always
+      type: str
+    server_version:
+      description: Version of the server the backup was taken from.
+      returned: always
+      type: str
+    server_version_num:
+      description: The same as a number (V(170002)); restores pick the client tools of its major.
+      returned: always
+      type: int
+    layout:
+      description: V(plain) (a data directory) or V(tar.zst) (one compressed archive).
+      returned: always
+      type: str
+    compressed:
+      description: Whether the backup is compressed.
+      returned: always
+      type: bool
+    compression:
+      description: How a compressed backup was compressed (V(client-zstd)), null when plain.
+      returned: always
+      type: str
+    manifest_checksums:
+      description: Algorithm of the file checksums in C(backup_manifest) (V(SHA256)).
+      returned: always
+      type: str
+    data_bytes:
+      description: Plain size of the data directory (the space a restore needs).
+      returned: always
+      type: int
+    durations:
+      description: Seconds per step (C(basebackup), C(hash), C(wal_wait), C(sync), C(total)).
+      returned: always
+      type: dict
 fell_back_to_full:
   description: Whether an incremental backup was asked for and a full one was taken instead (see O(fallback_to_full)).
   returned: action is backup
@@ -403,10 +525,37 @@ expected_bytes:
   type: int
   sample: 52428800
 free_bytes:
-  description: Free space in O(backup_dir) before the backup.
-  returned: action is backup
+  description: Free bytes of the file system of O(backup_dir) (before the backup, for O(action=backup)); null when
+    O(backup_dir) does not exist.
+  returned: action is backup or list
   type: int
   sample: 81604378624
+total_bytes:
+  description: Size of the file system of O(backup_dir) in bytes, or null when O(backup_dir) does not exist.
+  returned: action is list
+  type: int
+  sample: 107374182400
+free_percent:
+  description: Free share of the file system of O(backup_dir) in percent (one decimal), or null.
+  returned: action is list
+  type: float
+  sample: 76.0
+latest_age_seconds:
+  description: Seconds since the backup RV(latest) ended, or null when there is none.
+  returned: action is list
+  type: int
+  sample: 3600
+last_verified_full_age_seconds:
+  description: Seconds since the backup RV(last_verified_full) ended, or null when there is none.
+  returned: action is list
+  type: int
+  sample: 86400
+newest_wal_age_seconds:
+  description: Seconds since the newest WAL segment in O(wal_archive_dir) was written (by its modification time), or
+    null when the archive holds none.
+  returned: action is list, O(wal_archive_dir) given
+  type: int
+  sample: 42
 backups:
   description:
     - Published backups, oldest first by recorded stop time, without per-file hashes.
@@ -422,6 +571,16 @@ backups:
       verified: true
       verified_at: '2025-01-30T02:05:00.000000Z'
       restorable: true
+  contains:
+    <<: *catalog_entry
+    restorable:
+      description: Whether the backup and every parent it needs are present and did not fail verification.
+      returned: always
+      type: bool
+    in_s3:
+      description: Whether S3 holds a copy too.
+      returned: O(s3) given
+      type: bool
 latest:
   description: Id of the newest restorable backup, or null.
   returned: action is list
@@ -439,12 +598,46 @@ leftovers:
   elements: dict
   sample:
     - {path: /backups/postgres/.tmp-20250131T020000Z-full, name: .tmp-20250131T020000Z-full, age_seconds: 4000}
+  contains: &leftover
+    path:
+      description: Full path of the directory.
+      returned: always
+      type: str
+    name:
+      description: Its name in O(backup_dir) (C(.tmp-<id>) for an interrupted backup, scratch directories).
+      returned: always
+      type: str
+    age_seconds:
+      description: Seconds since its newest file changed.
+      returned: always
+      type: int
 unreadable:
   description: Backup directories whose C(catalog.json) could not be read; they are neither used nor removed.
   returned: action is list or prune
   type: list
   elements: dict
   sample: []
+  contains: &unreadable
+    path:
+      description: Where the C(catalog.json) is (a path or an S3 URL).
+      returned: always
+      type: str
+    id:
+      description: The backup id of the directory.
+      returned: always
+      type: str
+    error:
+      description: What is wrong with it, and the fix.
+      returned: always
+      type: str
+    parent:
+      description: The parent its C(catalog.json) still names, kept by retention; null when unknown.
+      returned: always
+      type: str
+    wal_start:
+      description: The first WAL segment it still names, kept by retention; null when unknown.
+      returned: always
+      type: str
 results:
   description: One result per backup checked by O(action=verify), with the checks run and the problems found.
   returned: action is verify
@@ -455,6 +648,33 @@ results:
       ok: false
       checks: [sha256]
       problems: ['data/base/5/16384: SHA-256 9f86d0..., recorded 2c26b4...']
+  contains:
+    id:
+      description: Backup id.
+      returned: always
+      type: str
+    ok:
+      description: Whether every check passed (locally and, when in S3, of the copy).
+      returned: always
+      type: bool
+    checks:
+      description: The checks run, in order.
+      returned: always
+      type: list
+      elements: str
+    problems:
+      description: What failed, one line each; copies in S3 are prefixed C(S3).
+      returned: always
+      type: list
+      elements: str
+    local:
+      description: V(false) when only the S3 copy exists (nothing local was checked).
+      returned: the backup is only in S3
+      type: bool
+    s3:
+      description: The check of the S3 copy (C(ok), C(url), C(checks), C(problems)).
+      returned: the backup is in S3
+      type: dict
 removed:
   description: Ids of the backups O(action=prune) removed (or would remove, in check mode), oldest first.
   returned: action is prune
@@ -482,6 +702,19 @@ removed_wal:
   returned: action is prune
   type: dict
   sample: {count: 120, first: '000000010000000000000001', last: '000000010000000000000004'}
+  contains: &wal_files
+    count:
+      description: How many WAL files.
+      returned: always
+      type: int
+    first:
+      description: The first (oldest) name, or null.
+      returned: always
+      type: str
+    last:
+      description: The last name, or null.
+      returned: always
+      type: str
 restored_chain:
   description: Ids of the backups O(action=restore) combined, full first (or would combine, in check mode).
   returned: action is restore
@@ -525,6 +758,53 @@ wal_check:
     hashed: 1
     unchecked: 0
     not_replayed: 2
+  contains:
+    timeline:
+      description: The recovery timeline.
+      returned: always
+      type: int
+    timelines:
+      description: Its history, oldest first.
+      returned: always
+      type: list
+      elements: int
+    first:
+      description: First segment of the unbroken run replay reads.
+      returned: always
+      type: str
+    last:
+      description: Last segment of that run.
+      returned: always
+      type: str
+    segments:
+      description: Number of segments in that run.
+      returned: always
+      type: int
+    newest:
+      description: Newest archived segment of that path.
+      returned: always
+      type: str
+    gaps:
+      description: Segments missing before it.
+      returned: always
+      type: list
+      elements: str
+    checked:
+      description: Segments whose size, first page header and readability were checked.
+      returned: always
+      type: int
+    hashed:
+      description: Of those, segments also compared with a SHA-256 the catalog recorded.
+      returned: always
+      type: int
+    unchecked:
+      description: Segments only in S3, checked when fetched.
+      returned: always
+      type: int
+    not_replayed:
+      description: Archived segments from the backup's start on that replay does not read.
+      returned: always
+      type: int
 recovery_end:
   description:
     - Where replay ended, from the history file of the timeline the recovery created - C(lsn), the end of the last
@@ -532,6 +812,19 @@ recovery_end:
   returned: action is restore, not in check mode, when recovery ran
   type: dict
   sample: {lsn: 0/D000000, timeline: 2, new_timeline: 3}
+  contains:
+    lsn:
+      description: End of the last record replayed.
+      returned: always
+      type: str
+    timeline:
+      description: The timeline replay was on.
+      returned: always
+      type: int
+    new_timeline:
+      description: The timeline the restored server starts on.
+      returned: always
+      type: int
 recovery_stop:
   description: The log line saying where recovery stopped (C(recovery stopping before commit ...)), or for the end of
     the WAL the C(redo done at ...) line.
@@ -587,6 +880,19 @@ postmaster_pid:
   returned: action is restore, O(live=true), refused
   type: dict
   sample: {pid: 1, port: '5432', status: ready}
+  contains:
+    pid:
+      description: Process id in C(postmaster.pid).
+      returned: always
+      type: int
+    port:
+      description: Port in C(postmaster.pid).
+      returned: always
+      type: str
+    status:
+      description: Status line of C(postmaster.pid) (V(ready), V(stopping)).
+      returned: always
+      type: str
 s3:
   description:
     - O(action=backup) with O(s3) - the upload of the backup (objects, bytes, seconds, when it was verified) and of the
@@ -606,6 +912,75 @@ s3:
     uploaded_at: '2025-01-31T02:01:20.000000Z'
     verified_at: '2025-01-31T02:01:23.000000Z'
     wal: {uploaded: 3, present: 40, first: '000000010000000000000029', last: '00000001000000000000002B'}
+  contains:
+    id:
+      description: Backup id.
+      returned: action is backup
+      type: str
+    url:
+      description: Where the copy is.
+      returned: action is backup
+      type: str
+    objects:
+      description: Objects uploaded (the files and C(catalog.json)).
+      returned: action is backup
+      type: int
+    bytes:
+      description: Bytes uploaded.
+      returned: action is backup
+      type: int
+    sse:
+      description: Server-side encryption asked for, or null.
+      returned: action is backup
+      type: str
+    upload_seconds:
+      description: Seconds the upload took.
+      returned: action is backup
+      type: float
+    verify_seconds:
+      description: Seconds the check of the copy took (every object read back through SHA-256).
+      returned: action is backup
+      type: float
+    uploaded_at:
+      description: When the upload ended.
+      returned: action is backup
+      type: str
+    verified_at:
+      description: When the copy was checked.
+      returned: action is backup
+      type: str
+    wal:
+      description: WAL copied to S3 before the backup - C(uploaded), C(present), C(first), C(last).
+      returned: action is backup
+      type: dict
+    removed:
+      description: Ids removed from S3 (or that would be).
+      returned: action is prune
+      type: list
+      elements: str
+    kept:
+      description: Ids retention keeps in S3.
+      returned: action is prune
+      type: list
+      elements: str
+    reasons:
+      description: For each kept id, the rules that keep it.
+      returned: action is prune
+      type: dict
+    incomplete:
+      description: Ids in S3 without C(catalog.json) (interrupted uploads).
+      returned: action is prune
+      type: list
+      elements: str
+    oldest_wal_needed:
+      description: Oldest WAL segment a kept copy needs.
+      returned: action is prune
+      type: str
+    removed_wal:
+      description: WAL removed from S3, as a count and the first and last name.
+      returned: action is prune
+      type: dict
+      contains: *wal_files
 s3_backups:
   description:
     - The backups in S3 (those whose C(catalog.json) was uploaded), oldest first by stop time, as RV(backups), each with
@@ -615,6 +990,16 @@ s3_backups:
   elements: dict
   sample:
     - {id: 20250130T020000Z-full, type: full, restorable: true, local: false}
+  contains:
+    <<: *catalog_entry
+    restorable:
+      description: Whether the copy and every parent it needs are in S3 and did not fail verification.
+      returned: always
+      type: bool
+    local:
+      description: Whether O(backup_dir) holds it too.
+      returned: always
+      type: bool
 s3_latest:
   description: Id of the newest restorable backup in S3, or null.
   returned: action is list, O(s3) given
@@ -632,12 +1017,14 @@ s3_unreadable:
   type: list
   elements: dict
   sample: []
+  contains: *unreadable
 removed_leftovers:
   description: Leftover directories removed by O(action=prune) (older than O(stale_after_hours)).
   returned: action is prune
   type: list
   elements: dict
   sample: []
+  contains: *leftover
 wal_uploaded:
   description: WAL files O(action=ship_wal) copied to S3, in upload order.
   returned: action is ship_wal
@@ -658,106 +1045,122 @@ wal_shipping:
     pending: 0
     oldest_pending: null
     lag_seconds: 0
+  contains:
+    newest_archived:
+      description: Newest segment in the archive.
+      returned: always
+      type: str
+    newest_in_s3:
+      description: Newest segment in S3.
+      returned: always
+      type: str
+    pending:
+      description: Archived files S3 lacks.
+      returned: always
+      type: int
+    oldest_pending:
+      description: Oldest archived file S3 lacks, or null.
+      returned: always
+      type: str
+    lag_seconds:
+      description: Age of the oldest archived file S3 lacks; 0 when it lacks none.
+      returned: always
+      type: int
+    passes:
+      description: Shipping passes run.
+      returned: action is ship_wal
+      type: int
+    failures:
+      description: Passes that failed.
+      returned: action is ship_wal
+      type: int
+    last_error:
+      description: The error of the last failed pass, or null.
+      returned: action is ship_wal
+      type: str
+restore_dir:
+  description: The data directory restored into (normalized O(restore_dir)).
+  returned: action is restore
+  type: str
+  sample: /var/lib/postgresql/data
 '''
 
 import os
 import shutil
 import tempfile
-import traceback
+import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _files, _pg, _pgbackup, _s3
-from ansible_collections.psscript.infra.plugins.module_utils._catalog import CatalogError
+from ansible_collections.psscript.infra.plugins.module_utils import _backupmod, _catalog, _files, _pg, _pgbackup, _s3, _walship
+from ansible_collections.psscript.infra.plugins.module_utils._diskspace import human_bytes
 from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import BackupError
-from ansible_collections.psscript.infra.plugins.module_utils._s3 import S3Error
-from ansible_collections.psscript.infra.plugins.module_utils import _walship
 
 
 def find_tools(module, major, names=_pgbackup.TOOLS):
-    tools = {}
-    for name in names:
-        path = module.get_bin_path(name, opt_dirs=['/usr/lib/postgresql/%d/bin' % major])
-        if not path:
-            module.fail_json(msg='%s was not found: install the PostgreSQL %d client tools (postgresql-client-%d) '
-                                 'or run the module in the psscript/backup image' % (name, major, major))
+    """The PostgreSQL client tools of the backups' major version (they must match the server)."""
+    def check(path):
         rc, out, err = module.run_command([path, '--version'])
         found = _pgbackup.tool_major(out or err)
         if found != major:
-            module.fail_json(msg='%s is PostgreSQL %s but the backups are PostgreSQL %s: install the %s client tools '
-                                 '(they must match the server)' % (path, found, major, major))
-        tools[name] = path
-    return tools
+            return ('%s is PostgreSQL %s but the backups are PostgreSQL %s: install the %s client tools (they must '
+                    'match the server)' % (path, found, major, major))
+        return None
+    return _backupmod.find_tools(module, names, '%%(name)s was not found: install the PostgreSQL %d client tools '
+                                 '(postgresql-client-%d) or run the module in the psscript/backup image' % (major, major),
+                                 opt_dirs=['/usr/lib/postgresql/%d/bin' % major], check=check)
 
 
-def choose_parent(entries, facts):
-    """Newest backup by stop time of this cluster that did not fail verification."""
-    for entry in reversed(entries):
-        if entry.get('service', 'postgresql') != 'postgresql' or not _catalog.usable(entry):
-            continue
-        if facts.get('system_identifier') and entry.get('system_identifier') not in (None, facts['system_identifier']):
-            continue
-        return entry
-    return None
+def s3_store(module):
+    return _backupmod.s3_store(module, 'postgres')
 
 
-def do_backup(module, root):
-    params = dict(module.params)
-    params['db'] = params['db'] or 'postgres'
-    wanted = params['type']
+def check_backup_params(module, params):
     if not params['wal_archive_dir']:
         module.fail_json(msg='action=backup needs wal_archive_dir: backups hold no WAL, and one is published only when '
                              'its WAL is in the archive')
     if not os.path.isdir(params['wal_archive_dir']):
         module.fail_json(msg='wal_archive_dir %s is not a directory: mount the WAL archive volume there'
                              % params['wal_archive_dir'])
+
+
+def check_server(module, params, facts):
+    if facts['in_recovery']:
+        module.fail_json(msg='%s:%s is a standby: take backups from the primary' % (params['login_host'], params['login_port']))
+    if facts['archive_mode'] == 'off':
+        module.fail_json(msg='archive_mode is off on the server: these backups hold no WAL and need the WAL archive; '
+                             'turn on archive_mode and set archive_command to copy into wal_archive_dir')
+
+
+def do_backup(module, root):
+    params = dict(module.params)
+    params['db'] = params['db'] or 'postgres'
+    check_backup_params(module, params)
     result = dict(changed=False, fell_back_to_full=False)
-    if not os.path.isdir(root):
-        if module.check_mode:
-            module.warn('backup_dir %s does not exist yet; it would be created' % root)
-        else:
-            result['changed'] = _catalog.ensure_dir(root)
-    lock = None if module.check_mode or not os.path.isdir(root) else _catalog.RootLock(root).acquire()
+    lock = _backupmod.open_root(module, root, result)
     conn = None
     try:
-        entries = _catalog.list_backups(root)['backups'] if os.path.isdir(root) else []
+        entries = _backupmod.entries(root)
         conn = _pg.connect_postgres(params)
         facts = _pgbackup.server_facts(conn)
         major = facts['version_num'] // 10000
-        if facts['in_recovery']:
-            module.fail_json(msg='%s:%s is a standby: take backups from the primary' % (params['login_host'], params['login_port']))
-        if facts['archive_mode'] == 'off':
-            module.fail_json(msg='archive_mode is off on the server: these backups hold no WAL and need the WAL archive; '
-                                 'turn on archive_mode and set archive_command to copy into wal_archive_dir')
-        backup_type, parent = wanted, None
-        if wanted == 'incremental':
-            why = None
-            if major < 17:
-                why = 'the server is PostgreSQL %s; incremental backups need 17 or later' % facts['version']
-            elif not facts['summarize_wal']:
-                why = 'summarize_wal is off on the server (turn it on, then take a full backup to build on)'
-            else:
-                parent = choose_parent(entries, facts)
-                if parent is None:
-                    why = 'there is no backup of this cluster in %s to build on' % root
+        check_server(module, params, facts)
+        backup_type, parent = params['type'], None
+        if backup_type == 'incremental':
+            parent, why = _pgbackup.incremental_parent(facts, entries, root)
             if why:
-                if not params['fallback_to_full']:
-                    module.fail_json(msg='Cannot take an incremental backup: %s. Take a full backup (type=full), or set '
-                                         'fallback_to_full=true' % why)
-                module.warn('Taking a full backup instead of an incremental one: %s' % why)
-                backup_type, parent = 'full', None
-                result['fell_back_to_full'] = True
+                backup_type, parent = _backupmod.full_instead(module, result, why)
         tools = find_tools(module, major, ('pg_basebackup',))
         if params['compress']:
             for name in ('tar', 'zstd'):
                 module.get_bin_path(name, required=True)
         needed, source = _pgbackup.expected_size(entries, facts.get('database_bytes'), params['compress'])
         result['expected_bytes'] = needed
-        result['free_bytes'] = _pgbackup.check_free_space(root if os.path.isdir(root) else os.path.dirname(root), needed, source)
+        result['free_bytes'] = _backupmod.check_space(root, needed, source)
         if module.check_mode:
             result.update(changed=True, backup_id=_catalog.new_backup_id(backup_type),
                           msg='Would take a %s backup%s into %s (expected size %s: %s)'
                           % (backup_type, ' on top of %s' % parent['id'] if parent else '', root,
-                             _pgbackup.human_bytes(needed), source))
+                             human_bytes(needed), source))
             module.exit_json(**result)
 
         def clock_now():
@@ -775,22 +1178,13 @@ def do_backup(module, root):
         try:
             entry = attempt(backup_type, parent)
         except BackupError as err:
-            if backup_type == 'incremental' and err.kind in ('wal_summaries', 'parent_mismatch') and params['fallback_to_full']:
-                module.warn('Taking a full backup instead of an incremental one: %s' % err.msg)
-                result['fell_back_to_full'] = True
-                entry = attempt('full', None)
-            else:
+            if backup_type != 'incremental' or err.kind not in ('wal_summaries', 'parent_mismatch'):
                 raise
-        result.update(changed=True, backup_id=entry['id'], backup=_catalog.summary(entry),
-                      msg='Took %s backup %s (%s)' % (entry['type'], entry['id'], _pgbackup.human_bytes(entry['bytes'])))
+            entry = attempt(*_backupmod.full_instead(module, result, err.msg))
+        _backupmod.took(result, entry, 'Took %s backup %s (%s)' % (entry['type'], entry['id'], human_bytes(entry['bytes'])))
         store = s3_store(module)
         if store is not None:
-            try:
-                result['s3'] = verify_and_upload(module, root, entry, store, major)
-            except S3Error as err:
-                raise BackupError('Backup %s was taken and verified, but its S3 copy failed: %s' % (entry['id'], err.msg))
-            result.update(backup=_catalog.summary(entry),
-                          msg='%s, verified it and copied it to %s' % (result['msg'], result['s3']['url']))
+            copy_to_s3(module, root, entry, store, major, result)
         return result
     except BackupError as err:
         if err.kind == 'wal_missing' and conn is not None:
@@ -803,17 +1197,10 @@ def do_backup(module, root):
             lock.release()
 
 
-def s3_store(module):
-    """The S3 copies of the PostgreSQL backups, or None when the s3 option is not given."""
-    if not module.params['s3']:
-        return None
-    return _s3.S3Store(module.params['s3'], 'postgres')
-
-
-def verify_and_upload(module, root, entry, store, major):
+def copy_to_s3(module, root, entry, store, major, result):
     """Verify the backup just taken (with its WAL), then copy its WAL and itself to S3 and check the copy."""
-    entries = _catalog.list_backups(root)['backups']
-    outcome = _pgbackup.verify_backup(module.run_command, find_tools(module, major), root, entry, entries,
+    outcome = _pgbackup.verify_backup(module.run_command, find_tools(module, major), root, entry,
+                                      _catalog.list_backups(root)['backups'],
                                       wal_archive_dir=module.params['wal_archive_dir'],
                                       scratch_root=module.params['scratch_dir'])
 
@@ -822,92 +1209,54 @@ def verify_and_upload(module, root, entry, store, major):
         since = _pgbackup.oldest_wal_start(store.list_entries() + [entry])
         return dict(wal=_pgbackup.upload_wal(store, module.params['wal_archive_dir'], since,
                                              required=entry.get('wal_files') or []))
-    return store.upload_verified(root, entry, outcome, 'Backup %(id)s was taken but failed verification, so it was not '
-                                 'copied to S3: %(problems)s. Take a new full backup', before_upload=upload_wal)
+    return _backupmod.copy_to_s3(result, store, root, entry, outcome, 'backup', '. Take a new full backup',
+                                 before_upload=upload_wal)
 
 
-def listing(root, store=None):
-    result = dict(changed=False, **_catalog.listing(root))
-    if store is not None:
-        store.add_listing(result)
+def do_list(module, root):
+    store = s3_store(module)
+    result = _backupmod.listing(root, store, _catalog.listing, _catalog.utc_now())
+    archive = module.params['wal_archive_dir']
+    if archive and os.path.isdir(archive):
+        result['newest_wal_age_seconds'] = _pgbackup.newest_wal_age(archive, time.time())
+    if store is not None and archive:
+        result['wal_shipping'] = _walship.Shipper(store, archive).lag()
     return result
 
 
 def do_verify(module, root):
-    entries = _catalog.list_backups(root)['backups']
-    store = s3_store(module)
-    remote = store.list_entries() if store is not None else []
-    chosen = _catalog.select_for_verify(entries, module.params['backup_id'], root, remote=remote)
     tools_by_major = {}
 
-    def verify_local(entry):
+    def verify_local(entry, entries):
         major = int(entry.get('server_version_num') or 170000) // 10000
         if major not in tools_by_major:
             tools_by_major[major] = find_tools(module, major)
         return _pgbackup.verify_backup(module.run_command, tools_by_major[major], root, entry, entries,
                                        wal_archive_dir=module.params['wal_archive_dir'],
                                        scratch_root=module.params['scratch_dir'])
-    results, changed = _s3.verify_backups(root, chosen, set(e['id'] for e in entries), verify_local, store,
-                                          set(e['id'] for e in remote), record=not module.check_mode)
-    failure, msg = _catalog.verify_messages(results, 'backup', 'take a new full backup')
-    if failure:
-        module.fail_json(msg=failure, results=results, changed=changed)
-    return dict(changed=changed, results=results, msg=msg)
-
-
-def prune_s3(module, store):
-    """Apply the same retention rules to the S3 copies, and remove the remote WAL no kept copy needs."""
-    plan = store.prune(keep_days=module.params['keep_days'], keep_count=module.params['keep_count'],
-                       dry_run=module.check_mode)
-    wal = []
-    if plan['oldest_wal_needed']:
-        wal = _catalog.wal_files_to_remove(list(store.list_area(_pgbackup.S3_WAL_AREA)), plan['oldest_wal_needed'])
-        if not module.check_mode:
-            store.remove_area(_pgbackup.S3_WAL_AREA, wal)
-    plan['removed_wal'] = dict(count=len(wal), first=wal[0] if wal else None, last=wal[-1] if wal else None)
-    return plan
+    return _backupmod.verify(module, root, s3_store(module), verify_local, 'backup', 'take a new full backup')
 
 
 def do_prune(module, root):
-    params = module.params
-    lock = None if module.check_mode else _catalog.RootLock(root).acquire()
-    readers = None
-    try:
-        # No restore reads what is deleted here: restores hold the readers lock shared for their whole run.
-        readers = None if module.check_mode else _catalog.RootLock(root, readers=True).acquire()
-        result = _catalog.prune(root, params['keep_days'], params['keep_count'], params['stale_after_hours'] * 3600,
-                                module.check_mode)
-        wal = []
-        archive = params['wal_archive_dir']
-        if archive and result['oldest_wal_needed']:
-            wal = _catalog.wal_files_to_remove(os.listdir(archive), result['oldest_wal_needed'])
-            if not module.check_mode:
-                for name in wal:
-                    os.unlink(os.path.join(archive, name))
-                if wal:
-                    _files.fsync_path(archive, directory=True)
-        for warning in result.pop('warnings'):
-            module.warn(warning)
-        result['changed'] = result['changed'] or bool(wal)
-        result['removed_wal'] = dict(count=len(wal), first=wal[0] if wal else None, last=wal[-1] if wal else None)
-        result['msg'] = '%s %d backup(s) and %d WAL file(s); kept %d backup(s)' % (
-            'Would remove' if module.check_mode else 'Removed', len(result['removed']), len(wal), len(result['kept']))
-        store = s3_store(module)
-        if store is not None:
-            remote = prune_s3(module, store)
-            for warning in remote.pop('warnings'):
-                module.warn('S3: %s' % warning)
-            result['s3'] = remote
-            result['changed'] = result['changed'] or bool(remote['removed'] or remote['removed_wal']['count'])
-            result['msg'] += '; in S3 %s %d backup(s) and %d WAL file(s), kept %d' % (
-                'would remove' if module.check_mode else 'removed', len(remote['removed']), remote['removed_wal']['count'],
-                len(remote['kept']))
-        return result
-    finally:
-        if readers is not None:
-            readers.release()
-        if lock is not None:
-            lock.release()
+    """Retention over the backups and the WAL no kept backup needs, locally and in S3."""
+    archive = module.params['wal_archive_dir']
+
+    def remove_wal(oldest):
+        if not archive or not oldest:
+            return []
+        wal = _catalog.wal_files_to_remove(os.listdir(archive), oldest)
+        if wal and not module.check_mode:
+            for name in wal:
+                os.unlink(os.path.join(archive, name))
+            _files.fsync_path(archive, directory=True)
+        return wal
+
+    def remove_s3_wal(store, oldest):
+        wal = _catalog.wal_files_to_remove(list(store.list_area(_pgbackup.S3_WAL_AREA)), oldest) if oldest else []
+        if not module.check_mode:
+            store.remove_area(_pgbackup.S3_WAL_AREA, wal)
+        return wal
+    return _backupmod.prune(module, root, s3_store(module), 'backup', remove_wal, remove_s3_wal)
 
 
 def refuse_running_server(module, data_dir):
@@ -945,9 +1294,11 @@ def recorded_wal_hashes(entries):
 
 
 def verify_chain(module, tools, root, members, entries, live):
-    """pg_verifybackup (with the archived WAL when the archive holds the backup's WAL) and the SHA-256 of
-    every local backup of the chain, under the restore's lock: what is verified is what is restored.
-    (Copies fetched from S3 are checked against the catalog's hashes as they are downloaded.)"""
+    """pg_verifybackup (with the archived WAL when the archive holds the backup's WAL) of every local
+    backup of the chain, under the restore's lock: what is verified is what is restored. Their SHA-256
+    were compared with the catalog at the start of this restore (check_chain_hashes, under the same
+    lock), so verify_backup does not hash them again. (Copies fetched from S3 are checked against the
+    catalog's hashes as they are downloaded.)"""
     archive = module.params['wal_archive_dir']
     for member in members:
         # WAL that only S3 still has is fetched later, and checked then (check_replay): pg_verifybackup parses
@@ -955,7 +1306,7 @@ def verify_chain(module, tools, root, members, entries, live):
         local_wal = all(os.path.exists(os.path.join(archive, name)) for name in member.get('wal_files') or [])
         outcome = _pgbackup.verify_backup(module.run_command, tools, root, member, entries,
                                           wal_archive_dir=archive if local_wal else None,
-                                          scratch_root=module.params['scratch_dir'])
+                                          scratch_root=module.params['scratch_dir'], hashes_checked=True)
         if not outcome['ok']:
             module.fail_json(msg='Restore refused: backup %s fails verification (%s): %s. Nothing was changed%s; restore '
                                  'another backup (backup_id, target_time)'
@@ -1101,6 +1452,10 @@ def do_ship_wal(module):
                     % (len(totals['uploaded']), shipping['pending']))
 
 
+ACTIONS = dict(backup=do_backup, ship_wal=lambda module, root: do_ship_wal(module), list=do_list, verify=do_verify,
+               restore=do_restore, prune=do_prune)
+
+
 def main():
     argument_spec = _pg.pg_connection_spec()
     argument_spec.update(_catalog.catalog_spec())
@@ -1129,36 +1484,11 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not _pg.HAS_PSYCOPG2 and module.params['action'] == 'backup':
         module.fail_json(msg=missing_required_lib(_pg.PSYCOPG2_REQUIREMENT), exception=_pg.PSYCOPG2_IMPORT_ERROR)
-    if module.params['s3'] and not _s3.HAS_BOTO3:
-        module.fail_json(msg=missing_required_lib(_s3.BOTO3_REQUIREMENT), exception=_s3.BOTO3_IMPORT_ERROR)
     if module.params['live'] and module.params['action'] != 'restore':
         module.fail_json(msg='live=true is for action=restore')
-    root = module.params['backup_dir']
-    action = module.params['action']
-    try:
-        if action == 'backup':
-            result = do_backup(module, root)
-        elif action == 'ship_wal':
-            result = do_ship_wal(module)
-        elif not os.path.isdir(root) and not (module.params['s3'] and action in ('list', 'restore')):
-            module.fail_json(msg='backup_dir %s does not exist: check the path (and the volume mount)' % root)
-        elif action == 'list':
-            store = s3_store(module)
-            result = listing(root, store)
-            if store is not None and module.params['wal_archive_dir']:
-                result['wal_shipping'] = _walship.Shipper(store, module.params['wal_archive_dir']).lag()
-        elif action == 'verify':
-            result = do_verify(module, root)
-        elif action == 'restore':
-            result = do_restore(module, root)
-        else:
-            result = do_prune(module, root)
-    except (BackupError, CatalogError, _pg.PgConnectionError, S3Error) as err:
-        module.fail_json(msg=err.msg)
-    except (IOError, OSError) as err:
-        module.fail_json(msg='%s failed on the file system: %s; check permissions and space of backup_dir and '
-                             'wal_archive_dir' % (action, err), exception=traceback.format_exc())
-    module.exit_json(**result)
+    # A list or a restore can read S3 alone; a backup creates backup_dir.
+    without_root = ('backup', 'ship_wal') + (('list', 'restore') if module.params['s3'] else ())
+    _backupmod.run(module, ACTIONS, (_pg.PgConnectionError,), 'backup_dir and wal_archive_dir', without_root)
 
 
 if __name__ == '__main__':

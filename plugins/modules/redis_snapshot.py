@@ -203,8 +203,8 @@ backup_id:
   returned: action is backup or restore (of a catalog snapshot)
   type: str
   sample: 20250131T020000Z-full
-entry:
-  description: Catalog entry of the snapshot taken, without per-file hashes.
+backup:
+  description: Catalog entry of the snapshot taken, without per-file hashes (named C(entry) before 0.3.0).
   returned: action is backup, not in check mode
   type: dict
   sample:
@@ -220,11 +220,115 @@ entry:
     rdb_bytes: 52000
     bytes: 21000
     durations: {bgsave: 0.5, fetch: 5.1, check: 0.1, compress: 0.1, total: 5.9}
+  contains: &catalog_entry
+    id:
+      description: Backup id, C(<UTC stamp>-<type>).
+      returned: always
+      type: str
+      sample: 20250131T020000Z-full
+    type:
+      description: V(full) or V(incremental).
+      returned: always
+      type: str
+      sample: full
+    parent:
+      description: Id of the backup an incremental builds on, null for a full one.
+      returned: always
+      type: str
+    started_at:
+      description: When the backup started (UTC, ISO 8601).
+      returned: always
+      type: str
+      sample: '2025-01-31T02:00:00.120000Z'
+    stopped_at:
+      description: When the backup ended (UTC, ISO 8601); catalogs are ordered by it.
+      returned: always
+      type: str
+      sample: '2025-01-31T02:00:04.870000Z'
+    bytes:
+      description: Bytes the backup holds on disk.
+      returned: always
+      type: int
+      sample: 3145728
+    file_count:
+      description: Number of files the catalog records with their SHA-256.
+      returned: always
+      type: int
+      sample: 1021
+    verified:
+      description: Outcome of the last verification, null when never verified.
+      returned: always
+      type: bool
+    verified_at:
+      description: When it was last verified, or null.
+      returned: always
+      type: str
+    verify_error:
+      description: The problems the last failed verification found, or null.
+      returned: always
+      type: str
+    s3:
+      description: Its upload summary (as RV(s3) of O(action=backup)) and the last check of the copy.
+      returned: when copied to S3
+      type: dict
+    service:
+      description: V(redis).
+      returned: always
+      type: str
+    source:
+      description: The node the snapshot was taken from, C(address) and C(role).
+      returned: always
+      type: dict
+    redis_version:
+      description: Version of the Redis server that wrote the RDB.
+      returned: always
+      type: str
+    rdb_version:
+      description: RDB format version of the file.
+      returned: always
+      type: int
+    keys:
+      description: Keys in the snapshot, as redis-check-rdb counted them.
+      returned: always
+      type: int
+    expires:
+      description: Keys with an expiry.
+      returned: always
+      type: int
+    keys_by_db:
+      description: Keys per database number (from the RDB's RESIZEDB records).
+      returned: always
+      type: dict
+    rdb_bytes:
+      description: Size of the plain RDB.
+      returned: always
+      type: int
+    reason:
+      description: V(pre-restore) for the snapshot a restore took of the data it replaced; absent otherwise.
+      returned: for pre-restore snapshots
+      type: str
+    durations:
+      description: Seconds per step (C(bgsave), C(fetch), C(check), C(compress), C(total)).
+      returned: always
+      type: dict
 source:
   description: The node chosen for O(action=backup), its role, and the replicas skipped with why.
   returned: action is backup
   type: dict
   sample: {address: '172.25.0.32:6380', role: replica, skipped: {}}
+  contains:
+    address:
+      description: C(host:port) of the node.
+      returned: always
+      type: str
+    role:
+      description: V(replica) or V(master).
+      returned: always
+      type: str
+    skipped:
+      description: Replicas not chosen, with why, by address.
+      returned: always
+      type: dict
 expected_bytes:
   description: Space the snapshot was expected to need when free space was checked.
   returned: action is backup
@@ -236,35 +340,133 @@ backups:
   type: list
   elements: dict
   sample: [{id: 20250131T020000Z-full, keys: 1200, verified: true, restorable: true}]
+  contains:
+    <<: *catalog_entry
+    restorable:
+      description: Whether the backup and every parent it needs are present and did not fail verification.
+      returned: always
+      type: bool
+    in_s3:
+      description: Whether S3 holds a copy too.
+      returned: O(s3) given
+      type: bool
 latest:
   description: Id of the newest snapshot that did not fail verification and is not a pre-restore snapshot, or null
     (what a restore of V(latest) takes).
   returned: action is list
   type: str
   sample: 20250131T020000Z-full
-last_verified:
-  description: Id of the newest snapshot that passed verification, or null.
+last_verified_full:
+  description: Id of the newest snapshot that passed verification, or null (a snapshot is always a full backup;
+    named C(last_verified) before 0.3.0).
   returned: action is list
   type: str
   sample: 20250131T020000Z-full
+latest_age_seconds:
+  description: Seconds since the snapshot RV(latest) ended, or null when there is none.
+  returned: action is list
+  type: int
+  sample: 3600
+last_verified_full_age_seconds:
+  description: Seconds since the snapshot RV(last_verified_full) ended, or null when there is none.
+  returned: action is list
+  type: int
+  sample: 86400
+free_bytes:
+  description: Free bytes of the file system of O(backup_dir) (before the snapshot, for O(action=backup)); null when
+    O(backup_dir) does not exist.
+  returned: action is backup or list
+  type: int
+  sample: 81604378624
+total_bytes:
+  description: Size of the file system of O(backup_dir) in bytes, or null when O(backup_dir) does not exist.
+  returned: action is list
+  type: int
+  sample: 107374182400
+free_percent:
+  description: Free share of the file system of O(backup_dir) in percent (one decimal), or null.
+  returned: action is list
+  type: float
+  sample: 76.0
 leftovers:
   description: Directories of interrupted work (never listed as snapshots), with their age.
   returned: action is list or prune
   type: list
   elements: dict
   sample: []
+  contains: &leftover
+    path:
+      description: Full path of the directory.
+      returned: always
+      type: str
+    name:
+      description: Its name in O(backup_dir) (C(.tmp-<id>) for an interrupted backup, scratch directories).
+      returned: always
+      type: str
+    age_seconds:
+      description: Seconds since its newest file changed.
+      returned: always
+      type: int
 unreadable:
   description: Snapshot directories whose C(catalog.json) could not be read.
   returned: action is list or prune
   type: list
   elements: dict
   sample: []
+  contains: &unreadable
+    path:
+      description: Where the C(catalog.json) is (a path or an S3 URL).
+      returned: always
+      type: str
+    id:
+      description: The backup id of the directory.
+      returned: always
+      type: str
+    error:
+      description: What is wrong with it, and the fix.
+      returned: always
+      type: str
+    parent:
+      description: The parent its C(catalog.json) still names, kept by retention; null when unknown.
+      returned: always
+      type: str
+    wal_start:
+      description: The first WAL segment it still names, kept by retention; null when unknown.
+      returned: always
+      type: str
 results:
   description: One result per snapshot O(action=verify) checked.
   returned: action is verify
   type: list
   elements: dict
   sample: [{id: 20250131T020000Z-full, ok: true, checks: [sha256, redis-check-rdb], problems: [], keys: 1200}]
+  contains:
+    id:
+      description: Backup id.
+      returned: always
+      type: str
+    ok:
+      description: Whether every check passed (locally and, when in S3, of the copy).
+      returned: always
+      type: bool
+    checks:
+      description: The checks run, in order.
+      returned: always
+      type: list
+      elements: str
+    problems:
+      description: What failed, one line each; copies in S3 are prefixed C(S3).
+      returned: always
+      type: list
+      elements: str
+    local:
+      description: V(false) when only the S3 copy exists (nothing local was checked).
+      returned: the backup is only in S3
+      type: bool
+    s3:
+      description: The check of the S3 copy (C(ok), C(url), C(checks), C(problems)).
+      returned: the backup is in S3
+      type: dict
 removed:
   description: Ids O(action=prune) removed (or would remove, in check mode), oldest first.
   returned: action is prune
@@ -288,6 +490,7 @@ removed_leftovers:
   type: list
   elements: dict
   sample: []
+  contains: *leftover
 master:
   description: The master the Sentinel majority names, restored into.
   returned: action is restore
@@ -317,11 +520,12 @@ log:
   elements: str
   sample: ['REPLICAOF 172.25.0.50:16379 on 172.25.0.31:6379']
 downloaded_from_s3:
-  description: Whether O(action=restore) downloaded the snapshot from S3 (or would, in check mode) because it was
-    not in O(backup_dir).
+  description: Ids of the snapshots O(action=restore) downloaded from S3 (or would, in check mode) because they were
+    not in O(backup_dir); empty when the snapshot was local (a bool before 0.3.0).
   returned: action is restore of a catalog snapshot
-  type: bool
-  sample: false
+  type: list
+  elements: str
+  sample: []
 s3:
   description:
     - O(action=backup) with O(s3) - the upload (C(url), C(objects), C(bytes), seconds, C(verified_at)).
@@ -334,6 +538,62 @@ s3:
     objects: 2
     bytes: 21000
     verified_at: '2025-01-31T02:00:09.000000Z'
+  contains:
+    id:
+      description: Backup id.
+      returned: action is backup
+      type: str
+    url:
+      description: Where the copy is.
+      returned: action is backup
+      type: str
+    objects:
+      description: Objects uploaded (the files and C(catalog.json)).
+      returned: action is backup
+      type: int
+    bytes:
+      description: Bytes uploaded.
+      returned: action is backup
+      type: int
+    sse:
+      description: Server-side encryption asked for, or null.
+      returned: action is backup
+      type: str
+    upload_seconds:
+      description: Seconds the upload took.
+      returned: action is backup
+      type: float
+    verify_seconds:
+      description: Seconds the check of the copy took (every object read back through SHA-256).
+      returned: action is backup
+      type: float
+    uploaded_at:
+      description: When the upload ended.
+      returned: action is backup
+      type: str
+    verified_at:
+      description: When the copy was checked.
+      returned: action is backup
+      type: str
+    removed:
+      description: Ids removed from S3 (or that would be).
+      returned: action is prune
+      type: list
+      elements: str
+    kept:
+      description: Ids retention keeps in S3.
+      returned: action is prune
+      type: list
+      elements: str
+    reasons:
+      description: For each kept id, the rules that keep it.
+      returned: action is prune
+      type: dict
+    incomplete:
+      description: Ids in S3 without C(catalog.json) (interrupted uploads).
+      returned: action is prune
+      type: list
+      elements: str
 s3_backups:
   description: The snapshots in S3 (with C(catalog.json) uploaded), oldest first, each with C(local); local entries
     in RV(backups) then carry C(in_s3).
@@ -341,6 +601,16 @@ s3_backups:
   type: list
   elements: dict
   sample: [{id: 20250131T020000Z-full, local: true, restorable: true}]
+  contains:
+    <<: *catalog_entry
+    restorable:
+      description: Whether the copy and every parent it needs are in S3 and did not fail verification.
+      returned: always
+      type: bool
+    local:
+      description: Whether O(backup_dir) holds it too.
+      returned: always
+      type: bool
 s3_latest:
   description: Id of the newest restorable snapshot in S3, or null.
   returned: action is list, O(s3) given
@@ -358,6 +628,7 @@ s3_unreadable:
   type: list
   elements: dict
   sample: []
+  contains: *unreadable
 pre_restore_snapshot:
   description: Id of the snapshot of the data as it was before the restore (C(reason=pre-restore) in the catalog).
   returned: action is restore, O(pre_restore_snapshot), not in check mode
@@ -380,6 +651,31 @@ detached_replica:
   type: dict
   sample: {address: '172.25.0.33:6381', keys_before: {'0': 1000}, keys_at_accept: {'0': 1000}, link_at_accept: down,
            role_at_accept: slave}
+  contains:
+    address:
+      description: C(host:port) of the replica.
+      returned: always
+      type: str
+    held:
+      description: On failure, whether it stays detached with the data from before the restore.
+      returned: the restore failed
+      type: bool
+    keys_before:
+      description: Its keys per database when it was detached.
+      returned: success
+      type: dict
+    keys_at_accept:
+      description: Its keys per database when the restored data was accepted.
+      returned: success
+      type: dict
+    link_at_accept:
+      description: Its C(master_link_status) then.
+      returned: success
+      type: str
+    role_at_accept:
+      description: Its C(role) then.
+      returned: success
+      type: str
 recovered_from_interrupted_restore:
   description: What this run undid of an interrupted (killed) restore found in C(<backup_dir>/.restore-state.json)
     (C(started_at), C(pid), C(backup), C(held) - the replica it had kept detached after a failure - and C(steps)).
@@ -387,34 +683,93 @@ recovered_from_interrupted_restore:
   type: dict
   sample: {started_at: '2025-01-31T04:05:00.000000Z', pid: 412, backup: 20250131T020000Z-full, held: false,
            steps: ['replica-priority 100 restored on 172.25.0.32:6380'], problems: []}
+  contains:
+    started_at:
+      description: When the interrupted restore started.
+      returned: always
+      type: str
+    pid:
+      description: Process id of the interrupted run.
+      returned: always
+      type: int
+    backup:
+      description: The snapshot it was restoring.
+      returned: always
+      type: str
+    held:
+      description: Whether it had kept a replica detached after a failure.
+      returned: always
+      type: bool
+    steps:
+      description: What this run undid.
+      returned: always
+      type: list
+      elements: str
+    problems:
+      description: What could not be undone.
+      returned: always
+      type: list
+      elements: str
 sentinel:
   description: The Sentinel check after the restore (as M(psscript.infra.sentinel_failover_check) reports it).
   returned: action is restore, not in check mode
   type: dict
   sample: {master: {host: 172.25.0.31, port: 6379}, quorum_ok: true, problems: []}
+  contains:
+    master:
+      description: The master the Sentinels agree on (C(host), C(port)).
+      returned: always
+      type: dict
+    quorum_ok:
+      description: Whether C(SENTINEL CKQUORUM) passed.
+      returned: always
+      type: bool
+    problems:
+      description: What the check found wrong.
+      returned: always
+      type: list
+      elements: str
+    epoch:
+      description: The Sentinels' config epoch of the master.
+      returned: always
+      type: int
+listen:
+  description: C(host:port) of the temporary server the master replicates the snapshot from.
+  returned: action is restore
+  type: str
+  sample: '172.25.0.50:16379'
+role_switch_budget_seconds:
+  description: Seconds the master may report C(role:slave) before a Sentinel would flag it down; the sync must end
+    within them.
+  returned: action is restore
+  type: float
+  sample: 20.0
+expected_keys:
+  description: Keys per database the snapshot holds (from its catalog), or null when it does not record them.
+  returned: action is restore
+  type: dict
+  sample: {'0': 1000, '3': 200}
+rdb_file:
+  description: The RDB file restored (O(rdb_file)).
+  returned: action is restore with O(rdb_file)
+  type: str
+  sample: /backups/redis/import/dump.rdb
 '''
 
 import os
 import re
 import shutil
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _pgbackup, _redis, _redissnap, _s3
-from ansible_collections.psscript.infra.plugins.module_utils._catalog import BackupError, CatalogError
-from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import human_bytes
-from ansible_collections.psscript.infra.plugins.module_utils._s3 import S3Error
+from ansible_collections.psscript.infra.plugins.module_utils import (_backupmod, _catalog, _redis, _redisrestore,
+                                                                     _redissnap, _s3)
+from ansible_collections.psscript.infra.plugins.module_utils._catalog import BackupError
+from ansible_collections.psscript.infra.plugins.module_utils._diskspace import human_bytes
 
 
 def find_tools(module, names):
-    tools = {}
-    for name in names:
-        path = module.get_bin_path(name)
-        if not path:
-            module.fail_json(msg='%s was not found: install redis-tools/redis-server/zstd of the servers\' Redis version, '
-                                 'or run the module in the psscript/backup image' % name)
-        tools[name] = path
-    return tools
+    return _backupmod.find_tools(module, names, '%(name)s was not found: install redis-tools/redis-server/zstd of the '
+                                 'servers\' Redis version, or run the module in the psscript/backup image')
 
 
 def sentinel_set(module):
@@ -426,19 +781,7 @@ def sentinel_set(module):
 
 
 def s3_store(module):
-    """The S3 copies of the Redis snapshots, or None when the s3 option is not given."""
-    if not module.params['s3']:
-        return None
-    if not _s3.HAS_BOTO3:
-        module.fail_json(msg=missing_required_lib(_s3.BOTO3_REQUIREMENT), exception=_s3.BOTO3_IMPORT_ERROR)
-    return _s3.S3Store(module.params['s3'], 'redis')
-
-
-def verify_and_upload(module, root, entry, store):
-    """Verify the snapshot just taken, then copy it to S3 and check the copy end to end."""
-    outcome = _redissnap.verify_snapshot(module.run_command, find_tools(module, ('redis-check-rdb', 'zstd')), root, entry)
-    return store.upload_verified(root, entry, outcome, 'Snapshot %(id)s was taken but failed verification, so it was '
-                                 'not copied to S3: %(problems)s')
+    return _backupmod.s3_store(module, 'redis')
 
 
 def recover_interrupted_restore(module, root, sset, result):
@@ -473,29 +816,22 @@ def snapshot_source(module, sset, root, entries, result):
     needed, why = _redissnap.expected_size(entries, memory.get('used_memory'))
     result.update(source=dict(address=source['address'], role=source['role'], skipped=source['skipped']),
                   expected_bytes=needed)
-    result['free_bytes'] = _pgbackup.check_free_space(root if os.path.isdir(root) else os.path.dirname(root),
-                                                      needed, why)
+    result['free_bytes'] = _backupmod.check_space(root, needed, why)
     return source, node, needed, why
 
 
 def do_backup(module, root):
     params = module.params
     result = dict(changed=False)
-    if not os.path.isdir(root):
-        if module.check_mode:
-            module.warn('backup_dir %s does not exist yet; it would be created' % root)
-        else:
-            result['changed'] = _catalog.ensure_dir(root)
     tools = find_tools(module, _redissnap.TOOLS + ('timeout',))
-    lock = None if module.check_mode or not os.path.isdir(root) else _catalog.RootLock(root).acquire()
+    lock = _backupmod.open_root(module, root, result)
     sset = sentinel_set(module)
     store = s3_store(module)
     try:
         if store is not None:
             store.check_bucket()
         recover_interrupted_restore(module, root, sset, result)
-        entries = _catalog.list_backups(root)['backups'] if os.path.isdir(root) else []
-        source, node, needed, why = snapshot_source(module, sset, root, entries, result)
+        source, node, needed, why = snapshot_source(module, sset, root, _backupmod.entries(root), result)
         if module.check_mode:
             result.update(changed=True, backup_id=_catalog.new_backup_id(_redissnap.CATALOG_TYPE),
                           msg='Would snapshot %s (%s) into %s (expected size %s: %s)'
@@ -505,16 +841,12 @@ def do_backup(module, root):
         entry = _redissnap.take_snapshot(module.run_command, tools, node, source, root,
                                          lambda: _redissnap.server_time(node),
                                          params['bgsave_timeout'], params['fetch_timeout'], params['redis_password'])
-        result.update(changed=True, backup_id=entry['id'], entry=_catalog.summary(entry),
-                      msg='Took Redis snapshot %s from %s (%s): %s keys, %s'
-                      % (entry['id'], source['address'], source['role'], entry['keys'], human_bytes(entry['bytes'])))
+        _backupmod.took(result, entry, 'Took Redis snapshot %s from %s (%s): %s keys, %s'
+                        % (entry['id'], source['address'], source['role'], entry['keys'], human_bytes(entry['bytes'])))
         if store is not None:
-            try:
-                result['s3'] = verify_and_upload(module, root, entry, store)
-            except S3Error as err:
-                raise BackupError('Snapshot %s was taken and verified, but its S3 copy failed: %s' % (entry['id'], err.msg))
-            result.update(entry=_catalog.summary(entry), msg='%s, verified it and copied it to %s'
-                          % (result['msg'], result['s3']['url']))
+            outcome = _redissnap.verify_snapshot(module.run_command, find_tools(module, ('redis-check-rdb', 'zstd')),
+                                                 root, entry)
+            _backupmod.copy_to_s3(result, store, root, entry, outcome, 'snapshot')
         return result
     finally:
         sset.close()
@@ -523,53 +855,18 @@ def do_backup(module, root):
 
 
 def do_list(module, root):
-    result = dict(changed=False, **_redissnap.listing(root))
-    store = s3_store(module)
-    if store is not None:
-        store.add_listing(result)
-    return result
+    return _backupmod.listing(root, s3_store(module), _redissnap.listing, _catalog.utc_now())
 
 
 def do_verify(module, root):
-    entries = _catalog.list_backups(root)['backups']
-    chosen = _catalog.select_for_verify(entries, module.params['backup_id'], root, noun='snapshot')
     tools = find_tools(module, ('redis-check-rdb', 'zstd'))
-    store = s3_store(module)
-    remote_ids = set(e['id'] for e in store.list_entries()) if store is not None else set()
-    results, changed = _s3.verify_backups(root, chosen, set(e['id'] for e in entries),
-                                          lambda entry: _redissnap.verify_snapshot(module.run_command, tools, root, entry),
-                                          store, remote_ids, record=not module.check_mode, remote_marks_local=True)
-    failure, msg = _catalog.verify_messages(results, 'snapshot', 'take a new snapshot')
-    if failure:
-        module.fail_json(msg=failure, results=results, changed=changed)
-    return dict(changed=changed, results=results, msg=msg)
+    return _backupmod.verify(module, root, s3_store(module),
+                             lambda entry, entries: _redissnap.verify_snapshot(module.run_command, tools, root, entry),
+                             'snapshot', 'take a new snapshot', remote_marks_local=True)
 
 
 def do_prune(module, root):
-    params = module.params
-    lock = None if module.check_mode else _catalog.RootLock(root).acquire()
-    try:
-        result = _catalog.prune(root, params['keep_days'], params['keep_count'], params['stale_after_hours'] * 3600,
-                                module.check_mode)
-    finally:
-        if lock is not None:
-            lock.release()
-    del result['oldest_wal_needed']  # snapshots need no WAL
-    for warning in result.pop('warnings'):
-        module.warn(warning)
-    result['msg'] = '%s %d snapshot(s); kept %d' % ('Would remove' if module.check_mode else 'Removed',
-                                                    len(result['removed']), len(result['kept']))
-    store = s3_store(module)
-    if store is not None:
-        remote = store.prune(keep_days=params['keep_days'], keep_count=params['keep_count'], dry_run=module.check_mode)
-        del remote['oldest_wal_needed']
-        for warning in remote.pop('warnings'):
-            module.warn('S3: %s' % warning)
-        result['s3'] = remote
-        result['changed'] = result['changed'] or bool(remote['removed'])
-        result['msg'] += '; in S3 %s %d, kept %d' % ('would remove' if module.check_mode else 'removed',
-                                                     len(remote['removed']), len(remote['kept']))
-    return result
+    return _backupmod.prune(module, root, s3_store(module), 'snapshot')
 
 
 def do_restore(module, root):
@@ -604,7 +901,7 @@ def do_restore(module, root):
             entry, download = _redissnap.choose_for_restore(_catalog.list_backups(root)['backups'],
                                                             store.list_entries() if store is not None else None,
                                                             params['backup_id'])
-            result['downloaded_from_s3'] = download
+            result['downloaded_from_s3'] = [entry['id']] if download else []
             if download and not module.check_mode:
                 entry = store.download(root, entry['id'])
                 log.append('downloaded %s from %s' % (entry['id'], store.url(store.key(entry['id']))))
@@ -618,10 +915,10 @@ def do_restore(module, root):
             snapshot = dict(name=entry['id'], keys=entry.get('keys'), expires=entry.get('expires'),
                             keys_by_db=entry.get('keys_by_db'))
             result['backup_id'] = entry['id']
-        restore = _redissnap.Restore(module.run_command, tools, sset, _redis.Node, params['restore_listen_host'],
-                                     params['restore_listen_port'], params['redis_password'], log.append,
-                                     sync_timeout=params['restore_sync_timeout'], timeout=params['restore_timeout'],
-                                     root=root)
+        restore = _redisrestore.Restore(module.run_command, tools, sset, _redis.Node, params['restore_listen_host'],
+                                        params['restore_listen_port'], params['redis_password'], log.append,
+                                        sync_timeout=params['restore_sync_timeout'], timeout=params['restore_timeout'],
+                                        root=root)
 
         def pre_snapshot():
             # An ordinary snapshot of the data about to be replaced, under this run's lock.
@@ -633,8 +930,8 @@ def do_restore(module, root):
                                             extra=dict(reason=_redissnap.PRE_RESTORE,
                                                        label='before restoring %s' % snapshot['name']))
         try:
-            outcome = _redissnap.run_restore(restore, rdb_path, snapshot, scratch, temp_version, module.check_mode,
-                                             pre_snapshot=pre_snapshot if params['pre_restore_snapshot'] else None)
+            outcome = _redisrestore.run_restore(restore, rdb_path, snapshot, scratch, temp_version, module.check_mode,
+                                                pre_snapshot=pre_snapshot if params['pre_restore_snapshot'] else None)
         except BackupError as err:
             result['changed'] = not module.check_mode and bool(log)
             if restore.detached_address:
@@ -649,8 +946,8 @@ def do_restore(module, root):
                           % (snapshot['name'], outcome['master'], '; '.join(outcome['plan'])))
             return result
         result['changed'] = True
-        state, report = _redissnap.sentinel_check(sset, outcome['master'], params['restore_timeout'],
-                                                  expected_replicas=len(outcome['replicas']))
+        state, report = _redisrestore.sentinel_check(sset, outcome['master'], params['restore_timeout'],
+                                                     expected_replicas=len(outcome['replicas']))
         if state != _redissnap.DONE:
             module.fail_json(msg='Restored %s into %s, but the Sentinel check fails: %s'
                              % (snapshot['name'], outcome['master'], report), **result)
@@ -666,6 +963,9 @@ def do_restore(module, root):
         sset.close()
         if lock is not None:
             lock.release()
+
+
+ACTIONS = dict(backup=do_backup, list=do_list, verify=do_verify, restore=do_restore, prune=do_prune)
 
 
 def main():
@@ -687,29 +987,9 @@ def main():
         pre_restore_snapshot=dict(type='bool', default=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    action = module.params['action']
-    if action in ('backup', 'restore') and not _redis.HAS_REDIS:
+    if module.params['action'] in ('backup', 'restore') and not _redis.HAS_REDIS:
         module.fail_json(msg=missing_required_lib('redis'), exception=_redis.REDIS_IMPORT_ERROR)
-    root = module.params['backup_dir']
-    try:
-        if action == 'backup':
-            result = do_backup(module, root)
-        elif not os.path.isdir(root):
-            module.fail_json(msg='backup_dir %s does not exist: check the path (and the volume mount)' % root)
-        elif action == 'list':
-            result = do_list(module, root)
-        elif action == 'verify':
-            result = do_verify(module, root)
-        elif action == 'restore':
-            result = do_restore(module, root)
-        else:
-            result = do_prune(module, root)
-    except (BackupError, CatalogError, _redis.RedisOpError, S3Error) as err:
-        module.fail_json(msg=err.msg)
-    except (IOError, OSError) as err:
-        module.fail_json(msg='%s failed on the file system: %s; check permissions and space of backup_dir'
-                         % (action, err), exception=traceback.format_exc())
-    module.exit_json(**result)
+    _backupmod.run(module, ACTIONS, (_redis.RedisOpError,))
 
 
 if __name__ == '__main__':

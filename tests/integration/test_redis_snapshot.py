@@ -151,7 +151,7 @@ def test_backup_from_a_replica_does_not_fork_the_master(rset, seeded):
     assert entry['rdb_version'] == 12
     assert entry['keys'] == 1051 and entry['expires'] == 1 and entry['keys_by_db'] == seeded['counts']
     assert sorted(entry['files']) == ['dump.rdb.zst'] and entry['rdb_bytes'] > entry['bytes'] > 0
-    assert result['entry']['id'] == result['backup_id']
+    assert result['backup']['id'] == result['backup_id']
     # The replica that served it saved (BGSAVE) and forked; nothing else forked.
     source = rset.name_of(entry['source']['address'])
     assert after[source]['rdb_saves'] > before[source]['rdb_saves'] and after[source]['rdb_last_bgsave_status'] == 'ok'
@@ -188,7 +188,7 @@ def test_list_and_prune(rset, seeded):
     second = ok(rset.module(env=rset.password_env(), **rset.set_args(action='backup')))['backup_id']
     listed = ok(rset.module(action='list'))
     assert [b['id'] for b in listed['backups']] == [first, second]
-    assert listed['latest'] == second and listed['last_verified'] == first
+    assert listed['latest'] == second and listed['last_verified_full'] == first
     # The newest verified snapshot is kept whatever the rules say; verify the new one so the old can go.
     ok(rset.module(action='verify', backup_id=second))
     planned = ok(rset.module(check_mode=True, action='prune', keep_days=0, keep_count=1))
@@ -459,7 +459,7 @@ def test_s3_round_trip(rset, seeded, s3):
     assert [rset.client(name).get('key:1') for name in rs.DATA_NODES] == ['changed-before-s3-restore'] * 3
     restored = ok(rset.module(ip=rs.BACKUP_IP, env=rset.password_env(),
                                **restore_args(rset, backup_id=backup_id, s3=s3['option'])))
-    assert restored['downloaded_from_s3'] is True and restored['backup_id'] == backup_id
+    assert restored['downloaded_from_s3'] == [backup_id] and restored['backup_id'] == backup_id
     for name in rs.DATA_NODES:
         assert rset.client(name).get('key:1') == 'value-1', name
     assert os.path.isfile(os.path.join(rset.backup_dir, backup_id, 'catalog.json'))

@@ -158,3 +158,33 @@ def test_upload_and_fetch_wal(store, tmp_path):
     assert _pgbackup.fetch_wal(store, str(archive), str(dest), WAL[1]) == [WAL[2]]
     assert (dest / WAL[2]).read_bytes() == WAL[2].encode()
     assert _pgbackup.fetch_wal(store, str(tmp_path / 'no-archive'), str(dest), WAL[2]) == ['00000002.history', WAL[2]]
+
+
+def test_a_restore_hashes_its_local_backups_once(tmp_path):
+    # check_chain_hashes runs first in a restore; verify_chain then passes hashes_checked=True and
+    # verify_backup goes straight to pg_verifybackup instead of reading every file again.
+    root = str(tmp_path)
+    backup_id = _catalog.new_backup_id('full', datetime.datetime(2025, 1, 1, tzinfo=UTC))
+    staged = os.path.join(root, '.tmp-' + backup_id)
+    os.makedirs(os.path.join(staged, 'data'))
+    with open(os.path.join(staged, 'data', 'PG_VERSION'), 'w') as handle:
+        handle.write('17\n')
+    stamp = datetime.datetime(2025, 1, 1, tzinfo=UTC)
+    entry = _catalog.make_entry(backup_id, 'full', stamp, stamp, _catalog.hash_tree(staged), layout='plain')
+    _catalog.publish(root, entry, staged)
+    calls = []
+
+    def run(args, **kwargs):
+        calls.append(args)
+        return 0, '', ''
+    tools = dict(pg_verifybackup='pg_verifybackup', pg_combinebackup='pg_combinebackup')
+    assert _pgbackup.check_chain_hashes(root, [entry]) == 1
+    once = _pgbackup.verify_backup(run, tools, root, entry, [entry], hashes_checked=True)
+    assert once['ok'] and once['checks'] == ['sha256 (checked before)', 'pg_verifybackup']
+    assert calls == [['pg_verifybackup', '--quiet', '--no-parse-wal', os.path.join(root, backup_id, 'data')]]
+    # Without it (action=verify) the files are hashed: a changed file is found before pg_verifybackup runs.
+    with open(os.path.join(root, backup_id, 'data', 'PG_VERSION'), 'w') as handle:
+        handle.write('16\n')
+    hashed = _pgbackup.verify_backup(run, tools, root, entry, [entry])
+    assert not hashed['ok'] and hashed['checks'] == ['sha256'] and 'PG_VERSION' in hashed['problems'][0]
+    assert len(calls) == 1

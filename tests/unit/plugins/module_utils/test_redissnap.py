@@ -17,7 +17,7 @@ import os
 
 import pytest
 
-from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _redis, _redissnap
+from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _redis, _redisrestore, _redissnap
 from ansible_collections.psscript.infra.plugins.module_utils._catalog import BackupError
 
 CHECK_OK = """\
@@ -500,7 +500,7 @@ def test_listing_and_prune(tmp_path):
     new = publish_fake(tmp_path, '20250102T000000Z-full', '2025-01-02T00:00:05.000000Z')
     listed = _redissnap.listing(str(tmp_path))
     assert [b['id'] for b in listed['backups']] == [old['id'], new['id']] and listed['latest'] == new['id']
-    assert listed['last_verified'] is None
+    assert listed['last_verified_full'] is None
     plan = _catalog.prune(str(tmp_path), 0, 1, 3600, check_mode=True)
     assert plan['removed'] == [old['id']] and os.path.isdir(str(tmp_path / old['id']))
     done = _catalog.prune(str(tmp_path), 0, 1, 3600, check_mode=False)
@@ -699,7 +699,7 @@ def test_recover_interrupted_keeps_what_it_could_not_undo(tmp_path):
     assert left['priorities'] == {R3: '50'} and left['detached'] == R3
 
 
-class FakeRestore(_redissnap.Restore):
+class FakeRestore(_redisrestore.Restore):
     """The real Restore bookkeeping (priorities, detach, rescue, state file) over fake nodes; the temporary
     server, the master's sync, persistence and the replicas' resync are stubs that can fail."""
 
@@ -773,7 +773,7 @@ SNAP = dict(name='20250101T000000Z-full', keys=3, expires=0, keys_by_db={'0': 3}
 def test_run_restore_keeps_one_replica_on_the_old_data_until_accepted(tmp_path):
     nodes = restore_nodes()
     restore = FakeRestore(str(tmp_path), nodes)
-    result = _redissnap.run_restore(restore, 'dump.rdb', SNAP, str(tmp_path), '8.0.2', pre_snapshot=pre_snapshot)
+    result = _redisrestore.run_restore(restore, 'dump.rdb', SNAP, str(tmp_path), '8.0.2', pre_snapshot=pre_snapshot)
     assert result['pre_restore_snapshot'] == '20260101T000000Z-full'
     assert result['detached_replica'] == dict(address=R3, keys_before={'0': 5}, keys_at_accept={'0': 5},
                                               link_at_accept='down', role_at_accept='slave')
@@ -793,7 +793,7 @@ def test_run_restore_failing_before_the_master_changed_reattaches(tmp_path):
     nodes = restore_nodes()
     restore = FakeRestore(str(tmp_path), nodes, fail_at='temp')
     with pytest.raises(BackupError) as caught:
-        _redissnap.run_restore(restore, 'dump.rdb', SNAP, str(tmp_path), '8.0.2', pre_snapshot=pre_snapshot)
+        _redisrestore.run_restore(restore, 'dump.rdb', SNAP, str(tmp_path), '8.0.2', pre_snapshot=pre_snapshot)
     assert 'the live data was not touched' in caught.value.msg and 'still holds' not in caught.value.msg
     assert nodes[R3].config['masterauth'] == 'pw' and nodes[R3].replication['master_link_status'] == 'up'
     assert [nodes[a].config['replica-priority'] for a in (R2, R3)] == ['100', '100']
@@ -805,7 +805,7 @@ def test_run_restore_failing_after_the_master_changed_keeps_the_old_data_detache
     nodes = restore_nodes()
     restore = FakeRestore(str(tmp_path), nodes, fail_at=fail_at)
     with pytest.raises(BackupError) as caught:
-        _redissnap.run_restore(restore, 'dump.rdb', SNAP, str(tmp_path), '8.0.2', pre_snapshot=pre_snapshot)
+        _redisrestore.run_restore(restore, 'dump.rdb', SNAP, str(tmp_path), '8.0.2', pre_snapshot=pre_snapshot)
     msg = caught.value.msg
     assert 'Replica %s still holds the data from before the restore (db0=5)' % R3 in msg
     assert 'backup_id=20260101T000000Z-full' in msg and 're-attaches it' in msg
@@ -828,7 +828,7 @@ def test_run_restore_check_mode_plans_without_snapshot_or_change(tmp_path):
 
     def must_not_run():
         raise AssertionError('check mode took a snapshot')
-    result = _redissnap.run_restore(restore, 'dump.rdb', SNAP, str(tmp_path), '8.0.2', check_mode=True,
+    result = _redisrestore.run_restore(restore, 'dump.rdb', SNAP, str(tmp_path), '8.0.2', check_mode=True,
                                     pre_snapshot=must_not_run)
     assert result['detached_replica'] == {'address': R3} and 'pre_restore_snapshot' not in result
     assert any('pre-restore snapshot' in step for step in result['plan'])
