@@ -204,7 +204,11 @@ backup_id:
   type: str
   sample: 20250131T020000Z-full
 backup:
-  description: Catalog entry of the snapshot taken, without per-file hashes (named C(entry) before 0.3.0).
+  description:
+    - Catalog entry of the snapshot taken, without per-file hashes (named C(entry) before 0.3.0).
+    - Besides the snapshot's own fields below, it has the fields every catalog entry has, documented once in
+      RV(psscript.infra.pg_backup#module:backup) (C(id), C(type), C(parent), C(started_at), C(stopped_at), C(bytes),
+      C(file_count), C(verified), C(verified_at), C(verify_error), C(s3)).
   returned: action is backup, not in check mode
   type: dict
   sample:
@@ -221,56 +225,6 @@ backup:
     bytes: 21000
     durations: {bgsave: 0.5, fetch: 5.1, check: 0.1, compress: 0.1, total: 5.9}
   contains: &catalog_entry
-    id:
-      description: Backup id, C(<UTC stamp>-<type>).
-      returned: always
-      type: str
-      sample: 20250131T020000Z-full
-    type:
-      description: V(full) or V(incremental).
-      returned: always
-      type: str
-      sample: full
-    parent:
-      description: Id of the backup an incremental builds on, null for a full one.
-      returned: always
-      type: str
-    started_at:
-      description: When the backup started (UTC, ISO 8601).
-      returned: always
-      type: str
-      sample: '2025-01-31T02:00:00.120000Z'
-    stopped_at:
-      description: When the backup ended (UTC, ISO 8601); catalogs are ordered by it.
-      returned: always
-      type: str
-      sample: '2025-01-31T02:00:04.870000Z'
-    bytes:
-      description: Bytes the backup holds on disk.
-      returned: always
-      type: int
-      sample: 3145728
-    file_count:
-      description: Number of files the catalog records with their SHA-256.
-      returned: always
-      type: int
-      sample: 1021
-    verified:
-      description: Outcome of the last verification, null when never verified.
-      returned: always
-      type: bool
-    verified_at:
-      description: When it was last verified, or null.
-      returned: always
-      type: str
-    verify_error:
-      description: The problems the last failed verification found, or null.
-      returned: always
-      type: str
-    s3:
-      description: Its upload summary (as RV(s3) of O(action=backup)) and the last check of the copy.
-      returned: when copied to S3
-      type: dict
     service:
       description: V(redis).
       returned: always
@@ -335,21 +289,16 @@ expected_bytes:
   type: int
   sample: 1048576
 backups:
-  description: Published snapshots, oldest first by stop time, without per-file hashes.
+  description:
+    - Published snapshots, oldest first by stop time, without per-file hashes.
+    - Each is a catalog entry (as RV(backup)) with C(restorable) and, with O(s3), C(in_s3), as RV(psscript.infra.pg_backup#module:backups)
+      describes them.
   returned: action is list
   type: list
   elements: dict
   sample: [{id: 20250131T020000Z-full, keys: 1200, verified: true, restorable: true}]
-  contains:
-    <<: *catalog_entry
-    restorable:
-      description: Whether the backup and every parent it needs are present and did not fail verification.
-      returned: always
-      type: bool
-    in_s3:
-      description: Whether S3 holds a copy too.
-      returned: O(s3) given
-      type: bool
+  contains: *catalog_entry
+
 latest:
   description: Id of the newest snapshot that did not fail verification and is not a pre-restore snapshot, or null
     (what a restore of V(latest) takes).
@@ -373,100 +322,39 @@ last_verified_full_age_seconds:
   type: int
   sample: 86400
 free_bytes:
-  description: Free bytes of the file system of O(backup_dir) (before the snapshot, for O(action=backup)); null when
-    O(backup_dir) does not exist.
+  description: Free bytes of the file system of O(backup_dir) (before the snapshot, for O(action=backup)), as
+    RV(psscript.infra.pg_backup#module:free_bytes) reports them.
   returned: action is backup or list
   type: int
-  sample: 81604378624
 total_bytes:
-  description: Size of the file system of O(backup_dir) in bytes, or null when O(backup_dir) does not exist.
+  description: Its size in bytes, as RV(psscript.infra.pg_backup#module:total_bytes).
   returned: action is list
   type: int
-  sample: 107374182400
 free_percent:
-  description: Free share of the file system of O(backup_dir) in percent (one decimal), or null.
+  description: Its free share in percent, as RV(psscript.infra.pg_backup#module:free_percent).
   returned: action is list
   type: float
-  sample: 76.0
 leftovers:
-  description: Directories of interrupted work (never listed as snapshots), with their age.
+  description: Directories of interrupted work (never listed as snapshots), each with C(path), C(name) and
+    C(age_seconds), as RV(psscript.infra.pg_backup#module:leftovers) describes them.
   returned: action is list or prune
   type: list
   elements: dict
   sample: []
-  contains: &leftover
-    path:
-      description: Full path of the directory.
-      returned: always
-      type: str
-    name:
-      description: Its name in O(backup_dir) (C(.tmp-<id>) for an interrupted backup, scratch directories).
-      returned: always
-      type: str
-    age_seconds:
-      description: Seconds since its newest file changed.
-      returned: always
-      type: int
 unreadable:
-  description: Snapshot directories whose C(catalog.json) could not be read.
+  description: Snapshot directories whose C(catalog.json) could not be read, each with C(path), C(id), C(error),
+    C(parent) and C(wal_start), as RV(psscript.infra.pg_backup#module:unreadable) describes them.
   returned: action is list or prune
   type: list
   elements: dict
   sample: []
-  contains: &unreadable
-    path:
-      description: Where the C(catalog.json) is (a path or an S3 URL).
-      returned: always
-      type: str
-    id:
-      description: The backup id of the directory.
-      returned: always
-      type: str
-    error:
-      description: What is wrong with it, and the fix.
-      returned: always
-      type: str
-    parent:
-      description: The parent its C(catalog.json) still names, kept by retention; null when unknown.
-      returned: always
-      type: str
-    wal_start:
-      description: The first WAL segment it still names, kept by retention; null when unknown.
-      returned: always
-      type: str
 results:
-  description: One result per snapshot O(action=verify) checked.
+  description: One result per snapshot O(action=verify) checked, with the keys RV(psscript.infra.pg_backup#module:results) describes
+    (C(id), C(ok), C(checks), C(problems), C(local), C(s3)).
   returned: action is verify
   type: list
   elements: dict
   sample: [{id: 20250131T020000Z-full, ok: true, checks: [sha256, redis-check-rdb], problems: [], keys: 1200}]
-  contains:
-    id:
-      description: Backup id.
-      returned: always
-      type: str
-    ok:
-      description: Whether every check passed (locally and, when in S3, of the copy).
-      returned: always
-      type: bool
-    checks:
-      description: The checks run, in order.
-      returned: always
-      type: list
-      elements: str
-    problems:
-      description: What failed, one line each; copies in S3 are prefixed C(S3).
-      returned: always
-      type: list
-      elements: str
-    local:
-      description: V(false) when only the S3 copy exists (nothing local was checked).
-      returned: the backup is only in S3
-      type: bool
-    s3:
-      description: The check of the S3 copy (C(ok), C(url), C(checks), C(problems)).
-      returned: the backup is in S3
-      type: dict
 removed:
   description: Ids O(action=prune) removed (or would remove, in check mode), oldest first.
   returned: action is prune
@@ -485,12 +373,11 @@ reasons:
   type: dict
   sample: {20250131T020000Z-full: [newest verified full backup]}
 removed_leftovers:
-  description: Leftover directories removed by O(action=prune).
+  description: Leftover directories removed by O(action=prune), with the keys of RV(leftovers).
   returned: action is prune
   type: list
   elements: dict
   sample: []
-  contains: *leftover
 master:
   description: The master the Sentinel majority names, restored into.
   returned: action is restore
@@ -528,8 +415,10 @@ downloaded_from_s3:
   sample: []
 s3:
   description:
-    - O(action=backup) with O(s3) - the upload (C(url), C(objects), C(bytes), seconds, C(verified_at)).
+    - O(action=backup) with O(s3) - the upload (C(id), C(url), C(objects), C(bytes), C(sse), C(upload_seconds),
+      C(verify_seconds), C(uploaded_at), C(verified_at)).
     - O(action=prune) with O(s3) - what retention removed in S3 (C(removed), C(kept), C(reasons), C(incomplete)).
+    - The keys are those RV(psscript.infra.pg_backup#module:s3) describes, without its WAL keys.
   returned: action is backup or prune, O(s3) given, not in check mode for backup
   type: dict
   sample:
@@ -538,79 +427,18 @@ s3:
     objects: 2
     bytes: 21000
     verified_at: '2025-01-31T02:00:09.000000Z'
-  contains:
-    id:
-      description: Backup id.
-      returned: action is backup
-      type: str
-    url:
-      description: Where the copy is.
-      returned: action is backup
-      type: str
-    objects:
-      description: Objects uploaded (the files and C(catalog.json)).
-      returned: action is backup
-      type: int
-    bytes:
-      description: Bytes uploaded.
-      returned: action is backup
-      type: int
-    sse:
-      description: Server-side encryption asked for, or null.
-      returned: action is backup
-      type: str
-    upload_seconds:
-      description: Seconds the upload took.
-      returned: action is backup
-      type: float
-    verify_seconds:
-      description: Seconds the check of the copy took (every object read back through SHA-256).
-      returned: action is backup
-      type: float
-    uploaded_at:
-      description: When the upload ended.
-      returned: action is backup
-      type: str
-    verified_at:
-      description: When the copy was checked.
-      returned: action is backup
-      type: str
-    removed:
-      description: Ids removed from S3 (or that would be).
-      returned: action is prune
-      type: list
-      elements: str
-    kept:
-      description: Ids retention keeps in S3.
-      returned: action is prune
-      type: list
-      elements: str
-    reasons:
-      description: For each kept id, the rules that keep it.
-      returned: action is prune
-      type: dict
-    incomplete:
-      description: Ids in S3 without C(catalog.json) (interrupted uploads).
-      returned: action is prune
-      type: list
-      elements: str
+
 s3_backups:
-  description: The snapshots in S3 (with C(catalog.json) uploaded), oldest first, each with C(local); local entries
-    in RV(backups) then carry C(in_s3).
+  description:
+    - The snapshots in S3 (with C(catalog.json) uploaded), oldest first; local entries in RV(backups) then carry
+      C(in_s3).
+    - Each is a catalog entry (as RV(backup)) with C(restorable) and C(local), as RV(psscript.infra.pg_backup#module:s3_backups) describes them.
   returned: action is list, O(s3) given
   type: list
   elements: dict
   sample: [{id: 20250131T020000Z-full, local: true, restorable: true}]
-  contains:
-    <<: *catalog_entry
-    restorable:
-      description: Whether the copy and every parent it needs are in S3 and did not fail verification.
-      returned: always
-      type: bool
-    local:
-      description: Whether O(backup_dir) holds it too.
-      returned: always
-      type: bool
+  contains: *catalog_entry
+
 s3_latest:
   description: Id of the newest restorable snapshot in S3, or null.
   returned: action is list, O(s3) given
@@ -623,12 +451,11 @@ s3_incomplete:
   elements: str
   sample: []
 s3_unreadable:
-  description: Snapshots in S3 whose C(catalog.json) could not be read.
+  description: Snapshots in S3 whose C(catalog.json) could not be read, with the keys of RV(unreadable).
   returned: action is list, O(s3) given
   type: list
   elements: dict
   sample: []
-  contains: *unreadable
 pre_restore_snapshot:
   description: Id of the snapshot of the data as it was before the restore (C(reason=pre-restore) in the catalog).
   returned: action is restore, O(pre_restore_snapshot), not in check mode
