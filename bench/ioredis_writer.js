@@ -28,6 +28,11 @@ const RECOMMENDED = {
   connectTimeout: 500,
   // A demoted master answers READONLY: reconnect (through the Sentinels) and resend the command.
   reconnectOnError: (err) => (err.message.startsWith("READONLY") ? 2 : false),
+  // A master cut off by a partition answers nothing and sends no RST: without this, a command in
+  // flight waits forever (molecule/multihost, partition). Destroy the connection when a reply takes
+  // longer than 5 s (above WAIT's 0.5 s and a switchover's CLIENT PAUSE), then reconnect through the
+  // Sentinels.
+  socketTimeout: 5000,
   // Not failoverDetector: true. With it, a +switch-master that arrives while ioredis is still
   // reconnecting ends the client for good ("Connection is closed." on every command): seen in 1
   // of 6 kills in bench/failover (ioredis 5.11.1).

@@ -11,10 +11,14 @@ a record of every write a replica acknowledged.
         the next write asks the Sentinels again. Stops when the stop file exists or after
         --seconds, whichever comes first, and prints a JSON summary.
 
+    sentinel_writer.py write --address H:P --wait-ms 0 ...
+        The same, pinned to one node and without WAIT (an application on a partitioned host):
+        every write the node accepted is logged.
+
     sentinel_writer.py check --log FILE --master H:P [--run NAME]
         Reads FILE (complete lines) and prints, as JSON, how many acknowledged keys the given
-        master is missing or holds with another value, and how many were acknowledged by
-        each master.
+        master is missing or holds with another value, how many were acknowledged by each
+        master, and the longest time without an acknowledged write (what the client saw).
 
     sentinel_writer.py probe-old-master --address H:P --new-master H:P [--seconds 20]
         From now on, as long as the node at --address is not a replica of --new-master, tries
@@ -61,17 +65,20 @@ def error_kind(exc):
 
 
 def write(args):
-    sentinel = Sentinel(
-        [address(item) for item in args.sentinels.split(",")],
-        sentinel_kwargs=dict(password=os.environ.get("REDIS_SENTINEL_PASSWORD") or None,
-                             socket_timeout=1.0, socket_connect_timeout=1.0, retry=no_retry()),
-        password=os.environ.get("REDIS_PASSWORD") or None,
-        # Longer than a planned switchover's CLIENT PAUSE, as an application's timeout would be.
-        socket_timeout=5.0,
-        socket_connect_timeout=0.5,
-        retry=no_retry(),
-    )
-    master = sentinel.master_for(args.master_name)
+    # Longer than a planned switchover's CLIENT PAUSE, as an application's timeout would be.
+    options = dict(password=os.environ.get("REDIS_PASSWORD") or None, socket_timeout=5.0,
+                   socket_connect_timeout=0.5, retry=no_retry())
+    if args.address:
+        # A client pinned to one node (an application on a partitioned Docker host).
+        host, port = address(args.address)
+        master = redis.Redis(host=host, port=port, **options)
+    else:
+        sentinel = Sentinel(
+            [address(item) for item in args.sentinels.split(",")],
+            sentinel_kwargs=dict(password=os.environ.get("REDIS_SENTINEL_PASSWORD") or None,
+                                 socket_timeout=1.0, socket_connect_timeout=1.0, retry=no_retry()),
+            **options)
+        master = sentinel.master_for(args.master_name)
     deadline = time.monotonic() + args.seconds
     counts = collections.Counter()
     errors = collections.Counter()
@@ -90,22 +97,24 @@ def write(args):
             try:
                 pipe = master.pipeline(transaction=False)
                 pipe.set(key, value)
-                pipe.execute_command("WAIT", 1, args.wait_ms)
-                dummy, replicas = pipe.execute()
+                if args.wait_ms > 0:
+                    pipe.execute_command("WAIT", 1, args.wait_ms)
+                replies = pipe.execute()
+                replicas = replies[1] if args.wait_ms > 0 else None
             except redis.RedisError as exc:
                 errors[error_kind(exc)] += 1
                 error_samples.setdefault(error_kind(exc), " ".join(str(exc).split())[:160])
                 master.connection_pool.disconnect()
                 time.sleep(args.interval_ms / 1000.0)
                 continue
-            if int(replicas) < 1:
+            if replicas is not None and int(replicas) < 1:
                 # Written, but no replica has it: not acknowledged. A master without replicas
                 # is likely an old one; ask the Sentinels again.
                 counts["not_acknowledged"] += 1
                 master.connection_pool.disconnect()
             else:
                 now = time.time()
-                where = "%s:%s" % master.connection_pool.master_address
+                where = args.address or "%s:%s" % master.connection_pool.master_address
                 log.write("%s %.6f %s\n" % (key, now, where))
                 log.flush()
                 counts["acknowledged"] += 1
@@ -148,7 +157,12 @@ def check(args):
             elif args.run and value != "%s:%s" % (args.run, key.split(":", 1)[1]):
                 wrong.append(key)
     by_master = collections.Counter(where for dummy, dummy, where in entries)
+    # What a client saw: the longest time without an acknowledged write, and when it began.
+    stamps = sorted(stamp for dummy, stamp, dummy in entries)
+    gaps = [(later - earlier, earlier) for earlier, later in zip(stamps, stamps[1:])]
+    longest = max(gaps) if gaps else (0.0, None)
     result = dict(master=args.master, master_role=role, acknowledged=len(entries),
+                  longest_gap_s=round(longest[0], 3), longest_gap_from=longest[1],
                   acknowledged_by_master=dict(by_master), missing=len(missing), missing_keys=missing[:20],
                   wrong_value=len(wrong), wrong_value_keys=wrong[:20])
     print(json.dumps(result, sort_keys=True))
@@ -200,7 +214,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("write")
-    p.add_argument("--sentinels", required=True)
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--sentinels")
+    target.add_argument("--address")
     p.add_argument("--master-name", default="mymaster")
     p.add_argument("--log", required=True)
     p.add_argument("--stop-file", required=True)
