@@ -8,7 +8,7 @@ VENV        ?= .venv
 PY          := $(VENV)/bin/python
 BIN         := $(VENV)/bin
 INVENTORY   ?= inventories/local
-SCENARIOS   ?= default failover restore
+SCENARIOS   ?= default failover restore multihost
 # The repo is the collection: expose it as ansible_collections/psscript/infra.
 COLLECTIONS := $(CURDIR)/.cache/collections
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
@@ -21,7 +21,7 @@ help:
 	@echo "make up        deploy the whole stack on this machine"
 	@echo "make down      remove the stack's containers, keep data (PURGE=1 removes volumes too)"
 	@echo "make test      lint + sanity + unit + molecule ($(SCENARIOS))"
-	@echo "make lint | sanity | unit | integration | molecule [SCENARIOS='default failover restore']"
+	@echo "make lint | sanity | unit | integration | molecule [SCENARIOS='default failover restore multihost']"
 
 $(VENV)/.stamp: requirements.txt requirements-dev.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
