@@ -1,0 +1,57 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) psscript.infra developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Unit tests for module_utils._walrecv: the passfile, pg_receivewal's commands, the back-off,
+and that retention and the archive's age never count the segment being received."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _pgbackup, _walrecv
+
+S5 = '000000010000000000000005'
+S6 = '000000010000000000000006'
+S7P = '000000010000000000000007.partial'
+
+
+def test_passfile_line_escapes_colons_and_backslashes():
+    assert _walrecv.passfile_line('10.0.0.1', 5432, 'psscript_backup', 'a:b\\c') == \
+        '10.0.0.1:5432:*:psscript_backup:a\\:b\\\\c\n'
+    with pytest.raises(ValueError):
+        _walrecv.passfile_line('h', 1, 'u', 'two\nlines')
+
+
+def test_commands_never_carry_the_password_and_stream_without_looping():
+    create = _walrecv.create_slot_command('pg_receivewal', '10.0.0.1', 5432, 'psscript_backup', 'psscript_backup_1')
+    assert create == ['pg_receivewal', '--host', '10.0.0.1', '--port', '5432', '--username', 'psscript_backup',
+                      '--no-password', '--slot', 'psscript_backup_1', '--create-slot', '--if-not-exists']
+    stream = _walrecv.stream_command('pg_receivewal', '/wal-archive', '10.0.0.1', 5432, 'psscript_backup',
+                                     'psscript_backup_1')
+    assert stream[-5:] == ['--directory', '/wal-archive', '--slot', 'psscript_backup_1', '--no-loop']
+    with pytest.raises(ValueError):
+        _walrecv.stream_command('pg_receivewal', '/wal-archive', 'h', 1, 'u', 'bad-slot')
+
+
+def test_backoff_grows_to_a_bound_and_a_long_run_resets_it():
+    assert [_walrecv.backoff(n) for n in range(7)] == [0, 5, 10, 20, 40, 60, 60]
+    assert _walrecv.after_run(3, 5, ok=False) == 4
+    assert _walrecv.after_run(3, _walrecv.STABLE_SECONDS, ok=False) == 0
+    assert _walrecv.after_run(3, 1, ok=True) == 0
+
+
+def test_retention_and_archive_age_skip_the_segment_being_received(tmp_path):
+    # Retention removes only what lies before the oldest WAL a kept backup needs: the .partial is newer.
+    assert _catalog.wal_files_to_remove([S5, S6, S7P], S6) == [S5]
+    # The archive's age is the newest complete segment's (a growing .partial says nothing about completion).
+    for name, mtime in ((S5, 100), (S6, 200), (S7P, 900)):
+        path = tmp_path / name
+        path.write_bytes(b'')
+        os.utime(path, (mtime, mtime))
+    assert _pgbackup.newest_wal_age(str(tmp_path), 1000) == 800
+    # And a backup waiting for its WAL waits for the complete segment, not its .partial.
+    assert _pgbackup.wait_for_wal(str(tmp_path), ['000000010000000000000007'], 0, sleep=lambda s: None) == \
+        ['000000010000000000000007']
