@@ -25,7 +25,8 @@ import time
 import jinja2
 import pytest
 import yaml
-from conftest import BACKUP_PASSWORD, BACKUP_USER, COLLECTION_ROOT, NETWORK, PG_IP, PREFIX, docker
+from conftest import (BACKUP_PASSWORD, BACKUP_USER, COLLECTION_ROOT, LIVE_IP, LIVE_NAME, NETWORK, PG_IP, PREFIX, docker,
+                      live_sql, start_live_server)
 from test_pg_backup import ok, wait_for
 
 pytestmark = pytest.mark.integration
@@ -71,15 +72,19 @@ def switch(db):
     return segment
 
 
+def settings(conf, host):
+    (conf / 'jobs' / 'settings.yml').write_text(yaml.safe_dump(dict(
+        postgres_host=host, postgres_port=5432, postgres_user=BACKUP_USER, s3=False, wal_ship_interval=5,
+        wal_source='stream', wal_slot=SLOT)))
+
+
 @pytest.fixture
 def receiver(stack, tmp_path):
     """The backup container in stream mode; yields its archive directory (a host directory here)."""
     conf = tmp_path / 'etc-psscript'
     for sub in ('jobs', 'secrets', 'collections/ansible_collections/psscript/infra'):
         (conf / sub).mkdir(parents=True)
-    (conf / 'jobs' / 'settings.yml').write_text(yaml.safe_dump(dict(
-        postgres_host=PG_IP, postgres_port=5432, postgres_user=BACKUP_USER, s3=False, wal_ship_interval=5,
-        wal_source='stream', wal_slot=SLOT)))
+    settings(conf, PG_IP)
     (conf / 'jobs' / 'entrypoint').write_text(render_entrypoint())
     os.chmod(conf / 'jobs' / 'entrypoint', 0o755)
     for name in ('wal-shipper', 'wal-receiver'):
@@ -169,3 +174,36 @@ def test_streamed_archive_is_continuous_bit_identical_restorable_and_survives_a_
                           action='restore', wal_archive_dir='/wal-archive', restore_dir='/restore/latest',
                           check_query='SELECT count(*), max(id) FROM streamed'))
     assert latest['check_result'] == '50|50'
+
+    # A live restore to the marker forks the history (timeline 2 leaves timeline 1 at the marker), while the
+    # streamed archive holds timeline 1 past it. The receiver, pointed at the restored server, moves what the
+    # new history does not hold to abandoned/ and follows the server onto timeline 2.
+    volume, live_archive = tmp_path / 'live-volume', tmp_path / 'live-archive'
+    for path in (volume, live_archive):
+        path.mkdir()
+        os.chown(path, 999, 999)
+    live = ok(db.module(backups=backups, wal=receiver, volumes=['%s:/var/lib/postgresql/data' % volume],
+                        action='restore', live=True, wal_archive_dir='/wal-archive', target_time=target,
+                        restore_dir='/var/lib/postgresql/data/pgdata'))
+    assert live['target_reached'] is True
+    start_live_server(db, str(volume), str(live_archive))
+    try:
+        assert live_sql('SELECT count(*) FROM streamed') == '40'
+        settings(tmp_path / 'etc-psscript', LIVE_IP)
+        wait_for(lambda: live_sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s' AND active" % SLOT)
+                 == '1', 120, 'the receiver streaming from the restored server')
+        assert os.path.isdir(os.path.join(receiver, 'abandoned'))
+        abandoned = os.listdir(os.path.join(receiver, 'abandoned'))
+        assert last in abandoned and all(n.startswith('00000001') for n in abandoned), abandoned
+        live_sql('INSERT INTO streamed (id) SELECT generate_series(51, 55)')
+        new = live_sql('SELECT pg_walfile_name(pg_switch_wal())')
+        assert new.startswith('00000002')
+        wait_for(lambda: os.path.exists(os.path.join(receiver, new)), ARRIVAL_BOUND, '%s on the new timeline' % new)
+        assert os.path.exists(os.path.join(receiver, '00000002.history'))
+        # The streamed archive restores the new history: the backup, timeline 1 to the marker, then timeline 2.
+        after = ok(db.module(backups=backups, wal=receiver, volumes=['%s:/restore' % restores],
+                             action='restore', wal_archive_dir='/wal-archive', restore_dir='/restore/after-fork',
+                             check_query='SELECT count(*), max(id) FROM streamed'))
+        assert after['check_result'] == '45|55'
+    finally:
+        docker('rm', '-f', '-v', LIVE_NAME, check=False)

@@ -37,7 +37,7 @@ def test_commands_never_carry_the_password_and_stream_without_looping():
 
 
 def test_backoff_grows_to_a_bound_and_a_long_run_resets_it():
-    assert [_walrecv.backoff(n) for n in range(7)] == [0, 5, 10, 20, 40, 60, 60]
+    assert [_walrecv.backoff(n) for n in range(7)] == [0, 5, 10, 20, 30, 30, 30]
     assert _walrecv.after_run(3, 5, ok=False) == 4
     assert _walrecv.after_run(3, _walrecv.STABLE_SECONDS, ok=False) == 0
     assert _walrecv.after_run(3, 1, ok=True) == 0
@@ -55,3 +55,48 @@ def test_retention_and_archive_age_skip_the_segment_being_received(tmp_path):
     # And a backup waiting for its WAL waits for the complete segment, not its .partial.
     assert _pgbackup.wait_for_wal(str(tmp_path), ['000000010000000000000007'], 0, sleep=lambda s: None) == \
         ['000000010000000000000007']
+
+
+SEG = 16 * 1024 * 1024
+
+
+def test_streaming_start_is_pg_receivewals():
+    assert _walrecv.streaming_start([], SEG) is None
+    assert _walrecv.streaming_start([S5, S6, '00000001.history', 'abandoned'], SEG) == (1, 7 * SEG)
+    assert _walrecv.streaming_start([S5, S6, S7P], SEG) == (1, 7 * SEG)
+    # The newest position wins over the timeline; at one position the newer timeline.
+    assert _walrecv.streaming_start([S6, '000000020000000000000005'], SEG) == (1, 7 * SEG)
+    assert _walrecv.streaming_start([S6 + '.partial', '000000020000000000000006'], SEG) == (2, 7 * SEG)
+
+
+def test_after_a_restore_the_wal_past_the_fork_moves_aside_and_streaming_follows_the_server():
+    # Timeline 1 streamed to segment 9; a restore to a time in segment 6 started timeline 2 at 0/6000148.
+    names = ['00000001000000000000000%d' % n for n in range(5, 10)] + ['00000001000000000000000A.partial']
+    ends = _walrecv.history_ends(2, '1\t0/6000148\tbefore 2025-01-01 00:00:00+00\n')
+    assert ends == {1: 6 * SEG + 0x148, 2: None}
+    assert not _walrecv.in_history(_walrecv.streaming_start(names, SEG), ends)
+    moved = _walrecv.off_history(names, ends, SEG)
+    assert moved == ['000000010000000000000006', '000000010000000000000007', '000000010000000000000008',
+                     '000000010000000000000009', '00000001000000000000000A.partial']
+    kept = sorted(set(names) - set(moved))
+    # pg_receivewal then starts at segment 6 of timeline 1 and follows the switch onto timeline 2.
+    assert _walrecv.streaming_start(kept, SEG) == (1, 6 * SEG)
+    assert _walrecv.in_history((1, 6 * SEG), ends)
+
+
+def test_timelines_the_server_never_had_move_aside_and_a_followed_promotion_is_left_alone():
+    # Restored to latest (timeline 2), then to a time before that on timeline 1 (timeline 3).
+    names = [S5, S6, '000000020000000000000007', '000000020000000000000008.partial', '00000002.history']
+    ends = _walrecv.history_ends(3, '1\t0/6000148\tbefore T\n')
+    assert _walrecv.off_history(names, ends, SEG) == ['000000010000000000000006', '000000020000000000000007',
+                                                       '000000020000000000000008.partial']
+    # A receiver that followed a promotion has nothing off the history: nothing moves.
+    followed = [S5, S6 + '.partial', '000000020000000000000006', '000000020000000000000007.partial']
+    ends = _walrecv.history_ends(2, '1\t0/6000148\tno recovery target specified\n')
+    assert _walrecv.in_history(_walrecv.streaming_start(followed, SEG), ends)
+
+
+def test_size_bytes_reads_show_wal_segment_size():
+    assert _walrecv.size_bytes('16MB') == SEG and _walrecv.size_bytes('1GB') == 1024 ** 3
+    with pytest.raises(ValueError):
+        _walrecv.size_bytes('sixteen')
