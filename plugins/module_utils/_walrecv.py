@@ -30,7 +30,8 @@ Decisions (and why):
   server never had, and an ancestor's segments from the one its switch lies in) move to ``abandoned/`` in the
   archive, kept for the operator (``archive_command`` would have left them in the archive; no restore of the
   new history reads them). Then the receiver starts at the switch and follows the server onto its timeline,
-  as a standby does after a promotion. History files always stay.
+  as a standby does after a promotion. History files stay, except those of timelines newer than the server's
+  (a rolled-back restore), which recovery to the latest timeline would follow.
 - ``--no-loop``: the entrypoint restarts the receiver when ``pg_receivewal`` exits, and the receiver first
   creates the slot again (dropped, or lost with a restore). After a quick failure it waits longer each time
   (``backoff``), up to ``MAX_BACKOFF``, so a dead server is not hammered and a log line is written per attempt.
@@ -140,8 +141,10 @@ def in_history(start, ends):
 
 def off_history(names, ends, seg_size):
     """The WAL files (segments, ``.partial``) among ``names`` the server's history does not hold, sorted:
-    timelines not in ``ends``, and an ancestor's segments from the one holding its switch point on."""
-    found = []
+    timelines not in ``ends``, and an ancestor's segments from the one holding its switch point on. Also the
+    history files of timelines newer than the server's (a restore rolled back): recovery would follow them."""
+    server = max(t for t, end in ends.items() if end is None)
+    found = sorted(n for n in names if _pgbackup.HISTORY_RE.match(n) and int(n[:8], 16) > server)
     for name in names:
         parsed = _wal_file(name, seg_size)
         if parsed is None:

@@ -100,3 +100,12 @@ def test_size_bytes_reads_show_wal_segment_size():
     assert _walrecv.size_bytes('16MB') == SEG and _walrecv.size_bytes('1GB') == 1024 ** 3
     with pytest.raises(ValueError):
         _walrecv.size_bytes('sixteen')
+
+
+def test_a_rolled_back_restore_moves_the_newer_timeline_and_its_history():
+    # Restored to timeline 2 (from 0/6000148), then the old data put back: the server is on timeline 1 again.
+    names = [S5, S6 + '.partial', '000000020000000000000006', '000000020000000000000007.partial', '00000002.history']
+    ends = _walrecv.history_ends(1, '')
+    assert not _walrecv.in_history(_walrecv.streaming_start(names, SEG), ends)
+    assert _walrecv.off_history(names, ends, SEG) == ['00000002.history', '000000020000000000000006',
+                                                       '000000020000000000000007.partial']
