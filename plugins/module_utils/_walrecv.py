@@ -164,3 +164,17 @@ def size_bytes(text):
 
 
 format_lsn = _catalog.format_lsn
+
+
+def next_timeline_start(start, server_tli, history_text, seg_size):
+    """The name of the empty ``.partial`` that makes ``pg_receivewal`` start on the next timeline when ``start``
+    is exactly where the server's history leaves its timeline (a restore to the end of the archive forks on a
+    segment boundary): the server answers such a start with the next timeline instead of streaming, which
+    ``pg_receivewal`` takes for an error and would retry forever. None otherwise."""
+    tli, lsn = start
+    for item in _pgbackup.timeline_ranges(server_tli, history_text):
+        if item['begin'] == lsn and item['tli'] != tli and lsn % seg_size == 0:
+            ends = history_ends(server_tli, history_text)
+            if ends.get(tli) == lsn:
+                return _catalog.wal_file_name(item['tli'], lsn // seg_size, seg_size) + '.partial'
+    return None

@@ -109,3 +109,18 @@ def test_a_rolled_back_restore_moves_the_newer_timeline_and_its_history():
     assert not _walrecv.in_history(_walrecv.streaming_start(names, SEG), ends)
     assert _walrecv.off_history(names, ends, SEG) == ['00000002.history', '000000020000000000000006',
                                                        '000000020000000000000007.partial']
+
+
+def test_a_fork_on_the_archives_end_starts_pg_receivewal_on_the_next_timeline():
+    # Restored to the end of the archive: timeline 2 begins at 0/D000000, where the .partial of timeline 1 starts.
+    names = ['00000001000000000000000C', '00000001000000000000000D.partial']
+    history = '1\t0/D000000\tno recovery target specified\n'
+    start = _walrecv.streaming_start(names, SEG)
+    assert start == (1, 0xD * SEG) and _walrecv.in_history(start, _walrecv.history_ends(2, history))
+    placeholder = _walrecv.next_timeline_start(start, 2, history, SEG)
+    assert placeholder == '00000002000000000000000D.partial'
+    assert _walrecv.streaming_start(names + [placeholder], SEG) == (2, 0xD * SEG)
+    # A fork inside a segment, or a start before the switch: pg_receivewal follows the switch by itself.
+    assert _walrecv.next_timeline_start((1, 0xC * SEG), 2, history, SEG) is None
+    assert _walrecv.next_timeline_start((1, 6 * SEG), 2, '1\t0/6000148\tbefore T\n', SEG) is None
+    assert _walrecv.next_timeline_start((2, 0xE * SEG), 2, history, SEG) is None
