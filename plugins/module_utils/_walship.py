@@ -23,7 +23,12 @@ Decisions (and why):
   appeared in S3 meanwhile is compared by SHA-256 (``put_area``) rather than overwritten. A pass with
   nothing new sends no request at all.
 - Files are complete when they have their name: ``psscript-archive-wal`` writes ``.<name>.tmp.<pid>``
-  and renames; dot files never match a WAL name.
+  and renames; dot files never match a WAL name. One exception: in a streamed archive
+  (``backup_wal_source: stream``, ``_walrecv``) ``pg_receivewal`` writes the segment it receives as
+  ``<name>.partial`` and renames it when complete. A ``.partial`` that no complete segment has passed
+  (``in_progress``) is that file, still growing, and is not shipped; once a complete segment at or after its
+  position exists it is history (a timeline's last, partial segment, as ``archive_command`` archives one at a
+  promotion) and is shipped like any file.
 - Outages: a failed pass is retried with back-off (the interval, doubled per failure, at most
   ``MAX_BACKOFF`` seconds); each failure is one log line, the first success after failures one more.
 - Lag (``lag``): the age of the oldest archived file S3 lacks; 0 when S3 has everything. With
@@ -75,10 +80,20 @@ def newest_segment(names):
     return found[-1] if found else None
 
 
+def in_progress(names):
+    """The ``.partial`` files among ``names`` that no complete segment has passed (position after the newest
+    complete segment's): the segment ``pg_receivewal`` is still receiving, sorted."""
+    newest = newest_segment(names)
+    limit = _catalog.wal_position(newest) if newest else None
+    return sorted(n for n in names if n.endswith('.partial') and _catalog.WAL_FILE_RE.match(n)
+                  and (limit is None or _catalog.wal_position(n) > limit))
+
+
 def to_ship(local_names, known, floor):
     """Archived names to upload, sorted: WAL files at or after ``floor`` (any timeline; every file when
-    ``floor`` is None) and every history file, minus what ``known`` (names seen in S3) has."""
-    known = set(known)
+    ``floor`` is None) and every history file, minus what ``known`` (names seen in S3) has and the segment
+    still being received (``in_progress``)."""
+    known = set(known) | set(in_progress(local_names))
     return [n for n in _pgbackup.wal_names_since([n for n in local_names if is_wal_name(n)], floor) if n not in known]
 
 

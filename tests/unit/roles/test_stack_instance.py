@@ -52,3 +52,13 @@ def test_the_images_use_the_stack_uids():
             dockerfile = handle.read()
         wanted = 'groupadd -r -g {0} {1} && useradd -r -u {0} -g {0} '.format(uids[user], user)
         assert wanted in dockerfile, image
+
+
+def test_the_wal_source_is_the_backup_roles_default():
+    backup = load('backup')
+    assert STACK['wal_source'] == backup['backup_wal_source']
+    # The stack role resolves auto against the backup role's default PostgreSQL instance.
+    stack_vars = load('stack', 'vars')
+    assert stack_vars['stack_backup_postgres'] == (
+        "{{ backup_postgres_instance | default(%s) }}" % backup['backup_postgres_instance'][3:-3])
+    assert load('backup', 'vars')['backup_wal_archive_volume'] == '{{ stack_instance.wal_archive_volume }}'

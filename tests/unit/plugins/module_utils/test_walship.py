@@ -51,6 +51,23 @@ def test_to_ship_skips_what_s3_has_and_what_remote_retention_removed():
     assert _walship.to_ship(local, set(local), S1) == []
 
 
+def test_the_segment_pg_receivewal_is_still_receiving_is_not_shipped():
+    # Streamed archive: S3_.partial grows until pg_receivewal renames it S3_.
+    names = [S1, S2, S3_ + '.partial']
+    assert _walship.in_progress(names) == [S3_ + '.partial']
+    assert _walship.to_ship(names, [], None) == [S1, S2]
+    # Only a .partial (the receiver just started): still in progress.
+    assert _walship.in_progress([S1 + '.partial']) == [S1 + '.partial']
+    # A timeline's last, partial segment (archive_command at a promotion, or pg_receivewal following the
+    # switch) is history once the new timeline's segment at its position is complete: shipped.
+    promoted = [S1, S2, S3_ + '.partial', HIST, T2_3]
+    assert _walship.in_progress(promoted) == []
+    assert _walship.to_ship(promoted, [], None) == sorted(promoted)
+    # And the next segment being received on the new timeline is skipped again.
+    assert _walship.to_ship(promoted + [T2_4 + '.partial'], [], None) == sorted(promoted)
+    assert _walship.lag({S1: 1.0, S2 + '.partial': 2.0}, [S1], None, 10.0)['pending'] == 0
+
+
 def test_common_prefix_keeps_the_check_listing_small():
     assert _walship.common_prefix([S2, S3_]) == '00000001000000000000000'
     assert _walship.common_prefix([S1]) == S1
