@@ -31,11 +31,12 @@ def _default_mode():
     return 0o666 & ~umask
 
 
-def write_text_atomic(path, text, mode=None):
+def write_text_atomic(path, text, mode=None, uid=None, gid=None):
     """Replace path with text atomically: temporary file in the same directory (created 0600, so
-    a private file is never readable by others, even while it is written), fsync, chmod to mode
-    (None: what open() would give), os.replace, fsync the directory. Nothing is left behind on
-    failure; the OSError is raised."""
+    a private file is never readable by others, even while it is written), fsync, chown to uid/gid
+    (None: unchanged), chmod to mode (None: what open() would give), os.replace, fsync the
+    directory. A reader sees the old file or the new one, with its final owner and mode, never a
+    mix. Nothing is left behind on failure; the OSError is raised."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix='.%s.' % os.path.basename(path), suffix='.tmp')
     try:
@@ -43,6 +44,8 @@ def write_text_atomic(path, text, mode=None):
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        if uid is not None or gid is not None:
+            os.chown(tmp, -1 if uid is None else uid, -1 if gid is None else gid)
         os.chmod(tmp, _default_mode() if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
