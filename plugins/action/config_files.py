@@ -75,7 +75,7 @@ class ActionModule(ActionBase):
             spec.pop('src', None)
             files.append(spec)
 
-        result.update(self._execute_module(module_name=MODULE, module_args=dict(directories=args['directories'], files=files),
+        result.update(self._execute_module(module_name=MODULE, module_args=dict(args, files=files),
                                            task_vars=task_vars))
         if isinstance(result.get('diff'), list):
             contents = dict((spec['dest'], spec['content']) for spec in files)

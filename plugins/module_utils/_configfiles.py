@@ -68,6 +68,9 @@ FILE_OPTIONS = dict(
 )
 FILE_SOURCES = ('template', 'src', 'content')
 ARGUMENT_SPEC = dict(
+    # Of every directory and file that does not name its own.
+    owner=dict(type='str'),
+    group=dict(type='str'),
     directories=dict(type='list', elements='dict', default=[], options=DIRECTORY_OPTIONS),
     files=dict(type='list', elements='dict', default=[], options=FILE_OPTIONS,
                mutually_exclusive=[list(FILE_SOURCES)]),
@@ -315,8 +318,10 @@ def _read_b64(path):
 CHANGED_ACTIONS = ('created', 'content', 'attributes', 'removed')
 
 
-def converge(directories, files, check_mode=False, want_diff=False, lookup_user=None, lookup_group=None):
-    """Converge the directories (in order), then the files (in order). Returns the module's result:
+def converge(directories, files, check_mode=False, want_diff=False, owner=None, group=None,
+             lookup_user=None, lookup_group=None):
+    """Converge the directories (in order), then the files (in order); owner and group apply to
+    the entries that do not name theirs. Returns the module's result:
     changed, changed_directories, changed_files, directories and files (path and action each), and
     in diff mode diff (a list; see converge_file for the content entries)."""
     result = {'changed': False, 'changed_directories': [], 'changed_files': [],
@@ -324,8 +329,9 @@ def converge(directories, files, check_mode=False, want_diff=False, lookup_user=
     diffs = []
 
     def ids(spec):
-        return (parse_mode(spec.get('mode')), resolve_id(spec.get('owner'), 'owner', lookup_user),
-                resolve_id(spec.get('group'), 'group', lookup_group))
+        return (parse_mode(spec.get('mode')),
+                resolve_id(_either(spec.get('owner'), owner), 'owner', lookup_user),
+                resolve_id(_either(spec.get('group'), group), 'group', lookup_group))
 
     # Validate every entry before touching anything: a typo in the last file changes nothing.
     planned = [(spec,) + ids(spec) for spec in directories or []]
@@ -353,6 +359,10 @@ def converge(directories, files, check_mode=False, want_diff=False, lookup_user=
     if want_diff:
         result['diff'] = diffs
     return result
+
+
+def _either(value, default):
+    return default if value is None else value
 
 
 def _guard(path, function, *args):

@@ -18,7 +18,7 @@ extends_documentation_fragment:
   - psscript.infra.attributes
 description:
   - Creates the directories in O(directories), then writes the files in O(files), each only when it differs from
-    what the target holds: content by SHA-1, then mode, owner and group. One module run for all of them, where
+    what the target holds (content by SHA-1, then mode, owner and group). One module run for all of them, where
     M(ansible.builtin.template), M(ansible.builtin.copy) and M(ansible.builtin.file) cost one run per directory and
     two per file.
   - A file is rendered from a role template (O(files[].template), on the controller with the task's variables, as
@@ -34,6 +34,12 @@ description:
   - Use RV(changed_files) to act on one file only, for example to notify a handler only when the file a service
     reads changed.
 options:
+  owner:
+    description: User name or numeric uid of every directory and file that does not name its own.
+    type: str
+  group:
+    description: Group name or numeric gid of every directory and file that does not name its own.
+    type: str
   directories:
     description: Directories to create or fix, in order, before any file is written.
     type: list
@@ -50,10 +56,10 @@ options:
           - Omitted, a new directory gets the umask's default and an existing one keeps its mode.
         type: raw
       owner:
-        description: User name or numeric uid. Omitted, the owner is left as it is.
+        description: User name or numeric uid. Omitted (here and in O(owner)), the owner is left as it is.
         type: str
       group:
-        description: Group name or numeric gid. Omitted, the group is left as it is.
+        description: Group name or numeric gid. Omitted (here and in O(group)), the group is left as it is.
         type: str
   files:
     description: Files to write or remove, in order, after the directories. Each O(files[].dest) once.
@@ -84,10 +90,12 @@ options:
           - Omitted, a new file gets the umask's default and an existing one keeps its mode.
         type: raw
       owner:
-        description: User name or numeric uid. Omitted, a new file belongs to the user the module runs as.
+        description: User name or numeric uid. Omitted (here and in O(owner)), a new file belongs to the user the
+          module runs as and an existing one keeps its owner.
         type: str
       group:
-        description: Group name or numeric gid. Omitted, a new file gets that user's group.
+        description: Group name or numeric gid. Omitted (here and in O(group)), a new file gets that user's group and
+          an existing one keeps its group.
         type: str
       state:
         description: V(absent) removes the file when it exists (and needs no content).
@@ -208,7 +216,8 @@ def main():
     )
     try:
         result = converge(module.params['directories'], module.params['files'],
-                          check_mode=module.check_mode, want_diff=module._diff)
+                          check_mode=module.check_mode, want_diff=module._diff,
+                          owner=module.params['owner'], group=module.params['group'])
     except ConfigFilesError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
