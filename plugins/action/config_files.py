@@ -60,7 +60,7 @@ class ActionModule(ActionBase):
         result = super(ActionModule, self).run(tmp, task_vars)
         del tmp  # tmp no longer has any effect
 
-        dummy, args = self.validate_argument_spec(argument_spec=copy.deepcopy(ARGUMENT_SPEC))
+        dummy, args = self.validate_argument_spec(argument_spec=_controller_spec(ARGUMENT_SPEC))
         files = []
         for spec in args['files']:
             spec = dict(spec)
@@ -78,7 +78,7 @@ class ActionModule(ActionBase):
         result.update(self._execute_module(module_name=MODULE, module_args=dict(args, files=files),
                                            task_vars=task_vars))
         if isinstance(result.get('diff'), list):
-            contents = dict((spec['dest'], spec['content']) for spec in files)
+            contents = [spec['content'] for spec in files]
             result['diff'] = [self._content_diff(entry, contents) for entry in result['diff']]
         return result
 
@@ -116,10 +116,23 @@ class ActionModule(ActionBase):
 
     @staticmethod
     def _content_diff(entry, contents):
-        """A content entry of the module's diff (previous content in base64) as before/after text."""
+        """A content entry of the module's diff (previous content in base64, the file's position in
+        the request) as before/after text."""
         if 'before_b64' not in entry:
             return entry
         entry = dict(entry)
         entry['before'] = base64.b64decode(entry.pop('before_b64')).decode('utf-8', errors='replace')
-        entry['after'] = contents[entry['after_header']]
+        entry['after'] = contents[entry.pop('file_index')]
         return entry
+
+
+def _controller_spec(spec):
+    """The module's argument spec for checking on the controller: paths stay as written (a C(~) is
+    the target's home, expanded there by the module)."""
+    spec = copy.deepcopy(spec)
+    for option in spec.values():
+        if option.get('type') == 'path':
+            option['type'] = 'str'
+        if option.get('options'):
+            option['options'] = _controller_spec(option['options'])
+    return spec

@@ -266,8 +266,9 @@ def converge_file(spec, mode, uid, gid, check_mode, want_diff):
     """Write, fix or remove one file; returns (action, diff entries).
 
     In diff mode, the entry of a file that is not secret and whose content changes holds its
-    previous content in base64 (``before_b64``, empty for a new file), no ``before``/``after``:
-    the action plugin adds those, from the content it sent."""
+    previous content in base64 (``before_b64``, empty for a new file) and, added by converge, the
+    file's position in the request (``file_index``), no ``before``/``after``: the action plugin adds
+    those, from the content it sent."""
     dest = spec['dest']
     content = spec.get('content')
     state = spec.get('state') or 'present'
@@ -349,11 +350,14 @@ def converge(directories, files, check_mode=False, want_diff=False, owner=None, 
             result['changed_directories'].append(spec['path'])
             if diff:
                 diffs.append(diff)
-    for spec, mode, uid, gid in planned_files:
+    for index, (spec, mode, uid, gid) in enumerate(planned_files):
         action, file_diffs = _guard(spec['dest'], converge_file, spec, mode, uid, gid, check_mode, want_diff)
         result['files'].append({'dest': spec['dest'], 'action': action})
         if action in CHANGED_ACTIONS:
             result['changed_files'].append(spec['dest'])
+        for entry in file_diffs:
+            if 'before_b64' in entry:
+                entry['file_index'] = index  # which file's content is the after
         diffs.extend(file_diffs)
     result['changed'] = bool(result['changed_directories'] or result['changed_files'])
     if want_diff:

@@ -123,6 +123,8 @@ attributes:
     details: Content diffs of the files that are not secret (up to 100 KiB), created directories, and changes of mode,
       owner and group.
 notes:
+  - Templates are rendered with the template engine of ansible-core 2.19 or later; with an older core a task that
+    renders one fails and says so.
   - SELinux contexts, ACLs and extended attributes are not managed.
 seealso:
   - module: ansible.builtin.template
@@ -131,15 +133,15 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Write PgBouncer's config directory and files
+- name: Write PgBouncer's config directory and files (any change reloads it)
   psscript.infra.config_files:
+    owner: "999"
+    group: "999"
     directories:
-      - {path: /var/lib/psscript/psscript/pgbouncer-1, mode: "0700", owner: "999", group: "999"}
+      - {path: /var/lib/psscript/psscript/pgbouncer-1, mode: "0700"}
     files:
-      - {dest: /var/lib/psscript/psscript/pgbouncer-1/pgbouncer.ini, template: pgbouncer.ini.j2,
-         mode: "0600", owner: "999", group: "999"}
-      - {dest: /var/lib/psscript/psscript/pgbouncer-1/userlist.txt, template: userlist.txt.j2,
-         mode: "0600", owner: "999", group: "999", secret: true}
+      - {dest: /var/lib/psscript/psscript/pgbouncer-1/pgbouncer.ini, template: pgbouncer.ini.j2, mode: "0600"}
+      - {dest: /var/lib/psscript/psscript/pgbouncer-1/userlist.txt, template: userlist.txt.j2, mode: "0600", secret: true}
   notify: Reload pgbouncer
 
 - name: Passwords, a copied script and a file that must go

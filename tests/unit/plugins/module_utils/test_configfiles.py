@@ -195,7 +195,7 @@ def test_diff_never_carries_a_secret_and_carries_the_old_content_of_the_others(t
     result = cf.converge(directories, files, want_diff=True)
     conf, password = [entry for entry in result['diff'] if entry.get('before_header', '').endswith('app.conf')
                       or 'password' in entry.get('prepared', '')]
-    assert base64.b64decode(conf['before_b64']) == b'port 1\n'
+    assert base64.b64decode(conf['before_b64']) == b'port 1\n' and conf['file_index'] == 0
     assert 'after' not in conf
     assert password == {'prepared': '%s: secret content changed (not shown)' % files[1]['dest']}
     assert 'new secret' not in repr(result) and 'secret\\n' not in repr(result)
