@@ -221,12 +221,6 @@ def _apply_attributes(path, changes):
         os.chmod(path, changes['mode'][1])
 
 
-def _default_directory_mode():
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o777 & ~umask
-
-
 def _missing_parents(path):
     """path and its missing ancestors, outermost first."""
     missing = []
@@ -252,7 +246,8 @@ def converge_directory(path, mode, uid, gid, check_mode):
                     attribute_changes({}, mode, uid, gid))[1])}
         if not check_mode:
             for missing in _missing_parents(path):
-                os.mkdir(missing)
+                # Private until its mode is set, when one is wanted.
+                os.mkdir(missing, 0o700 if mode is not None else 0o777)
                 # As ansible.builtin.file: every directory it creates gets the wanted attributes.
                 _apply_attributes(missing, attribute_changes(inspect(missing), mode, uid, gid))
     elif action == 'attributes':
@@ -284,7 +279,7 @@ def converge_file(spec, mode, uid, gid, check_mode, want_diff):
             if secret:
                 diffs.append({'prepared': '%s: secret content %s (not shown)'
                                           % (dest, 'created' if action == 'created' else 'changed')})
-            elif action == 'content' and os.path.getsize(dest) > DIFF_MAX_BYTES:
+            elif max(len(content), os.path.getsize(dest) if action == 'content' else 0) > DIFF_MAX_BYTES:
                 diffs.append({'prepared': '%s: content changed (larger than %d bytes, not shown)' % (dest, DIFF_MAX_BYTES)})
             else:
                 diffs.append({'before_header': dest, 'after_header': dest,

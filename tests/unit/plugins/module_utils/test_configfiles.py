@@ -249,3 +249,10 @@ def test_owner_and_group_of_new_and_existing_files(tmp_path):
     assert cf.converge([], files)['files'][0]['action'] == 'attributes'
     st = os.stat(str(tmp_path / 'a'))
     assert (st.st_uid, st.st_gid) == (999, 998)
+
+
+def test_a_large_file_is_not_diffed(tmp_path):
+    big = 'x' * (cf.DIFF_MAX_BYTES + 1)
+    result = cf.converge([], [{'dest': str(tmp_path / 'big'), 'content': big}], want_diff=True)
+    assert result['diff'] == [{'prepared': '%s: content changed (larger than %d bytes, not shown)'
+                                           % (tmp_path / 'big', cf.DIFF_MAX_BYTES)}]
