@@ -99,7 +99,10 @@ class ActionModule(ActionBase):
         template_vars.update(generate_ansible_template_vars(
             path=name, fullpath=source, dest_path=dest, include_ansible_managed='ansible_managed' not in template_vars))
         templar = self._templar.copy_with_new_env(searchpath=searchpath, available_variables=template_vars)
-        rendered = templar.template(template_data, escape_backslashes=False, overrides=TEMPLATE_OVERRIDES)
+        try:
+            rendered = templar.template(template_data, escape_backslashes=False, overrides=TEMPLATE_OVERRIDES)
+        except AnsibleError as exc:
+            raise AnsibleActionFail('config_files: template %s for %s: %s' % (name, dest, to_text(exc)), orig_exc=exc)
         return '' if rendered is None else to_text(rendered)
 
     def _read_file(self, name):
