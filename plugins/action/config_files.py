@@ -75,8 +75,11 @@ class ActionModule(ActionBase):
             spec.pop('src', None)
             files.append(spec)
 
-        result.update(self._execute_module(module_name=MODULE, module_args=dict(args, files=files),
-                                           task_vars=task_vars))
+        try:
+            result.update(self._execute_module(module_name=MODULE, module_args=dict(args, files=files),
+                                               task_vars=task_vars))
+        finally:
+            self._remove_tmp_path(self._connection._shell.tmpdir)
         if isinstance(result.get('diff'), list):
             contents = [spec['content'] for spec in files]
             result['diff'] = [self._content_diff(entry, contents) for entry in result['diff']]
