@@ -15,7 +15,7 @@ Decisions (and why):
   ``backup_manifest``, timeline history files included) is present in ``wal_archive_dir``,
   waiting a bounded time (and asking for ``pg_switch_wal()`` once, when the role may). Only
   then is the backup published.
-* **The files are hashed once, by pg_basebackup** (``--manifest-checksums=SHA256``): the server
+* **The files are hashed once, by pg_basebackup** (plain: ``--manifest-checksums=SHA256``): the server
   computes the SHA-256 of every file while it sends it, and the catalog records those checksums
   from ``backup_manifest`` instead of reading the whole backup again (that second read cost a
   third of a backup's time). Before recording them we check that the files written are exactly
@@ -27,7 +27,9 @@ Decisions (and why):
   written. pg_verifybackup and pg_combinebackup of PostgreSQL 17 read only plain directories, so
   a compressed backup is unpacked to be checked or restored (``extract_data`` puts the manifest
   beside the unpacked files). The catalog records the SHA-256 of the archive (a read of the
-  compressed bytes only) and of the manifest, whose checksums cover the contents. The plain
+  compressed bytes only) and of the manifest, whose checksums cover the contents. Those are the
+  default CRC32C: the archive's SHA-256 already authenticates every byte, so the server does not
+  spend SHA-256 on each file of a backup nobody reads unpacked. The plain
   manifest is what the next incremental (``--incremental=<parent>/backup_manifest``) needs, so
   compressed parents work.
 * **Free space is checked first**: the expected size is the plain size of the last full
@@ -81,8 +83,11 @@ DATA_DIR = 'data'
 ARCHIVE_FILE = 'data.tar.zst'
 MANIFEST_FILE = 'backup_manifest'
 TOOLS = ('pg_basebackup', 'pg_verifybackup', 'pg_combinebackup')
-# What pg_basebackup hashes every file with while it streams (the catalog records these checksums).
+# What pg_basebackup hashes every file with while it streams. A plain backup's catalog records these SHA-256
+# checksums as its file hashes. A compressed backup's catalog hashes the archive itself, so its manifest keeps
+# PostgreSQL's default CRC32C (what pg_verifybackup checks after unpacking): the server computes no SHA-256.
 MANIFEST_CHECKSUMS = 'SHA256'
+PACKED_MANIFEST_CHECKSUMS = 'CRC32C'
 # Compression in the stream, by pg_basebackup itself (tar format; see the decisions above).
 STREAM_COMPRESSION = 'client-zstd'
 BASE_ARCHIVE = 'base.tar.zst'
@@ -131,10 +136,15 @@ def password_file(password):
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def manifest_checksums(compress):
+    """The ``--manifest-checksums`` algorithm of a plain (SHA256) or compressed (CRC32C) backup."""
+    return PACKED_MANIFEST_CHECKSUMS if compress else MANIFEST_CHECKSUMS
+
+
 def basebackup_command(binary, params, target, label, parent_manifest=None, max_rate=None, compress=False):
     """The pg_basebackup command line (no password on it; see connection_env)."""
     cmd = [binary, '--pgdata', target, '--format', 'tar' if compress else 'plain', '--wal-method', 'none',
-           '--checkpoint', 'fast', '--no-sync', '--manifest-checksums', MANIFEST_CHECKSUMS, '--label', label,
+           '--checkpoint', 'fast', '--no-sync', '--manifest-checksums', manifest_checksums(compress), '--label', label,
            '--no-password', '--host', params['login_host'], '--port', str(params['login_port']),
            '--username', params['login_user']]
     if compress:
@@ -356,24 +366,24 @@ def _files_on_disk(top):
     return found
 
 
-def manifest_file_hashes(manifest_text):
+def manifest_file_hashes(manifest_text, algorithm=MANIFEST_CHECKSUMS):
     """``{path: dict(sha256, size)}`` of the files a ``backup_manifest`` lists, with the checksums pg_basebackup
-    computed while streaming them; raises when a file has no SHA-256 there (``--manifest-checksums`` ignored)."""
+    computed while streaming them (``dict(size)`` only when ``algorithm`` is not SHA256); raises when a file has no
+    checksum of ``algorithm`` there (``--manifest-checksums`` ignored)."""
     try:
         listed = json.loads(manifest_text).get('Files') or []
     except (ValueError, AttributeError) as err:
         raise BackupError('backup_manifest is not a JSON object (%s): run the backup again' % err)
     result = {}
     for item in listed:
-        path, algorithm, checksum = item.get('Path'), item.get('Checksum-Algorithm'), item.get('Checksum')
+        path, found, checksum = item.get('Path'), item.get('Checksum-Algorithm'), item.get('Checksum')
         size = item.get('Size')
-        if not isinstance(path, str) or algorithm != MANIFEST_CHECKSUMS or not isinstance(checksum, str) \
+        if not isinstance(path, str) or found != algorithm or not isinstance(checksum, str) \
                 or not isinstance(size, int) or isinstance(size, bool):
             raise BackupError('backup_manifest lists %s without a %s checksum and size (%s %r): pg_basebackup did not '
                               'hash as asked (--manifest-checksums=%s); check that the client tools are PostgreSQL 13 '
-                              'or later' % (path or item.get('Encoded-Path'), MANIFEST_CHECKSUMS, algorithm, checksum,
-                                            MANIFEST_CHECKSUMS))
-        result[path] = dict(sha256=checksum.lower(), size=size)
+                              'or later' % (path or item.get('Encoded-Path'), algorithm, found, checksum, algorithm))
+        result[path] = dict(sha256=checksum.lower(), size=size) if algorithm == MANIFEST_CHECKSUMS else dict(size=size)
     return result
 
 
@@ -486,7 +496,7 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
             manifest_text = handle.read()
         label = _catalog.parse_backup_label(label_text)
         manifest = _catalog.parse_manifest(manifest_text)
-        listed = manifest_file_hashes(manifest_text)
+        listed = manifest_file_hashes(manifest_text, manifest_checksums(compress))
         if not compress:
             files = plain_files(staged, listed)
         # Plain sizes (what a restore unpacks), compressed or not: the listed files plus the manifest.
@@ -520,7 +530,7 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
             layout='tar.zst' if compress else 'plain',
             compressed=bool(compress),
             compression=STREAM_COMPRESSION if compress else None,
-            manifest_checksums=MANIFEST_CHECKSUMS,
+            manifest_checksums=manifest_checksums(compress),
             data_bytes=data_bytes,
             start_lsn=label['start_lsn'],
             stop_lsn=last['end_lsn'],

@@ -144,12 +144,13 @@ def test_compressed_chain_verifies_by_unpacking(db):
     assert inc['backup']['parent'] == full['backup_id']
     for result in (full, inc):
         assert result['backup']['layout'] == 'tar.zst' and result['backup']['compressed'] is True
-        # Compressed by pg_basebackup in its stream, its file checksums SHA-256 in the manifest beside the archive.
-        assert result['backup']['compression'] == 'client-zstd' and result['backup']['manifest_checksums'] == 'SHA256'
+        # Compressed by pg_basebackup in its stream; the manifest beside the archive keeps CRC32C file checksums (the
+        # catalog's SHA-256 of the archive covers every byte; pg_verifybackup checks CRC32C after unpacking).
+        assert result['backup']['compression'] == 'client-zstd' and result['backup']['manifest_checksums'] == 'CRC32C'
         assert sorted(os.listdir(os.path.join(backups, result['backup_id']))) == [
             'backup_manifest', 'catalog.json', 'data.tar.zst']
         with open(os.path.join(backups, result['backup_id'], 'backup_manifest')) as handle:
-            assert set(f['Checksum-Algorithm'] for f in json.load(handle)['Files']) == {'SHA256'}
+            assert set(f['Checksum-Algorithm'] for f in json.load(handle)['Files']) == {'CRC32C'}
     assert full['backup']['bytes'] * 2 < full['backup']['data_bytes']  # zstd did compress
 
     verified = ok(db.module(backups=backups, action='verify', backup_id='all', wal_archive_dir='/wal-archive'))

@@ -45,12 +45,12 @@ class FakeBasebackup(object):
     """``run`` for take_backup: pg_basebackup writes CONTENT (plain, or tar + zstd with the manifest beside it, as
     ``-Ft --compress=client-zstd`` does); every other command (tar) really runs."""
 
-    def __init__(self, tmp_path, extra=None, listed=None, algorithm='SHA256'):
+    def __init__(self, tmp_path, extra=None, listed=None, algorithm=None):
         self.source = str(tmp_path / 'source')
         self.content = dict(CONTENT)
         self.extra = extra or {}  # written, not in the manifest
         self.listed = listed or self.content  # what the manifest lists
-        self.algorithm = algorithm
+        self.algorithm = algorithm  # None: what the command asks for
         self.commands = []
 
     def __call__(self, cmd, environ_update=None):
@@ -70,7 +70,7 @@ class FakeBasebackup(object):
             subprocess.run(['tar', '--use-compress-program', 'zstd -q', '-C', tree, '-cf',
                             os.path.join(target, 'base.tar.zst')] + list(self.content), check=True)
         with open(os.path.join(target, 'backup_manifest'), 'w') as handle:
-            handle.write(manifest_of(self.listed, self.algorithm))
+            handle.write(manifest_of(self.listed, self.algorithm or cmd[cmd.index('--manifest-checksums') + 1]))
         return 0, '', ''
 
 
@@ -102,14 +102,15 @@ def counting_hash_file(monkeypatch):
     return hashed
 
 
-def test_basebackup_command_asks_for_sha256_checksums_and_compresses_in_the_stream():
+def test_basebackup_command_asks_for_sha256_checksums_when_plain_and_compresses_in_the_stream():
     plain = _pgbackup.basebackup_command('/usr/bin/pg_basebackup', PARAMS, '/b/.tmp-x/data', 'x')
     assert plain[plain.index('--manifest-checksums') + 1] == 'SHA256'
     assert plain[plain.index('--format') + 1] == 'plain' and '--compress' not in plain
     packed = _pgbackup.basebackup_command('/usr/bin/pg_basebackup', PARAMS, '/b/.tmp-x/data', 'x', compress=True)
     assert packed[packed.index('--format') + 1] == 'tar'
     assert packed[packed.index('--compress') + 1] == 'client-zstd'
-    assert packed[packed.index('--manifest-checksums') + 1] == 'SHA256'
+    # The catalog hashes the archive: the server does not compute SHA-256 of every file.
+    assert packed[packed.index('--manifest-checksums') + 1] == 'CRC32C'
 
 
 def test_plain_backup_records_the_manifest_checksums_without_reading_the_data_again(tmp_path, layout, monkeypatch):
@@ -152,7 +153,7 @@ def test_compressed_backup_is_compressed_by_pg_basebackup_and_unpacks_with_its_m
     monkeypatch.undo()
     path = os.path.join(layout[0], entry['id'])
     assert sorted(os.listdir(path)) == ['backup_manifest', 'catalog.json', 'data.tar.zst']
-    assert entry['layout'] == 'tar.zst' and entry['compression'] == 'client-zstd' and entry['manifest_checksums'] == 'SHA256'
+    assert entry['layout'] == 'tar.zst' and entry['compression'] == 'client-zstd' and entry['manifest_checksums'] == 'CRC32C'
     assert sorted(entry['files']) == ['backup_manifest', 'data.tar.zst'] and _catalog.check_hashes(path, entry) == []
     assert entry['start_lsn'] == '0/2000028' and entry['timeline'] == 1
     assert entry['data_bytes'] == sum(len(d) for d in CONTENT.values()) + entry['files']['backup_manifest']['size']
@@ -187,6 +188,13 @@ def test_a_manifest_without_sha256_checksums_is_refused(tmp_path, layout):
     with pytest.raises(BackupError) as caught:
         take(FakeBasebackup(tmp_path, algorithm='CRC32C'), layout, False)
     assert 'without a SHA256 checksum' in caught.value.msg and '--manifest-checksums=SHA256' in caught.value.msg
+    assert os.listdir(layout[0]) == []
+
+
+def test_a_compressed_backup_manifest_must_have_the_checksums_asked_for(tmp_path, layout):
+    with pytest.raises(BackupError) as caught:
+        take(FakeBasebackup(tmp_path, algorithm='SHA256'), layout, True)
+    assert 'without a CRC32C checksum' in caught.value.msg and '--manifest-checksums=CRC32C' in caught.value.msg
     assert os.listdir(layout[0]) == []
 
 
