@@ -60,7 +60,7 @@ unit: venv collection
 
 # Module tests against real PostgreSQL 17 containers of the stack's own images.
 integration: images
-	$(PY) -m pytest tests/integration -q
+	$(PY) -m pytest tests/integration -q --durations=15
 
 molecule: venv engine collection
 	@set -e; for s in $(SCENARIOS); do t=$$(date +%s); echo "=== molecule scenario $$s"; $(BIN)/molecule test -s $$s; \

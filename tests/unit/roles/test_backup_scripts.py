@@ -1,0 +1,62 @@
+# -*- coding: utf-8 -*-
+"""The scripts the backup role installs in the backup container, run as the container runs them."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+
+import ansible_collections.psscript.infra as collection
+from ansible_collections.psscript.infra.plugins.module_utils import _catalog
+
+FILES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "roles", "backup", "files")
+# The directory holding ansible_collections/, as ANSIBLE_COLLECTIONS_PATH names it in the container.
+COLLECTIONS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(collection.__path__[0]))))
+START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def catalog_state(postgres, redis):
+    proc = subprocess.run([sys.executable, os.path.join(FILES, "catalog-state"), str(postgres), str(redis)],
+                          capture_output=True, text=True, check=False,
+                          env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def publish(root, minutes, backup_type="full", parent=None, **extra):
+    backup_id = _catalog.new_backup_id(backup_type, START + datetime.timedelta(minutes=minutes))
+    staged = _catalog.start_backup(str(root), backup_id)
+    with open(os.path.join(staged, "data"), "w") as handle:
+        handle.write("x")
+    entry = _catalog.make_entry(backup_id, backup_type, _catalog.format_time(START + datetime.timedelta(minutes=minutes)),
+                                _catalog.format_time(START + datetime.timedelta(minutes=minutes + 1)),
+                                _catalog.hash_tree(staged), parent=parent, **extra)
+    _catalog.publish(str(root), entry, staged)
+    return backup_id
+
+
+def test_catalog_state_of_empty_catalogs_says_both_first_backups_are_needed(tmp_path):
+    (tmp_path / "pg").mkdir()
+    (tmp_path / "redis").mkdir()
+    assert catalog_state(tmp_path / "pg", tmp_path / "redis") == dict(
+        postgres=dict(last_verified_full=None), redis=dict(latest=None))
+
+
+def test_catalog_state_names_the_newest_verified_full_and_the_newest_snapshot(tmp_path):
+    pg, redis = tmp_path / "pg", tmp_path / "redis"
+    pg.mkdir()
+    redis.mkdir()
+    verified = publish(pg, 0, verified=True)
+    publish(pg, 10)  # a newer full not verified (yet): not what the decision counts
+    snapshot = publish(redis, 5, service="redis")
+    (pg / "unreadable-entry").mkdir()  # not a backup id: ignored as the modules ignore it
+    assert catalog_state(pg, redis) == dict(postgres=dict(last_verified_full=verified), redis=dict(latest=snapshot))
+
+
+def test_catalog_state_without_its_two_arguments_is_a_usage_error(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(FILES, "catalog-state"), str(tmp_path)],
+                          capture_output=True, text=True, check=False,
+                          env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS))
+    assert proc.returncode == 2 and "usage: catalog-state" in proc.stderr
