@@ -1,6 +1,6 @@
 # psscript.infra: two commands do everything on a fresh machine.
 #   make up     deploy the whole stack on this machine (inventories/local)
-#   make test   every test: lint, sanity, unit, molecule scenarios
+#   make test   every test: lint, sanity, unit, integration, molecule scenarios
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -15,13 +15,13 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv engine collection images up down lint sanity unit integration molecule test clean
+.PHONY: help venv engine collection images up down lint sanity unit checks integration molecule test clean
 
 help:
 	@echo "make up        deploy the whole stack on this machine"
 	@echo "make down      remove the stack's containers, keep data (PURGE=1 removes volumes too)"
-	@echo "make test      lint + sanity + unit + molecule ($(SCENARIOS))"
-	@echo "make lint | sanity | unit | integration | molecule [SCENARIOS='default failover restore multihost']"
+	@echo "make test      lint + sanity + unit (beside integration), then molecule ($(SCENARIOS))"
+	@echo "make lint | sanity | unit | checks | integration | molecule [SCENARIOS='default failover restore multihost']"
 
 $(VENV)/.stamp: requirements.txt requirements-dev.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -66,10 +66,18 @@ molecule: venv engine collection
 	@set -e; for s in $(SCENARIOS); do t=$$(date +%s); echo "=== molecule scenario $$s"; $(BIN)/molecule test -s $$s; \
 	  echo "=== molecule scenario $$s took $$(( $$(date +%s) - t ))s"; done
 
-# Each part in turn, with its duration (CI's step timings).
-test:
-	@set -e; for part in lint sanity unit integration molecule; do t=$$(date +%s); \
+# The static checks and unit tests, each with its duration.
+checks:
+	@set -e; for part in lint sanity unit; do t=$$(date +%s); \
 	  $(MAKE) --no-print-directory $$part; echo "=== make $$part took $$(( $$(date +%s) - t ))s"; done
+
+# Every test, with the durations CI reports. The static checks (CPU) run beside the integration tests (mostly
+# waiting on containers), each one's output printed whole when it ends; then the molecule scenarios.
+test: venv collection
+	@set -e; t=$$(date +%s); \
+	  $(MAKE) --no-print-directory -j2 --output-sync=recurse checks integration; \
+	  echo "=== make checks and integration, side by side, took $$(( $$(date +%s) - t ))s"; \
+	  t=$$(date +%s); $(MAKE) --no-print-directory molecule; echo "=== make molecule took $$(( $$(date +%s) - t ))s"
 
 clean:
 	rm -rf .cache tests/output
