@@ -366,7 +366,7 @@ backup:
     - Times are UTC from the server's clock; C(stop_lsn) and C(wal_stop) mark the end of the WAL the backup needs.
     - C(wal_sha256) is the SHA-256 of each archived WAL file of the backup's own range when it was taken; restores
       compare it before replaying.
-    - C(manifest_checksums) is the algorithm of the file checksums in C(backup_manifest): V(SHA256) for a plain backup
+    - C(manifest_checksums) is the algorithm of the file checksums in C(backup_manifest), V(SHA256) for a plain backup
       (the catalog records them as its file hashes), V(CRC32C) for a compressed one (the catalog hashes the archive);
       C(compression) is how a compressed backup was compressed (V(client-zstd)), null when plain.
   returned: action is backup, not in check mode
