@@ -237,8 +237,8 @@ notes:
   - The connection options are used by O(action=backup), and by O(action=restore) with O(live=true) to check that no
     server answers for the live directory; O(db) defaults to V(postgres) here. The login role needs
     C(REPLICATION) and a C(host replication) line in C(pg_hba.conf); C(pg_read_all_stats) lets it read database sizes
-    for the first free-space check, and C(EXECUTE) on C(pg_switch_wal()) lets it close the current WAL segment when the
-    archive lags (without it, the server's own switch at backup end is awaited).
+    for the first free-space check, and C(EXECUTE) on the function C(pg_switch_wal) lets it close the current WAL
+    segment when the archive lags (without it, the server's own switch at backup end is awaited).
   - Jobs that write into O(backup_dir) hold an exclusive lock on C(<backup_dir>/.lock); a second one fails at once.
   - O(action=restore) holds C(<backup_dir>/.readers) shared from choosing the chain to its end, and O(action=prune)
     holds it exclusive, so a cleanup never deletes a backup or WAL that a running restore reads (it fails at once and
