@@ -69,6 +69,18 @@ options:
           - Check the endpoint's TLS certificate. Turn off only for a test endpoint with a self-signed certificate.
         type: bool
         default: true
+      read_timeout:
+        description:
+          - Seconds a request to S3 may wait for the next byte before it fails (and is tried again, see
+            O(s3.max_attempts)).
+        type: int
+        default: 120
+      max_attempts:
+        description:
+          - Attempts per S3 request, with botocore's standard back-off (up to 20 s) between them. An S3 endpoint
+            that is unreachable fails a request after about O(s3.max_attempts) x O(s3.read_timeout) seconds.
+        type: int
+        default: 5
 requirements:
   - boto3 (on the host that runs the module; the C(psscript/backup) image has it), when O(s3) is given
 '''

@@ -103,6 +103,11 @@ class S3Error(Exception):
 # ---------------------------------------------------------------------------------------------
 # Argument spec (documented once in plugins/doc_fragments/s3.py)
 
+# The S3 client's patience: seconds without a byte before a request fails, and attempts per request
+# (botocore's standard retry mode, back-off up to 20 s between them).
+READ_TIMEOUT = 120
+MAX_ATTEMPTS = 5
+
 
 def s3_argument_spec():
     """The ``s3`` option shared by the backup modules."""
@@ -120,6 +125,8 @@ def s3_argument_spec():
                 sse=dict(type='str', choices=list(SSE_CHOICES)),
                 sse_kms_key_id=dict(type='str', no_log=False),
                 validate_certs=dict(type='bool', default=True),
+                read_timeout=dict(type='int', default=READ_TIMEOUT),
+                max_attempts=dict(type='int', default=MAX_ATTEMPTS),
             ),
         ),
     )
@@ -132,6 +139,9 @@ def check_params(params_s3):
         return problems
     if params_s3.get('sse_kms_key_id') and params_s3.get('sse') != 'aws:kms':
         problems.append('s3.sse_kms_key_id needs s3.sse=aws:kms')
+    for key in ('read_timeout', 'max_attempts'):
+        if params_s3.get(key) is not None and params_s3[key] < 1:
+            problems.append('s3.%s must be 1 or more, not %s' % (key, params_s3[key]))
     if bool(params_s3.get('access_key')) != bool(params_s3.get('secret_key')):
         problems.append('give both s3.access_key and s3.secret_key, or neither (then boto3 reads AWS_ACCESS_KEY_ID / '
                         'AWS_SECRET_ACCESS_KEY, a profile or an instance role)')
@@ -268,8 +278,10 @@ def directories(top):
 
 
 def _client_config(params_s3):
-    kwargs = dict(signature_version='s3v4', connect_timeout=10, read_timeout=120,
-                  retries={'max_attempts': 5, 'mode': 'standard'},
+    # The same defaults when the settings come from a file (the WAL shipper's s3.json), not the argument spec.
+    kwargs = dict(signature_version='s3v4', connect_timeout=10,
+                  read_timeout=params_s3.get('read_timeout') or READ_TIMEOUT,
+                  retries={'max_attempts': params_s3.get('max_attempts') or MAX_ATTEMPTS, 'mode': 'standard'},
                   # Self-hosted S3 (MinIO, Ceph) is usually reached by path, not by bucket host name.
                   s3={'addressing_style': 'path' if params_s3.get('endpoint_url') else 'auto'})
     # botocore >= 1.36 adds CRC checksums to every request by default, which some S3

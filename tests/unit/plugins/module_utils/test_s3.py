@@ -37,8 +37,9 @@ def test_argument_spec_matches_the_contract():
     assert opts['secret_key']['no_log'] is True
     assert opts['sse']['choices'] == ['AES256', 'aws:kms']
     assert opts['validate_certs'] == dict(type='bool', default=True)
+    assert opts['read_timeout'] == dict(type='int', default=120) and opts['max_attempts'] == dict(type='int', default=5)
     assert sorted(opts) == sorted(['bucket', 'prefix', 'endpoint_url', 'region', 'access_key', 'secret_key', 'sse',
-                                   'sse_kms_key_id', 'validate_certs'])
+                                   'sse_kms_key_id', 'validate_certs', 'read_timeout', 'max_attempts'])
 
 
 @pytest.mark.parametrize('prefix, kind, expected', [
@@ -62,6 +63,8 @@ def test_base_key_refuses_unknown_kind():
     (dict(bucket='b', access_key='a'), 'give both'),
     (dict(bucket='b', secret_key='s'), 'give both'),
     (dict(bucket='b', prefix='a/../b'), "must not contain '..'"),
+    (dict(bucket='b', read_timeout=0), 's3.read_timeout must be 1 or more'),
+    (dict(bucket='b', max_attempts=0), 's3.max_attempts must be 1 or more'),
 ])
 def test_check_params(params, problem):
     assert any(problem in p for p in _s3.check_params(params))
@@ -70,6 +73,16 @@ def test_check_params(params, problem):
 def test_check_params_accepts_good_ones():
     assert _s3.check_params(None) == []
     assert _s3.check_params(dict(bucket='b', sse='aws:kms', sse_kms_key_id='k', access_key='a', secret_key='s')) == []
+
+
+def test_client_config_takes_the_timeout_and_attempts_or_the_defaults():
+    pytest.importorskip('botocore')
+    given = _s3._client_config(dict(bucket='b', read_timeout=5, max_attempts=1))
+    assert given.read_timeout == 5 and given.retries == {'max_attempts': 1, 'mode': 'standard'}
+    # A settings file (the WAL shipper's s3.json) without them gets the argument spec's defaults.
+    default = _s3._client_config(dict(bucket='b'))
+    assert default.read_timeout == _s3.READ_TIMEOUT == 120
+    assert default.retries == {'max_attempts': _s3.MAX_ATTEMPTS, 'mode': 'standard'}
 
 
 def test_put_args_always_carry_sse_and_hash():
