@@ -17,10 +17,15 @@ COLLECTIONS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(co
 START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 
 
-def catalog_state(postgres, redis):
-    proc = subprocess.run([sys.executable, os.path.join(FILES, "catalog-state"), str(postgres), str(redis)],
+def run_catalog_state(*args):
+    """The script run as the container runs it (the collection found through ANSIBLE_COLLECTIONS_PATH)."""
+    return subprocess.run([sys.executable, os.path.join(FILES, "catalog-state")] + [str(a) for a in args],
                           capture_output=True, text=True, check=False,
                           env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS))
+
+
+def catalog_state(postgres, redis):
+    proc = run_catalog_state(postgres, redis)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -56,7 +61,5 @@ def test_catalog_state_names_the_newest_verified_full_and_the_newest_snapshot(tm
 
 
 def test_catalog_state_without_its_two_arguments_is_a_usage_error(tmp_path):
-    proc = subprocess.run([sys.executable, os.path.join(FILES, "catalog-state"), str(tmp_path)],
-                          capture_output=True, text=True, check=False,
-                          env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS))
+    proc = run_catalog_state(tmp_path)
     assert proc.returncode == 2 and "usage: catalog-state" in proc.stderr
