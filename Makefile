@@ -62,8 +62,13 @@ unit: venv collection
 integration: images
 	$(PY) -m pytest tests/integration -q --durations=15
 
+# Each scenario's output is also kept in .cache/logs; when one fails, its failed tasks are printed again at
+# the end, where a CI log's tail shows them.
 molecule: venv engine collection
-	@set -e; for s in $(SCENARIOS); do t=$$(date +%s); echo "=== molecule scenario $$s"; $(BIN)/molecule test -s $$s; \
+	@set -eo pipefail; mkdir -p .cache/logs; for s in $(SCENARIOS); do t=$$(date +%s); echo "=== molecule scenario $$s"; \
+	  if ! $(BIN)/molecule test -s $$s 2>&1 | tee .cache/logs/molecule-$$s.log; then \
+	    echo "=== molecule scenario $$s FAILED after $$(( $$(date +%s) - t ))s; its failed tasks:"; \
+	    scripts/failed-tasks.sh .cache/logs/molecule-$$s.log; exit 1; fi; \
 	  echo "=== molecule scenario $$s took $$(( $$(date +%s) - t ))s"; done
 
 # The static checks and unit tests, each with its duration.

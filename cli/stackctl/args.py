@@ -29,8 +29,9 @@ VERBS = {
              'Stops containers in reverse start order on the Docker host of each instance (playbooks/containers.yml).'),
     'restart': ('[SERVICE...]', 'restart the given services (default: all)',
                 'Restarts containers in start order on the Docker host of each instance (playbooks/containers.yml).'),
-    'status': ('', 'table of every instance: container, state, health, address, role',
-               'Reads the inventory with playbooks/instances.yml; the Redis role comes from each node.'),
+    'status': ('', 'table of every instance: container, state, health, address, role, packages',
+               'Reads the inventory with playbooks/instances.yml; the Redis role comes from each node, the\n'
+               "packages (PACKAGE=VERSION of PostgreSQL, PgBouncer, Redis) from the label of the container's image."),
     'health': ('[--textfile PATH]', 'run every health check (playbooks/health.yml); non-zero when unhealthy',
                '--textfile PATH also writes psscript_* metrics for a node-exporter textfile collector.'),
     'logs': ('SERVICE [-f] [--tail N]', "the container's log (-f follows)", ''),
@@ -51,10 +52,13 @@ VERBS = {
               'or INFO replication on every node', ''),
     'switchover': ('', 'planned Redis master switchover (playbooks/switchover.yml)', ''),
     'drill': ('', 'restore drill into scratch containers (playbooks/drill.yml)', ''),
+    'images': ('[--refresh]', "build the stack's images where their inputs changed (playbooks/images.yml)",
+               '--refresh also rebuilds each image that has package updates, security updates included\n'
+               '(refresh=true). Running containers keep their image until start (site.yml) recreates them.'),
     'help': ('[VERB]', 'this help, or the help of one verb', ''),
 }
 # Long operations: shown as a progress line of task names.
-PROGRESS_VERBS = frozenset(('start', 'stop', 'restart', 'backup', 'restore', 'drill'))
+PROGRESS_VERBS = frozenset(('start', 'stop', 'restart', 'backup', 'restore', 'drill', 'images'))
 
 
 class UsageError(Exception):
@@ -123,6 +127,8 @@ def _verb_parser(verb):
         sub.add_argument('--yes', action='store_true')
     elif verb in ('pgbouncer', 'redis'):
         sub.add_argument('view')
+    elif verb == 'images':
+        sub.add_argument('--refresh', action='store_true')
     elif verb == 'help':
         sub.add_argument('topic', nargs='?')
     return sub
@@ -234,6 +240,10 @@ def playbook_command(opts, ansible_playbook='ansible-playbook'):
         book = 'backups.yml'
     elif verb == 'drill':
         book = 'drill.yml'
+    elif verb == 'images':
+        book = 'images.yml'
+        if opts.get('refresh'):
+            extra += ['-e', 'refresh=true']
     elif verb == 'restore':
         book = 'restore.yml'
         extra += ['-e', 'service=%s' % opts['service']]

@@ -36,7 +36,7 @@ def status_rows(facts):
         role = {'slave': 'replica'}.get(role, role)
         address = inst['address'] + (':%s' % inst['port'] if inst.get('port') else '')
         rows.append([name, inst['container'], inst.get('state') or 'missing', inst.get('health') or '',
-                     address, role])
+                     address, role, inst.get('packages') or ''])
     return rows
 
 
@@ -49,7 +49,8 @@ def one_instance(stack, name):
 
 def cmd_status(stack, opts):
     facts = stack.facts(live=True)
-    sys.stdout.write(render_table(['instance', 'container', 'state', 'health', 'address', 'role'], status_rows(facts)))
+    sys.stdout.write(render_table(['instance', 'container', 'state', 'health', 'address', 'role', 'packages'],
+                                  status_rows(facts)))
     return 0
 
 

@@ -89,7 +89,8 @@ def test_module_arguments_match_the_awx_modules(tmp_path):
 def test_job_templates_run_existing_playbooks():
     templates = _play_vars()["awx_job_templates"]
     names = [t["name"] for t in templates]
-    assert names == ["site", "backup", "health", "drill"]
+    assert names == ["site", "backup", "health", "drill", "images refresh"]
+    assert next(t for t in templates if t["name"] == "images refresh")["extra_vars"] == {"refresh": True}
     for template in templates:
         path = os.path.join(REPO, template["playbook"])
         assert os.path.isfile(path), "job template %s runs %s, which does not exist" % (template["name"], template["playbook"])
@@ -110,7 +111,8 @@ def test_schedules_point_at_templates_and_repeat_as_documented():
         first, second = list(rule[:2])
         assert first.tzinfo is not None and first.utcoffset() == datetime.timedelta(0)
         periods[schedule["template"]] = second - first
-    assert periods == {"drill": datetime.timedelta(days=7), "health": datetime.timedelta(hours=1)}
+    assert periods == {"drill": datetime.timedelta(days=7), "health": datetime.timedelta(hours=1),
+                       "images refresh": datetime.timedelta(days=7)}
 
 
 def _backup_type_check():

@@ -116,6 +116,11 @@ def test_report_playbooks():
     assert playbook('-e', 'x=1', 'drill') == ['ansible-playbook', '-i', 'inv', book('drill.yml'), '-e', 'x=1']
 
 
+def test_images_and_refresh():
+    assert playbook('images') == ['ansible-playbook', '-i', 'inv', book('images.yml')]
+    assert playbook('images', '--refresh') == ['ansible-playbook', '-i', 'inv', book('images.yml'), '-e', 'refresh=true']
+
+
 def test_restore_mapping():
     base = ['ansible-playbook', '-i', 'inv', book('restore.yml')]
     assert playbook('restore', 'postgres') == base + ['-e', 'service=postgres']
@@ -367,12 +372,12 @@ def test_render_table():
 def test_status_rows():
     facts = {'order': ['redis-2', 'backup-1'], 'instances': {
         'redis-2': dict(container='s-redis-2', state='running', health='', address='10.0.0.32', port=6380,
-                        role='slave'),
+                        role='slave', packages='redis-server=8.0.2-3 redis-sentinel=8.0.2-3'),
         'backup-1': dict(container='s-backup-1', state='missing', health='', address='10.0.0.50', port='', role=''),
     }}
     assert verbs.status_rows(facts) == [
-        ['redis-2', 's-redis-2', 'running', '', '10.0.0.32:6380', 'replica'],
-        ['backup-1', 's-backup-1', 'missing', '', '10.0.0.50', ''],
+        ['redis-2', 's-redis-2', 'running', '', '10.0.0.32:6380', 'replica', 'redis-server=8.0.2-3 redis-sentinel=8.0.2-3'],
+        ['backup-1', 's-backup-1', 'missing', '', '10.0.0.50', '', ''],
     ]
 
 

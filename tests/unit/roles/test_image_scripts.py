@@ -127,6 +127,31 @@ def test_mirror_from_one_line_format_with_options():
     assert apt_mirror.choose_mirror(entries) == "http://local.mirror/debian"
 
 
+def test_security_mirror_is_the_hosts_own():
+    entries = apt_mirror.parse_deb822(
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\n"
+        "Types: deb\nURIs: http://sec.example/debian-security/\nSuites: bookworm-security\nComponents: main\n"
+    )
+    mirror = apt_mirror.choose_mirror(entries)
+    assert apt_mirror.choose_security_mirror(entries, mirror) == "http://sec.example/debian-security"
+
+
+def test_security_mirror_next_to_a_debian_mirror_or_none():
+    entries = apt_mirror.parse_one_line("deb http://local.mirror/debian/ trixie main\n")
+    assert apt_mirror.choose_security_mirror(entries, apt_mirror.choose_mirror(entries)) == "http://local.mirror/debian-security"
+    entries = apt_mirror.parse_one_line("deb http://local.mirror/archive trixie main\n")
+    assert apt_mirror.choose_security_mirror(entries, apt_mirror.choose_mirror(entries)) is None
+
+
+def test_main_prints_mirror_then_security_mirror(tmp_path, capsys, monkeypatch):
+    d = tmp_path / "etc" / "apt"
+    d.mkdir(parents=True)
+    (d / "sources.list").write_text("deb http://m.example/debian trixie main\ndeb http://m.example/debian-security trixie-security main\n")
+    monkeypatch.setattr(apt_mirror.sys, "argv", ["apt_mirror.py", str(tmp_path)])
+    assert apt_mirror.main() == 0
+    assert capsys.readouterr().out.splitlines() == ["http://m.example/debian", "http://m.example/debian-security"]
+
+
 def test_no_mirror_is_none():
     assert apt_mirror.choose_mirror(apt_mirror.parse_one_line("deb http://x/ubuntu noble main\n")) is None
 

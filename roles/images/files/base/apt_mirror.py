@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Print the Debian mirror this host's apt is configured with.
+"""Print the Debian mirrors this host's apt is configured with.
 
 Reads /etc/apt/sources.list and /etc/apt/sources.list.d/*.list|*.sources (deb822)
-and prints the first URI that serves the Debian archive itself (not the security
-archive, not a third-party repository). Used to bootstrap debian:trixie-slim with
-debootstrap when no container registry answers, so air-gapped sites that mirror
-Debian can build the images.
+and prints two lines: the first URI that serves the Debian archive itself (not the
+security archive, not a third-party repository), then the URI of the security
+archive (the host's own <suite>-security source; without one, the Debian layout's
+<mirror>-security next to a .../debian mirror). Used to bootstrap debian:trixie-slim
+with debootstrap when no container registry answers, so air-gapped sites that mirror
+Debian can build the images, with security updates in the image's apt sources.
 """
 import glob
 import os
@@ -74,6 +76,16 @@ def choose_mirror(entries):
     return None
 
 
+def choose_security_mirror(entries, mirror):
+    """The URI of the host's security archive; else <mirror>-security when the mirror is a .../debian."""
+    for uri, suites, components in entries:
+        if "main" in components and any(s.endswith("-security") for s in suites):
+            return uri.rstrip("/")
+    if mirror and mirror.rstrip("/").endswith("/debian"):
+        return mirror.rstrip("/") + "-security"
+    return None
+
+
 def read_sources(root="/"):
     entries = []
     main = os.path.join(root, "etc/apt/sources.list")
@@ -91,14 +103,23 @@ def read_sources(root="/"):
 
 
 def main():
-    mirror = choose_mirror(read_sources(sys.argv[1] if len(sys.argv) > 1 else "/"))
+    entries = read_sources(sys.argv[1] if len(sys.argv) > 1 else "/")
+    mirror = choose_mirror(entries)
     if not mirror:
         sys.stderr.write(
             "no Debian mirror found in the apt sources of this host: "
             "set images_debian_mirror to the URL of a Debian archive mirror\n"
         )
         return 1
+    security = choose_security_mirror(entries, mirror)
+    if not security:
+        sys.stderr.write(
+            "no Debian security archive found in the apt sources of this host: "
+            "set images_debian_security_mirror to the URL of a mirror of the security archive\n"
+        )
+        return 1
     print(mirror)
+    print(security)
     return 0
 
 

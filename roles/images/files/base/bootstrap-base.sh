@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Build the base image (a minimal Debian root file system) with debootstrap and
 # import it into the local engine. Used when no container registry answers.
-#   bootstrap-base.sh IMAGE SUITE MIRROR
+#   bootstrap-base.sh IMAGE SUITE MIRROR SECURITY_MIRROR
+# Its apt sources name SUITE, SUITE-updates and SUITE-security (as the registry's
+# images do), so every image build and refresh installs the security updates.
 set -euo pipefail
-image="$1" suite="$2" mirror="$3"
+image="$1" suite="$2" mirror="$3" security="$4"
 
 if ! command -v debootstrap >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
@@ -36,6 +38,11 @@ APT::Install-Recommends "false";
 APT::Install-Suggests "false";
 Acquire::Languages "none";
 CFG
+cat >"$rootfs/etc/apt/sources.list" <<LIST
+deb $mirror $suite main
+deb $mirror $suite-updates main
+deb $security $suite-security main
+LIST
 rm -rf "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
        "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb \
        "$rootfs"/var/log/*.log "$rootfs"/tmp/*
@@ -43,5 +50,6 @@ rm -rf "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/i
 tar --numeric-owner -C "$rootfs" -c . | docker import \
   --change 'CMD ["bash"]' \
   --change 'ENV LANG=C.UTF-8' \
+  --change "LABEL io.psscript.apt-suites=\"$suite $suite-updates $suite-security\"" \
   --message "debootstrap $suite minbase" - "$image" >/dev/null
-echo "imported $image from $mirror ($suite)"
+echo "imported $image from $mirror ($suite, security updates from $security)"

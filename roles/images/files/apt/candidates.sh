@@ -1,0 +1,23 @@
+#!/bin/sh
+# Run as root in a container of the base image:  sh -s SUITE PACKAGE... < candidates.sh
+# Checks that the apt sources include SUITE-security (every image gets the security updates), then
+# prints PACKAGE=VERSION, the version apt would install, for each package: the images install exactly
+# these versions and carry them as the label io.psscript.packages.
+set -eu
+suite="$1"
+shift
+if ! grep -rqsE "(^|[[:space:]])${suite}-security([[:space:]]|\$)" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  echo "the base image's apt sources do not include ${suite}-security: its images would miss the security updates" >&2
+  exit 3
+fi
+apt-get update -qq >/dev/null
+apt-cache policy "$@" | awk -v wanted="$#" '
+  /^[^ ]/ { pkg = $1; sub(/:$/, "", pkg) }
+  /^  Candidate:/ {
+    if ($2 == "(none)") { print "no installable version of " pkg > "/dev/stderr"; bad = 1 }
+    else { print pkg "=" $2; found++ }
+  }
+  END {
+    if (found + bad < wanted) { print "apt knows only " found + 0 " of the " wanted " packages asked for" > "/dev/stderr"; bad = 1 }
+    exit bad
+  }'
