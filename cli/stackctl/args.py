@@ -53,8 +53,9 @@ VERBS = {
     'switchover': ('', 'planned Redis master switchover (playbooks/switchover.yml)', ''),
     'drill': ('', 'restore drill into scratch containers (playbooks/drill.yml)', ''),
     'images': ('[--refresh]', "build the stack's images where their inputs changed (playbooks/images.yml)",
-               '--refresh also rebuilds each image that has package updates, security updates included\n'
-               '(refresh=true). Running containers keep their image until start (site.yml) recreates them.'),
+               '--refresh (playbooks/refresh.yml) also rebuilds each image that has package updates, security updates\n'
+               'included, then replaces the containers on an older image one at a time (playbooks/rollout.yml): the\n'
+               'Redis master after a switchover.'),
     'help': ('[VERB]', 'this help, or the help of one verb', ''),
 }
 # Long operations: shown as a progress line of task names.
@@ -241,9 +242,7 @@ def playbook_command(opts, ansible_playbook='ansible-playbook'):
     elif verb == 'drill':
         book = 'drill.yml'
     elif verb == 'images':
-        book = 'images.yml'
-        if opts.get('refresh'):
-            extra += ['-e', 'refresh=true']
+        book = 'refresh.yml' if opts.get('refresh') else 'images.yml'
     elif verb == 'restore':
         book = 'restore.yml'
         extra += ['-e', 'service=%s' % opts['service']]

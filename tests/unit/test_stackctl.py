@@ -118,7 +118,7 @@ def test_report_playbooks():
 
 def test_images_and_refresh():
     assert playbook('images') == ['ansible-playbook', '-i', 'inv', book('images.yml')]
-    assert playbook('images', '--refresh') == ['ansible-playbook', '-i', 'inv', book('images.yml'), '-e', 'refresh=true']
+    assert playbook('images', '--refresh') == ['ansible-playbook', '-i', 'inv', book('refresh.yml')]
 
 
 def test_restore_mapping():
