@@ -21,6 +21,19 @@ options:
       - Created (mode C(0750)) when missing.
     type: path
     required: true
+  catalog_key_file:
+    description:
+      - File holding the catalog key (at least 32 characters; in the C(psscript) stack the secret
+        C(backup_catalog_key), mounted 0600 into the backup container).
+      - With a key, every C(catalog.json) written carries C(hmac), an HMAC-SHA256 of the entry under the key, and
+        every entry read, locally or in S3, must carry a matching one. An edited C(catalog.json), or a backup file
+        swapped together with the hash its entry records, is then refused like an unreadable entry (never listed,
+        chained, restored or removed). Entries written before the key existed are refused until O(action=sign)
+        signs them.
+      - Without this option the module reads the file named by the environment variable
+        C(PSSCRIPT_CATALOG_KEY_FILE) (the backup container sets it); without either, entries are neither signed
+        nor checked.
+    type: path
   keep_days:
     description:
       - Retention window for O(action=prune), in days. Every backup that stopped within the window is kept, and

@@ -228,6 +228,30 @@ def prune(module, root, store, noun, remove_wal=None, remove_s3_wal=None):
     return result
 
 
+def sign(module, root, store):
+    """``action=sign``: sign with the catalog key every entry written before it existed (sound, without
+    ``hmac``), in backup_dir and, with S3, in the bucket. Entries with a wrong ``hmac`` are not signed:
+    they are reported in ``refused`` (and a warning), and stay refused."""
+    if not _catalog.use_key_file(module.params.get('catalog_key_file')):
+        module.fail_json(msg='action=sign needs the catalog key: set catalog_key_file (or $%s) to the file of the '
+                             'stack secret backup_catalog_key' % _catalog.KEY_FILE_ENV)
+    lock = None if module.check_mode else _catalog.RootLock(root).acquire()
+    try:
+        local = _catalog.sign_unsigned(root, module.check_mode)
+        remote = store.sign_unsigned(module.check_mode) if store is not None else dict(signed=[], refused=[])
+    finally:
+        if lock is not None:
+            lock.release()
+    refused = local['refused'] + remote['refused']
+    for item in refused:
+        module.warn('Not signed: %s' % item['error'])
+    verb = 'Would sign' if module.check_mode else 'Signed'
+    return dict(changed=bool(local['signed'] or remote['signed']), signed=local['signed'], s3_signed=remote['signed'],
+                refused=refused,
+                msg='%s %d local and %d S3 catalog entries written before the catalog key; %d refused'
+                    % (verb, len(local['signed']), len(remote['signed']), len(refused)))
+
+
 def run(module, actions, errors=(), fs_hint='backup_dir', without_root=('backup',)):
     """The dispatch of ``main``: ``actions[action](module, backup_dir)`` and ``exit_json`` of its
     result. Every action but those in ``without_root`` needs backup_dir to exist; ``errors`` (with
@@ -238,6 +262,9 @@ def run(module, actions, errors=(), fs_hint='backup_dir', without_root=('backup'
     try:
         if action not in without_root and not os.path.isdir(root):
             module.fail_json(msg='backup_dir %s does not exist: check the path (and the volume mount)' % root)
+        # The catalog key (catalog_key_file, else $PSSCRIPT_CATALOG_KEY_FILE): entries written are signed,
+        # entries read are checked.
+        _catalog.use_key_file(module.params.get('catalog_key_file'))
         result = actions[action](module, root)
     except (BackupError, CatalogError, S3Error) + tuple(errors) as err:
         module.fail_json(msg=err.msg)

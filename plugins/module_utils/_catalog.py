@@ -27,6 +27,13 @@ after the rename but before the marker it is an id directory without marker. Bot
 
 Backups are ordered by their recorded stop time (server clock), never by name: ids sort by the
 client's clock at start, which says nothing about when a backup became consistent.
+
+**Authenticated entries.** With a catalog key (``use_key``: the modules' ``catalog_key_file``, from the
+stack's secrets), every entry written carries ``hmac``: HMAC-SHA256 of the entry's canonical JSON
+(every other key, sorted, compact) under that key. An entry read without it, or whose ``hmac`` does not
+match, is unreadable like a broken one: an edited ``catalog.json``, or a file swapped together with the
+hash the entry records for it, is refused (``mac_problem``). Entries written before the key existed are
+signed once by ``sign_unsigned`` (the modules' ``action=sign``), never implicitly.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -37,6 +44,7 @@ import datetime
 import errno
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -56,6 +64,13 @@ ID_RE = re.compile(r'^(?P<stamp>\d{8}T\d{6}Z)-(?P<type>full|incremental)$')
 WAL_FILE_RE = re.compile(r'^(?P<tli>[0-9A-F]{8})(?P<log>[0-9A-F]{8})(?P<seg>[0-9A-F]{8})'
                          r'(?P<suffix>\.partial|\.[0-9A-F]{8}\.backup)?$')
 _HASH_CHUNK = 1024 * 1024
+# The entry key holding the entry's HMAC, and the environment variable naming the key file (the backup
+# container sets it for cron jobs and docker exec alike; catalog_key_file overrides it).
+MAC_KEY = 'hmac'
+KEY_FILE_ENV = 'PSSCRIPT_CATALOG_KEY_FILE'
+# The key in use (use_key): None = entries are neither signed nor checked. One per process: a module
+# run, or one script run.
+_KEY = {'key': None}
 
 
 class CatalogError(Exception):
@@ -396,6 +411,70 @@ def write_json_atomic(path, data):
 
 
 # ---------------------------------------------------------------------------------------------
+# The catalog key: HMAC of every entry
+
+
+def read_key(path):
+    """The catalog key from ``path`` (its stripped content, bytes); CatalogError when it is missing,
+    unreadable, empty or shorter than 32 characters."""
+    try:
+        with open(path, 'rb') as handle:
+            key = handle.read().strip()
+    except (IOError, OSError) as err:
+        raise CatalogError('Cannot read the catalog key %s (%s): it comes from the stack secrets '
+                           '(backup_catalog_key); re-run site.yml to install it' % (path, getattr(err, 'strerror', None) or err))
+    if len(key) < 32:
+        raise CatalogError('The catalog key %s holds %d characters, fewer than 32: put a random key of at least 32 '
+                           'characters there (the stack secret backup_catalog_key)' % (path, len(key)))
+    return key
+
+
+def use_key(key):
+    """Sign every entry written from now on with ``key`` (bytes), and refuse every entry read without a
+    matching ``hmac``; None: do neither (a stack without a catalog key)."""
+    _KEY['key'] = key or None
+
+
+def use_key_file(path=None, environ=None):
+    """``use_key`` with the key read from ``path``, else from the file ``$PSSCRIPT_CATALOG_KEY_FILE``
+    names; no key when neither is set. Returns whether a key is in use."""
+    path = path or (os.environ if environ is None else environ).get(KEY_FILE_ENV)
+    use_key(read_key(path) if path else None)
+    return _KEY['key'] is not None
+
+
+def entry_mac(entry, key):
+    """HMAC-SHA256 (hex) of the entry's canonical JSON, its ``hmac`` left out."""
+    body = dict((k, v) for k, v in entry.items() if k != MAC_KEY)
+    text = json.dumps(body, sort_keys=True, separators=(',', ':'), ensure_ascii=True)
+    return hmac.new(key, text.encode('ascii'), hashlib.sha256).hexdigest()
+
+
+def sign_entry(entry):
+    """Set (with a key) or drop (without one) the entry's ``hmac``, in place; returns the entry."""
+    if _KEY['key'] is None:
+        entry.pop(MAC_KEY, None)
+    else:
+        entry[MAC_KEY] = entry_mac(entry, _KEY['key'])
+    return entry
+
+
+def mac_problem(entry):
+    """Why the entry is not authenticated by the key in use (a phrase), or None (it is, or no key)."""
+    key = _KEY['key']
+    if key is None or not isinstance(entry, dict):
+        return None
+    mac = entry.get(MAC_KEY)
+    if not mac:
+        return ('has no hmac: it was not written with the catalog key (written by hand, or before the key '
+                'existed)')
+    if not isinstance(mac, str) or not hmac.compare_digest(mac, entry_mac(entry, key)):
+        return ('does not match its hmac: it was changed after it was written (an edited entry, or a file '
+                'swapped together with the hash recorded for it)')
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
 # Entries and publishing
 
 
@@ -457,8 +536,9 @@ def publish(root, entry, staged, write_marker=None):
 
 
 def write_entry(backup_path, entry):
-    """(Re)write the marker of a backup atomically; used by publish and by verify to record results."""
-    write_json_atomic(os.path.join(backup_path, CATALOG_FILE), entry)
+    """(Re)write the marker of a backup atomically, signed with the catalog key in use (``sign_entry``);
+    used by publish and by verify to record results."""
+    write_json_atomic(os.path.join(backup_path, CATALOG_FILE), sign_entry(entry))
 
 
 def record_verify(root, entry, outcome):
@@ -475,6 +555,9 @@ def record_verify(root, entry, outcome):
 # What happens to a backup whose catalog.json cannot be used, and what the operator does about it.
 SKIPPED = 'the backup is skipped (never listed, chained, restored or removed)'
 UNREADABLE_FIX = 'remove the directory or restore its catalog.json from S3'
+# For an entry the catalog key does not authenticate.
+MAC_FIX = ('if you wrote or checked it yourself, sign it with the catalog key (action=sign); otherwise remove '
+           'it and restore the backup from another copy')
 
 
 def _problem_with_time(entry, key):
@@ -555,6 +638,8 @@ def check_entry(entry, path, backup_id=None, fix=UNREADABLE_FIX):
         backup_id = os.path.basename(os.path.normpath(path))
     problem = entry_problem(entry, backup_id)
     if problem is None:
+        problem, fix = mac_problem(entry), MAC_FIX
+    if problem is None:
         return None
     return '%s/%s %s: %s; %s' % (path.rstrip('/'), CATALOG_FILE, problem, SKIPPED, fix)
 
@@ -581,6 +666,35 @@ def read_entry(backup_path):
     if problem:
         raise CatalogError(problem)
     return entry
+
+
+def unsigned(entry, backup_id):
+    """Whether an entry is sound but carries no hmac: what ``sign_unsigned`` adopts."""
+    return isinstance(entry, dict) and entry_problem(entry, backup_id) is None and not entry.get(MAC_KEY)
+
+
+def sign_unsigned(root, check_mode=False):
+    """Sign, with the key in use, every published entry of ``root`` that is sound but has no ``hmac``
+    (written before the catalog key existed). An entry with a wrong ``hmac`` or another problem is not
+    signed: it stays refused. Returns ``dict(signed=[ids], refused=[unreadable_item dicts])``."""
+    if _KEY['key'] is None:
+        raise CatalogError('No catalog key to sign with: set catalog_key_file (or $%s) to the file of the stack '
+                           'secret backup_catalog_key' % KEY_FILE_ENV)
+    result = dict(signed=[], refused=[])
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        path = os.path.join(root, name)
+        if not is_backup_id(name) or not os.path.isfile(os.path.join(path, CATALOG_FILE)):
+            continue
+        entry, problem = load_entry(path)
+        if problem is None:
+            continue
+        if unsigned(entry, name):
+            if not check_mode:
+                write_entry(path, entry)
+            result['signed'].append(name)
+        else:
+            result['refused'].append(unreadable_item(path, name, problem, entry))
+    return result
 
 
 def remove_backup(root, backup_id):
@@ -989,6 +1103,7 @@ def catalog_spec():
     """Argument spec shared by the backup modules (document with psscript.infra.backup)."""
     return dict(
         backup_dir=dict(type='path', required=True),
+        catalog_key_file=dict(type='path', no_log=False),
         keep_days=dict(type='int', default=30),
         keep_count=dict(type='int'),
         stale_after_hours=dict(type='int', default=24),

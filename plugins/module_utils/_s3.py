@@ -470,13 +470,33 @@ class S3Store(object):
         with open(os.path.join(path, _catalog.CATALOG_FILE)) as handle:
             remote_entry = json.load(handle)
         remote_entry[DIRS_KEY] = directories(path)
-        self._put_bytes((json.dumps(remote_entry, indent=2, sort_keys=True) + '\n').encode('utf-8'), marker)
+        self._put_entry(_catalog.sign_entry(remote_entry), marker)
         uploaded = time.time()
         checked = self.verify(entry)
         return dict(id=backup_id, url=self.url(self.key(backup_id)), objects=len(files) + 1,
                     bytes=sum(item['size'] for item in files.values()), sse=self.params.get('sse'),
                     upload_seconds=round(uploaded - began, 3), verify_seconds=round(time.time() - uploaded, 3),
                     uploaded_at=_catalog.format_time(_catalog.utc_now()), verified_at=checked['verified_at'])
+
+    def _put_entry(self, entry, key):
+        self._put_bytes((json.dumps(entry, indent=2, sort_keys=True) + '\n').encode('utf-8'), key)
+
+    def sign_unsigned(self, check_mode=False):
+        """``_catalog.sign_unsigned`` for the remote copies: sign every remote entry that is sound but has no
+        ``hmac``. Returns ``dict(signed=[ids], refused=[unreadable_item dicts])``."""
+        result = dict(signed=[], refused=[])
+        for item in self.listing()['unreadable']:
+            try:
+                entry = self.get_entry(item['id'])
+            except S3Error:
+                entry = None
+            if _catalog.unsigned(entry, item['id']):
+                if not check_mode:
+                    self._put_entry(_catalog.sign_entry(entry), self.key(item['id'], _catalog.CATALOG_FILE))
+                result['signed'].append(item['id'])
+            else:
+                result['refused'].append(item)
+        return result
 
     def upload_verified(self, root, entry, outcome, refusal, before_upload=None):
         """Record the local verify ``outcome`` of a backup just taken (``_catalog.record_verify``);
@@ -613,6 +633,10 @@ class S3Store(object):
         if entry.get('id') != backup_id or not entry.get('files'):
             raise S3Error('%s does not describe backup %s' % (self.url(self.key(backup_id, _catalog.CATALOG_FILE)),
                                                               backup_id), kind='checksum')
+        problem = _catalog.mac_problem(entry)
+        if problem:
+            raise S3Error('%s %s. It was not used' % (self.url(self.key(backup_id, _catalog.CATALOG_FILE)), problem),
+                          kind='checksum')
         staged = os.path.join(root, _catalog.TMP_PREFIX + backup_id)
         if os.path.exists(staged):
             shutil.rmtree(staged)

@@ -102,9 +102,11 @@ options:
       - V(ship_wal) copies the archived WAL that S3 lacks to S3, in one pass or every O(ship_interval) seconds for
         O(ship_for) seconds; it needs O(s3) and O(wal_archive_dir) and never deletes. The backup container runs the
         same code in a loop (C(wal-shipper)) whenever S3 is configured.
+      - V(sign) signs with the catalog key (O(catalog_key_file)) every catalog entry written before the key existed,
+        in O(backup_dir) and, with O(s3), in the bucket; an entry whose C(hmac) does not match is not signed.
     type: str
     required: true
-    choices: [backup, verify, list, prune, restore, ship_wal]
+    choices: [backup, verify, list, prune, restore, ship_wal, sign]
   ship_interval:
     description:
       - Seconds between two passes of O(action=ship_wal) when O(ship_for) is above 0 (after a failure, the wait
@@ -639,6 +641,24 @@ unreadable:
       description: The first WAL segment it still names, kept by retention; null when unknown.
       returned: always
       type: str
+signed:
+  description: Ids of the local entries O(action=sign) signed (in check mode, would sign).
+  returned: action is sign
+  type: list
+  elements: str
+  sample: [20250131T020000Z-full]
+s3_signed:
+  description: Ids of the entries in S3 O(action=sign) signed.
+  returned: action is sign
+  type: list
+  elements: str
+  sample: []
+refused:
+  description: Entries O(action=sign) left refused (a wrong C(hmac), or another problem), with the keys of RV(unreadable).
+  returned: action is sign
+  type: list
+  elements: dict
+  sample: []
 results:
   description: One result per backup checked by O(action=verify), with the checks run and the problems found.
   returned: action is verify
@@ -1454,14 +1474,14 @@ def do_ship_wal(module):
 
 
 ACTIONS = dict(backup=do_backup, ship_wal=lambda module, root: do_ship_wal(module), list=do_list, verify=do_verify,
-               restore=do_restore, prune=do_prune)
+               restore=do_restore, prune=do_prune, sign=lambda module, root: _backupmod.sign(module, root, s3_store(module)))
 
 
 def main():
     argument_spec = _pg.pg_connection_spec()
     argument_spec.update(_catalog.catalog_spec())
     argument_spec.update(
-        action=dict(type='str', required=True, choices=['backup', 'verify', 'list', 'prune', 'restore', 'ship_wal']),
+        action=dict(type='str', required=True, choices=['backup', 'verify', 'list', 'prune', 'restore', 'ship_wal', 'sign']),
         ship_interval=dict(type='int', default=5),
         ship_for=dict(type='int', default=0),
         wal_archive_dir=dict(type='path'),

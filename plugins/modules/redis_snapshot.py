@@ -82,9 +82,11 @@ options:
     description:
       - V(backup) takes a snapshot, V(verify) checks snapshots, V(list) reads the catalog, V(prune) applies
         retention, V(restore) loads a snapshot into the live set.
+      - V(sign) signs with the catalog key (O(catalog_key_file)) every catalog entry written before the key existed,
+        in O(backup_dir) and, with O(s3), in the bucket; an entry whose C(hmac) does not match is not signed.
     type: str
     required: true
-    choices: [backup, verify, list, prune, restore]
+    choices: [backup, verify, list, prune, restore, sign]
   sentinels:
     description:
       - Every Sentinel that monitors the master, as C(host:port). Required for O(action=backup) and
@@ -348,6 +350,21 @@ unreadable:
   type: list
   elements: dict
   sample: []
+signed:
+  description: The snapshots O(action=sign) signed, as RV(psscript.infra.pg_backup#module:signed) describes them.
+  returned: action is sign
+  type: list
+  elements: str
+s3_signed:
+  description: Their copies in S3 it signed, as RV(psscript.infra.pg_backup#module:s3_signed) describes them.
+  returned: action is sign
+  type: list
+  elements: str
+refused:
+  description: What it left refused, as RV(psscript.infra.pg_backup#module:refused) describes it.
+  returned: action is sign
+  type: list
+  elements: dict
 results:
   description: One result per snapshot O(action=verify) checked, with the keys RV(psscript.infra.pg_backup#module:results) describes
     (C(id), C(ok), C(checks), C(problems), C(local), C(s3)).
@@ -792,7 +809,8 @@ def do_restore(module, root):
             lock.release()
 
 
-ACTIONS = dict(backup=do_backup, list=do_list, verify=do_verify, restore=do_restore, prune=do_prune)
+ACTIONS = dict(backup=do_backup, list=do_list, verify=do_verify, restore=do_restore, prune=do_prune,
+               sign=lambda module, root: _backupmod.sign(module, root, s3_store(module)))
 
 
 def main():
@@ -801,7 +819,7 @@ def main():
     argument_spec.update(_catalog.catalog_spec())
     argument_spec.update(_s3.s3_argument_spec())
     argument_spec.update(
-        action=dict(type='str', required=True, choices=['backup', 'verify', 'list', 'prune', 'restore']),
+        action=dict(type='str', required=True, choices=['backup', 'verify', 'list', 'prune', 'restore', 'sign']),
         source=dict(type='str', default='replica', choices=['replica', 'master']),
         bgsave_timeout=dict(type='int', default=300),
         fetch_timeout=dict(type='int', default=600),

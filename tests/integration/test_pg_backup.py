@@ -195,6 +195,50 @@ def test_file_hashes_come_from_the_manifest_and_a_changed_file_is_refused(db):
     assert rel + ': SHA-256' in bad['msg']
 
 
+def test_catalog_key_signs_entries_and_refuses_a_file_swapped_with_its_hash(db, tmp_path):
+    """With catalog_key_file every entry carries an HMAC: a data file swapped together with the hash its entry
+    records passes every hash check, and only the HMAC refuses it. Entries from before the key are refused
+    until action=sign adopts them; sign never adopts an entry whose HMAC does not match."""
+    backups = db.new_backup_dir('catalog-key')
+    keys = tmp_path / 'keys'
+    keys.mkdir()
+    (keys / 'catalog').write_text('c' * 40 + '\n')
+    keyed = dict(volumes=['%s:/keys:ro' % keys], catalog_key_file='/keys/catalog')
+    before_key = ok(db.module(backups=backups, **db.backup_args(type='full')))
+    assert 'hmac' not in entry(backups, before_key['backup_id'])
+    add_rows(db, 7001)  # ids no other test of this module inserts
+    signed = ok(db.module(backups=backups, **db.backup_args(type='full', **keyed)))
+    assert len(entry(backups, signed['backup_id'])['hmac']) == 64
+
+    listed = ok(db.module(backups=backups, action='list', **keyed))
+    assert [b['id'] for b in listed['backups']] == [signed['backup_id']]
+    assert [(u['id'], 'has no hmac' in u['error']) for u in listed['unreadable']] == [(before_key['backup_id'], True)]
+
+    # Swap a file and its recorded hash (what an attacker with write access to the volume can do).
+    victim = os.path.join(backups, signed['backup_id'], 'data', 'PG_VERSION')
+    with open(victim, 'w') as handle:
+        handle.write('16\n')
+    recorded = entry(backups, signed['backup_id'])
+    with open(victim, 'rb') as handle:
+        recorded['files']['data/PG_VERSION'] = dict(recorded['files']['data/PG_VERSION'],
+                                                   sha256=hashlib.sha256(handle.read()).hexdigest(), size=3)
+    with open(os.path.join(backups, signed['backup_id'], 'catalog.json'), 'w') as handle:
+        json.dump(recorded, handle)
+    listed = ok(db.module(backups=backups, action='list', **keyed))
+    assert listed['backups'] == [] and listed['latest'] is None
+    swapped = [u for u in listed['unreadable'] if u['id'] == signed['backup_id']]
+    assert len(swapped) == 1 and 'does not match its hmac' in swapped[0]['error']
+    refused = failed(db.module(backups=backups, action='verify', backup_id=signed['backup_id'], **keyed))
+    assert signed['backup_id'] in refused['msg']
+
+    adopted = ok(db.module(backups=backups, action='sign', **keyed))
+    assert adopted['changed'] and adopted['signed'] == [before_key['backup_id']]
+    assert [u['id'] for u in adopted['refused']] == [signed['backup_id']]
+    listed = ok(db.module(backups=backups, action='list', **keyed))
+    assert [b['id'] for b in listed['backups']] == [before_key['backup_id']]
+    assert ok(db.module(backups=backups, action='verify', backup_id=before_key['backup_id'], **keyed))['results'][0]['ok']
+
+
 def test_incremental_without_wal_summaries_says_a_full_is_needed(db):
     backups = db.new_backup_dir('summaries')
     no_parent = failed(db.module(backups=backups, **db.backup_args(type='incremental')))

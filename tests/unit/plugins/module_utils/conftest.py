@@ -47,3 +47,14 @@ def s3_client(s3_endpoint):
     """A boto3 S3 client of that endpoint, built like the modules build theirs (path addressing, s3v4)."""
     return _s3.make_client(dict(endpoint_url=s3_endpoint, region=REGION, access_key=ACCESS_KEY, secret_key=SECRET_KEY,
                                 validate_certs=True))
+
+
+@pytest.fixture(autouse=True)
+def no_catalog_key(monkeypatch):
+    """Every test starts without a catalog key (module state of _catalog) and without the environment
+    variable that names one."""
+    from ansible_collections.psscript.infra.plugins.module_utils import _catalog
+    monkeypatch.delenv(_catalog.KEY_FILE_ENV, raising=False)
+    _catalog.use_key(None)
+    yield
+    _catalog.use_key(None)

@@ -260,6 +260,37 @@ def test_run_turns_errors_into_messages_with_the_fix(tmp_path):
         _backupmod.run(FakeModule(action='verify', backup_dir=str(tmp_path)), actions)
 
 
+def test_run_uses_the_catalog_key_and_sign_adopts_older_entries(tmp_path):
+    root = tmp_path / 'root'
+    root.mkdir()
+    old = publish(root, 1)
+    key_file = tmp_path / 'key'
+    key_file.write_text('s' * 40 + '\n')
+    listed = dict(list=lambda module, r: dict(changed=False, ids=[e['id'] for e in _backupmod.entries(r)]))
+    with pytest.raises(Exited) as exited:
+        _backupmod.run(FakeModule(backup_dir=str(root), catalog_key_file=str(key_file)), listed)
+    assert exited.value.kwargs['ids'] == []
+    with pytest.raises(Failed, match='^Cannot read the catalog key'):
+        _backupmod.run(FakeModule(backup_dir=str(root), catalog_key_file=str(tmp_path / 'none')), listed)
+
+    def sign(module, r):
+        return _backupmod.sign(module, r, None)
+    module = FakeModule(action='sign', backup_dir=str(root), catalog_key_file=str(key_file), check_mode=True)
+    with pytest.raises(Exited) as exited:
+        _backupmod.run(module, dict(sign=sign))
+    assert exited.value.kwargs['changed'] and exited.value.kwargs['signed'] == [old['id']]
+    assert exited.value.kwargs['msg'].startswith('Would sign 1 local and 0 S3')
+    module = FakeModule(action='sign', backup_dir=str(root), catalog_key_file=str(key_file))
+    with pytest.raises(Exited) as exited:
+        _backupmod.run(module, dict(sign=sign))
+    assert exited.value.kwargs['signed'] == [old['id']] and exited.value.kwargs['refused'] == []
+    with pytest.raises(Exited) as exited:
+        _backupmod.run(FakeModule(backup_dir=str(root), catalog_key_file=str(key_file)), listed)
+    assert exited.value.kwargs['ids'] == [old['id']]
+    with pytest.raises(Failed, match='^action=sign needs the catalog key'):
+        _backupmod.sign(FakeModule(action='sign', backup_dir=str(root)), str(root), None)
+
+
 # ---------------------------------------------------------------------------------------------
 # _diskspace
 
