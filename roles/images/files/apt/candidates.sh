@@ -1,5 +1,7 @@
 #!/bin/sh
-# Run as root in a container of the base image:  sh -s SUITE PACKAGE... < candidates.sh
+# Run as root in a container of the base image, after suites.sh on the same standard input:
+#   docker run -e PSSCRIPT_APT_PINS="SUITE CHECK_VALID_UNTIL [PACKAGE=SUITE ...]" ... sh -s SUITE PACKAGE...
+# (PSSCRIPT_APT_PINS: pin_suites's arguments, the same the Dockerfiles get as APT_PINS).
 # Checks that the apt sources include SUITE-security (every image gets the security updates), then
 # prints PACKAGE=VERSION, the version apt would install, for each package: the images install exactly
 # these versions and carry them as the label io.psscript.packages.
@@ -10,6 +12,8 @@ if ! grep -rqsE "(^|[[:space:]])${suite}-security([[:space:]]|\$)" /etc/apt/sour
   echo "the base image's apt sources do not include ${suite}-security: its images would miss the security updates" >&2
   exit 3
 fi
+# shellcheck disable=SC2086 # one word per argument
+pin_suites ${PSSCRIPT_APT_PINS}
 apt-get update -qq >/dev/null
 apt-cache policy "$@" | awk -v wanted="$#" '
   /^[^ ]/ { pkg = $1; sub(/:$/, "", pkg) }
