@@ -14,7 +14,7 @@ version_added: 0.1.0
 description:
   - Connects to the PgBouncer admin console, runs the requested C(SHOW) commands and returns their
     rows typed by column name (integers, floats, text), so the same tasks work across PgBouncer
-    versions whose column sets differ (1.18 to 1.24 and later).
+    versions whose column sets differ (1.18 to 1.26 and later).
   - Every time column given by PgBouncer in microseconds is also returned in seconds, as
     C(<column>_seconds) (for example C(total_wait_time_seconds) in RV(stats)); C(maxwait) and C(maxwait_us)
     of C(SHOW POOLS) are joined into C(maxwait_seconds) in RV(pools).

@@ -4,7 +4,7 @@
 
 """Unit tests for module_utils._pgbouncer (and the pure parts of module_utils._pg).
 
-The inputs are SHOW outputs recorded from real PgBouncer 1.18.0 and 1.24.1 consoles (see
+The inputs are SHOW outputs recorded from real PgBouncer 1.18.0, 1.24.1 and 1.26.1 consoles (see
 tests/unit/fixtures/pgbouncer/record_show.py), plus 1.21/1.23 column sets derived from the 1.24.1
 recording; each fixture says which it is in its "provenance" field.
 """
@@ -25,16 +25,17 @@ import pytest
 from ansible_collections.psscript.infra.plugins.module_utils import _pg, _pgbouncer
 
 FIXTURES = os.path.join(os.path.dirname(__file__), '..', '..', 'fixtures', 'pgbouncer')
-VERSIONS = ('1.18.0', '1.21.0', '1.23.1', '1.24.1')
-RECORDED = ('1.18.0', '1.24.1')  # the ones with SHOW CONFIG
+VERSIONS = ('1.18.0', '1.21.0', '1.23.1', '1.24.1', '1.26.1')
+RECORDED = ('1.18.0', '1.24.1', '1.26.1')  # the ones with SHOW CONFIG
 NUMERIC_OID = 1700
 
-# What each version sends, as counted on the fixtures; SHOW STATS: 15 / 15 / 17 / 23 columns.
+# What each version sends, as counted on the fixtures; SHOW STATS: 15 / 15 / 17 / 23 / 25 columns.
 EXPECTED_COLUMNS = {
     '1.18.0': dict(stats=15, pools=16, databases=13, clients=18),
     '1.21.0': dict(stats=15, pools=16, databases=13, clients=19),
     '1.23.1': dict(stats=17, pools=16, databases=14, clients=20),
     '1.24.1': dict(stats=23, pools=17, databases=17, clients=21),
+    '1.26.1': dict(stats=25, pools=17, databases=17, clients=21),
 }
 
 
@@ -120,6 +121,8 @@ def test_version_specific_columns_are_kept_not_required(version):
     stats = typed['stats'][0]
     assert ('total_server_assignment_count' in stats) == (version >= '1.23')
     assert ('total_bind_count' in stats) == (version >= '1.24')
+    # Client logins are counted in 1.26.1 (the image's version), not in 1.24.1; no 1.25 was recorded.
+    assert ('total_client_login_count' in stats) == (version >= '1.26')
     databases = dict((row['name'], row) for row in typed['databases'])
     assert databases['psscript']['pool_size'] == 3
     assert databases['reports']['pool_size'] == 5
