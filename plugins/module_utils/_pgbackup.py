@@ -77,6 +77,7 @@ from ansible_collections.psscript.infra.plugins.module_utils import _catalog
 # BackupError lives in _catalog (its RootLock raises it); pg_backup and its tests import it from here.
 from ansible_collections.psscript.infra.plugins.module_utils._catalog import BackupError
 from ansible_collections.psscript.infra.plugins.module_utils._diskspace import check_free_space
+from ansible_collections.psscript.infra.plugins.module_utils import _files
 from ansible_collections.psscript.infra.plugins.module_utils._files import fsync_path
 
 DATA_DIR = 'data'
@@ -475,7 +476,8 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
             parent_manifest = manifest_path(os.path.join(root, parent['id']), parent)
         data = os.path.join(staged, DATA_DIR)
         cmd = basebackup_command(tools['pg_basebackup'], params, data, backup_id, parent_manifest, max_rate, compress)
-        with password_file(params.get('login_password')) as passfile:
+        # pg_basebackup runs with --no-sync; the files it has finished are fsynced while it copies the rest.
+        with password_file(params.get('login_password')) as passfile, _files.SyncWhileWriting(staged) as syncer:
             rc, out, err = run(cmd, environ_update=connection_env(params, passfile))
         if rc != 0:
             raise explain_basebackup_failure(rc, err or out, params, parent and parent['id'])
@@ -517,10 +519,10 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
         # The backup's own WAL as archived now: a restore compares it before replaying it.
         wal_sha256 = dict((name, _catalog.hash_file(os.path.join(wal_archive_dir, name))[0]) for name in needed)
         durations['hash'] += round(time.time() - step, 3)
-        # pg_basebackup ran with --no-sync: this is the one fsync of the files (publish repeats it
-        # cheaply); timed apart because on slow disks it is most of the cost.
+        # pg_basebackup ran with --no-sync: what the syncer did not fsync while it ran is fsynced here (publish
+        # repeats it cheaply); timed apart because on slow disks it is most of the cost.
         step = time.time()
-        _catalog.fsync_tree(staged)
+        syncer.finish()
         durations['sync'] = round(time.time() - step, 3)
         last = manifest['wal_ranges'][-1]
         entry = _catalog.make_entry(

@@ -42,3 +42,81 @@ def test_failure_leaves_the_old_file_and_nothing_else(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert os.listdir(str(tmp_path)) == ["kept"]
     assert open(path).read() == "old"
+
+
+@pytest.fixture
+def fsyncs(monkeypatch):
+    """Every fsync_path call, as (path, directory), with the real fsync still done."""
+    calls = []
+    real = _files.fsync_path
+
+    def record(path, directory=False):
+        calls.append((path, directory))
+        real(path, directory)
+
+    monkeypatch.setattr(_files, "fsync_path", record)
+    return calls
+
+
+def _write(path, data, mtime=None):
+    with open(path, "ab") as handle:
+        handle.write(data)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+
+
+def test_sweep_syncs_settled_files_once_and_again_after_a_change(tmp_path, fsyncs):
+    old, fresh = str(tmp_path / "old"), str(tmp_path / "fresh")
+    _write(old, b"a" * 10, mtime=1000.0)
+    _write(fresh, b"b" * 10, mtime=1000.9)
+    syncer = _files.SyncWhileWriting(str(tmp_path), settle=0.5)
+    assert syncer.sweep(now=1001.0) == 1
+    assert fsyncs == [(old, False)]
+    assert syncer.sweep(now=1001.0) == 0, "a file synced at its current state is not synced again"
+    assert syncer.sweep(now=1002.0) == 1 and fsyncs[-1] == (fresh, False)
+    _write(old, b"c", mtime=1003.0)
+    assert syncer.sweep(now=1004.0) == 1 and fsyncs[-1] == (old, False)
+
+
+def test_finish_syncs_only_what_changed_or_was_never_synced_then_every_directory(tmp_path, fsyncs):
+    sub = tmp_path / "base" / "1"
+    sub.mkdir(parents=True)
+    kept, grown, late = str(sub / "kept"), str(sub / "grown"), str(tmp_path / "backup_manifest")
+    _write(kept, b"k", mtime=1000.0)
+    _write(grown, b"g", mtime=1000.0)
+    syncer = _files.SyncWhileWriting(str(tmp_path), settle=0.5)
+    syncer.sweep(now=2000.0)
+    del fsyncs[:]
+    _write(grown, b"more", mtime=1500.0)
+    _write(late, b"m")
+    syncer.finish()
+    files = sorted(path for path, directory in fsyncs if not directory)
+    directories = [path for path, directory in fsyncs if directory]
+    assert files == sorted([grown, late])
+    assert directories == [str(sub), str(tmp_path / "base"), str(tmp_path)]
+
+
+def test_a_writer_running_beside_the_thread_ends_with_every_file_synced_at_its_final_state(tmp_path, fsyncs):
+    import threading
+    import time
+
+    def writer():
+        for index in range(30):
+            path = str(tmp_path / ("f%02d" % index))
+            for _ in range(3):
+                _write(path, b"x" * 4096)
+                time.sleep(0.002)
+
+    with _files.SyncWhileWriting(str(tmp_path), interval=0.01, settle=0.01) as syncer:
+        thread = threading.Thread(target=writer)
+        thread.start()
+        thread.join()
+        time.sleep(0.1)
+    syncer.finish()
+    assert syncer.synced_early > 0, "the thread synced files while the writer ran"
+    for index in range(30):
+        path = str(tmp_path / ("f%02d" % index))
+        assert os.path.getsize(path) == 3 * 4096
+        stat_result = os.lstat(path)
+        assert syncer.synced[path] == (stat_result.st_size, stat_result.st_mtime_ns)
+    assert (str(tmp_path), True) in fsyncs
