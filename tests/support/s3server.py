@@ -10,6 +10,7 @@ well so that a test can check the bucket with boto3 from the host.
 
     python3 tests/support/s3server.py start NAME NETWORK [IP]    # prints the host endpoint
     python3 tests/support/s3server.py stop NAME
+    python3 tests/support/s3server.py build                      # the image only (make test builds it early)
 
 or, from Python: ``endpoint = s3server.start(name, network, ip)``; ``s3server.stop(name)``.
 Credentials are moto's: any access key works; the tests use ``testing``/``testing``.
@@ -84,6 +85,9 @@ def main(argv):
         return 0
     if len(argv) == 2 and argv[0] == 'stop':
         stop(argv[1])
+        return 0
+    if argv == ['build']:
+        print(build())
         return 0
     sys.stderr.write(__doc__)
     return 2
