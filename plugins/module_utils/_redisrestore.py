@@ -264,8 +264,9 @@ class Restore(object):
         if os.path.abspath(rdb_path) != target:
             shutil.copyfile(rdb_path, target)
         conf = os.path.join(scratch, 'redis.conf')
-        write_text_atomic(conf, temp_server_config(self.listen_host, self.listen_port, self.password, scratch,
-                                                      self.username, self.replication), mode=0o600)
+        settings = temp_server_config(self.listen_host, self.listen_port, self.password, scratch, self.username,
+                                      self.replication)
+        write_text_atomic(conf, settings, mode=0o600)
         rc, out, err = self.run([self.tools['redis-server'], conf])
         if rc != 0:
             raise BackupError('The temporary redis-server did not start (exit code %s): %s' % (rc, (err or out).strip()),
