@@ -16,7 +16,7 @@
 // --options default:      only what is needed to connect (sentinels, name, the two passwords).
 // --options recommended:  the settings docs/MIGRATION.md recommends (RECOMMENDED below).
 //
-// Passwords come from the environment: REDIS_SENTINEL_PASSWORD and REDIS_PASSWORD.
+// Passwords come from the environment: REDIS_SENTINEL_PASSWORD, and REDIS_USERNAME with REDIS_PASSWORD.
 "use strict";
 
 const fs = require("fs");
@@ -84,6 +84,7 @@ async function main() {
     sentinels,
     name: args.masterName,
     sentinelPassword: process.env.REDIS_SENTINEL_PASSWORD || undefined,
+    username: process.env.REDIS_USERNAME || undefined,
     password: process.env.REDIS_PASSWORD || undefined,
   }, args.options === "recommended" ? RECOMMENDED : {}));
   // ioredis emits connection errors as events; without a listener it prints each one.

@@ -37,7 +37,7 @@ def main():
         time.sleep(0.5)
     print('master %s stopped; the Sentinels named %s after %.1f s' % (old, master(), time.time() - stopped))
     time.sleep(3)
-    client = redis.Redis(port=port, password=secrets['redis_password'], decode_responses=True,
+    client = redis.Redis(port=port, username='app', password=secrets['redis_user_app_password'], decode_responses=True,
                          socket_connect_timeout=0.2, socket_timeout=0.5)
     subprocess.run(['docker', 'start', container], check=True, capture_output=True)
     started, seen = time.time(), []

@@ -8,7 +8,7 @@ bench/ioredis_writer.js.
 WRITE-ARGUMENTS are sentinel_writer.py's `write` arguments (--sentinels, --log, --stop-file,
 --start, --run, --seconds, --interval-ms, --wait-ms): SET then WAIT on the same connection, every
 acknowledged key logged as "<key> <unix time> <master host:port>", a JSON summary at the end.
-Passwords come from the environment: REDIS_SENTINEL_PASSWORD and REDIS_PASSWORD.
+Passwords come from the environment: REDIS_SENTINEL_PASSWORD, and REDIS_USERNAME with REDIS_PASSWORD.
 """
 import os
 import sys
@@ -42,9 +42,9 @@ def sentinel_class(options):
     sentinel_options, client_options = OPTIONS[options]
 
     class OptionSentinel(sentinel_writer.Sentinel):
-        def __init__(self, sentinels, sentinel_kwargs=None, password=None, **ignored):
+        def __init__(self, sentinels, sentinel_kwargs=None, password=None, username=None, **ignored):
             kwargs = dict(password=(sentinel_kwargs or {}).get("password"), **sentinel_options)
-            super().__init__(sentinels, sentinel_kwargs=kwargs, password=password, **client_options)
+            super().__init__(sentinels, sentinel_kwargs=kwargs, password=password, username=username, **client_options)
 
     return OptionSentinel
 

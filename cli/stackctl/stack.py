@@ -51,9 +51,19 @@ def docker_env(inst, environ=None):
 
 def redis_cli_argv(inst, service, args):
     """(docker argv, secret name) for one redis-cli command: the password goes on its stdin (--askpass),
-    so it is in no argv and no environment, neither here nor in the container."""
-    secret = 'redis_password' if service == 'redis' else 'redis_sentinel_password'
-    return ['docker', 'exec', '-i', inst['container'], 'redis-cli', '-p', str(inst['port']), '--askpass'] + list(args), secret
+    so it is in no argv and no environment, neither here nor in the container. Data nodes: as the ACL user admin."""
+    secret = REDIS_ADMIN_SECRET if service == 'redis' else 'redis_sentinel_password'
+    return (['docker', 'exec', '-i', inst['container'], 'redis-cli', '-p', str(inst['port'])] + redis_login(service)
+            + ['--askpass'] + list(args)), secret
+
+
+# The data nodes' ACL user of the operator (stack_redis_users) and its secret; Sentinels: the default user.
+REDIS_ADMIN_USER = 'admin'
+REDIS_ADMIN_SECRET = 'redis_user_admin_password'
+
+
+def redis_login(service):
+    return ['--user', REDIS_ADMIN_USER] if service == 'redis' else []
 
 
 def shell_argv(inst, service, command, interactive):
@@ -68,8 +78,8 @@ def shell_argv(inst, service, command, interactive):
                        '-U', inst['app_user'], '-d', inst['app_database']]
         env = {'PGPASSWORD': 'postgres_app_password'}
     elif service in ('redis', 'sentinel'):
-        argv = base + ['-e', 'REDISCLI_AUTH', container, 'redis-cli', '-p', port, '--no-auth-warning']
-        env = {'REDISCLI_AUTH': 'redis_password' if service == 'redis' else 'redis_sentinel_password'}
+        argv = base + ['-e', 'REDISCLI_AUTH', container, 'redis-cli', '-p', port] + redis_login(service) + ['--no-auth-warning']
+        env = {'REDISCLI_AUTH': REDIS_ADMIN_SECRET if service == 'redis' else 'redis_sentinel_password'}
     else:
         raise UsageError('shell works for postgres, pgbouncer, redis and sentinel, not %s' % service)
     if command:

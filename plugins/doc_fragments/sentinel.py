@@ -30,10 +30,18 @@ options:
       - If not set, the environment variable E(REDIS_SENTINEL_PASSWORD) is used.
       - Leave unset when the Sentinels have no password.
     type: str
+  redis_user:
+    description:
+      - ACL user the module logs in to the Redis data nodes as (C(AUTH <user> <password>)).
+      - The module needs the commands its documentation lists for the action it runs, and nothing else;
+        a command the user lacks fails with the command's name (C(NOPERM)).
+      - If not set, the environment variable E(REDIS_USERNAME) is used; unset, the C(default) user
+        (the nodes' C(requirepass)).
+    type: str
   redis_password:
     description:
-      - Password of the Redis data nodes (their C(requirepass), the Sentinels' C(auth-pass)). Used
-        to read C(INFO replication) from the master and the replicas and to pause writes.
+      - Password of O(redis_user) on the Redis data nodes (without O(redis_user), their C(requirepass)).
+        Used to read C(INFO replication) from the master and the replicas and to pause writes.
       - If not set, the environment variable E(REDIS_PASSWORD) is used.
     type: str
   socket_timeout:
@@ -62,9 +70,14 @@ options:
       - TCP port of the Redis node.
     type: int
     default: 6379
+  login_user:
+    description:
+      - ACL user to log in as (C(AUTH <user> <password>)); unset, the C(default) user.
+      - Every action needs C(INFO) or C(PING) only.
+    type: str
   login_password:
     description:
-      - Password of the Redis node (its C(requirepass)).
+      - Password of O(login_user) (without O(login_user), the node's C(requirepass)).
       - If not set, the environment variable E(REDISCLI_AUTH) is used, as by C(redis-cli).
     type: str
   socket_timeout:

@@ -39,6 +39,7 @@ def sentinel_connection_spec():
         master_name=dict(type='str', default='mymaster'),
         sentinel_password=dict(type='str', no_log=True,
                                fallback=(env_fallback, ['REDIS_SENTINEL_PASSWORD'])),
+        redis_user=dict(type='str', fallback=(env_fallback, ['REDIS_USERNAME'])),
         redis_password=dict(type='str', no_log=True, fallback=(env_fallback, ['REDIS_PASSWORD'])),
         socket_timeout=dict(type='float', default=2.0),
     )
@@ -49,6 +50,7 @@ def redis_connection_spec():
     return dict(
         login_host=dict(type='str', default='127.0.0.1'),
         login_port=dict(type='int', default=6379),
+        login_user=dict(type='str'),
         login_password=dict(type='str', no_log=True, fallback=(env_fallback, ['REDISCLI_AUTH'])),
         socket_timeout=dict(type='float', default=2.0),
     )
@@ -126,8 +128,10 @@ class Node(object):
     """One Redis or Sentinel endpoint; every call maps errors to RedisOpError."""
 
     def __init__(self, host, port, password=None, socket_timeout=2.0, kind='Redis',
-                 password_option='redis_password', master_name=None):
+                 password_option='redis_password', master_name=None, username=None):
         self.host = host
+        # An ACL user (AUTH username password); None: the default user (requirepass).
+        self.username = username or None
         self.port = int(port)
         self.address = _sentinel.format_address(host, port)
         self.password = password or None
@@ -143,7 +147,7 @@ class Node(object):
             # No retries: a health check must report a dead node after one
             # socket_timeout, not after redis-py's backoff schedule.
             self._client = redis.Redis(
-                host=self.host, port=self.port, password=self.password,
+                host=self.host, port=self.port, username=self.username, password=self.password,
                 socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout,
                 decode_responses=True, retry=Retry(NoBackoff(), 0), health_check_interval=0)
         return self._client
@@ -171,9 +175,10 @@ class Node(object):
             self._client = None
 
 
-def open_node(host, port, password=None, socket_timeout=2.0):
+def open_node(host, port, password=None, socket_timeout=2.0, username=None):
     """A Node for one Redis data node (``login_*`` options)."""
-    return Node(host, port, password, socket_timeout, kind='Redis', password_option='login_password')
+    return Node(host, port, password, socket_timeout, kind='Redis', password_option='login_password',
+                username=username)
 
 
 def info(node, section):
@@ -330,11 +335,12 @@ class SentinelSet(object):
     """The Sentinels of one master plus the data nodes they name."""
 
     def __init__(self, sentinels, master_name='mymaster', sentinel_password=None, redis_password=None,
-                 socket_timeout=2.0):
+                 socket_timeout=2.0, redis_user=None):
         if not sentinels:
             raise RedisOpError('sentinels is empty: list every Sentinel as host:port', 'address')
         self.master_name = master_name
         self.redis_password = redis_password
+        self.redis_user = redis_user or None
         self.socket_timeout = socket_timeout
         self.sentinels = []
         seen = set()
@@ -362,7 +368,7 @@ class SentinelSet(object):
         if address not in self._data_nodes:
             host, port = parse_address(address)
             self._data_nodes[address] = Node(host, port, self.redis_password, self.socket_timeout,
-                                             kind='Redis', password_option='redis_password')
+                                             kind='Redis', password_option='redis_password', username=self.redis_user)
         return self._data_nodes[address]
 
     def replication(self, address):

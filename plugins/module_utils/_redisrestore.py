@@ -39,7 +39,7 @@ class Restore(object):
     """
 
     def __init__(self, run, tools, sset, open_node, listen_host, listen_port, password, log,
-                 sync_timeout=None, timeout=300, sleep=time.sleep, root=None):
+                 sync_timeout=None, timeout=300, sleep=time.sleep, root=None, username=None, replication=None):
         self.run = run
         self.tools = tools
         self.sset = sset
@@ -48,6 +48,10 @@ class Restore(object):
         self.listen_port = int(listen_port)
         self.listen = _sentinel.format_address(listen_host, listen_port)
         self.password = password
+        # The module's own ACL user (None: default) and what the replicas authenticate with: (masteruser,
+        # masterauth); None: no masteruser, masterauth = password (one password for everything).
+        self.username = username
+        self.replication = replication or (None, password)
         self.log = log
         self.sync_timeout = sync_timeout
         self.timeout = timeout
@@ -128,12 +132,15 @@ class Restore(object):
             masteruser = self.node(master).call('config_get', 'masteruser', command='CONFIG GET').get('masteruser')
         except Exception:  # CONFIG may be renamed or denied: the sync wait will then say what went wrong
             masterauth = masteruser = None
-        if masteruser:
-            raise BackupError('The master authenticates to its masters as user %s (masteruser): restores support the '
-                              'default user only' % masteruser, kind='config')
-        if masterauth is not None and (masterauth or None) != (self.password or None):
-            raise BackupError('The master\'s masterauth differs from redis_password: the master could not '
-                              'authenticate to the restore server. Pass the stack\'s Redis password', kind='config')
+        if masterauth is not None and (masteruser or None) != (self.replication[0] or None):
+            raise BackupError('The master authenticates to its masters as user %s (masteruser), not %s: set '
+                              'replication_user to the data nodes\' masteruser' % (masteruser or 'default',
+                                                                                   self.replication[0] or 'default'),
+                              kind='config')
+        if masterauth is not None and (masterauth or None) != (self.replication[1] or None):
+            raise BackupError('The master\'s masterauth differs from replication_password (default redis_password): '
+                              'the master could not authenticate to the restore server. Pass the password the data '
+                              'nodes replicate with', kind='config')
         return self.info(master, 'persistence')
 
     def stop_promotions(self, replicas, budget_wait=None):
@@ -206,7 +213,7 @@ class Restore(object):
                                                                command='CONFIG GET').get('masterauth')
             except Exception:  # it is then not chosen; stop_promotions says why a replica does not answer
                 replications[address], masterauths[address] = None, None
-        chosen, skipped = choose_detached(master, replicas, replications, masterauths, self.password)
+        chosen, skipped = choose_detached(master, replicas, replications, masterauths, self.replication[1])
         if not chosen and replicas:
             self.log('no replica kept detached: %s' % '; '.join('%s: %s' % item for item in sorted(skipped.items())))
         return chosen
@@ -245,7 +252,7 @@ class Restore(object):
 
     def reattach(self):
         address = self.detached
-        self.node(address).call('config_set', 'masterauth', self.password or '', command='CONFIG SET')
+        self.node(address).call('config_set', 'masterauth', self.replication[1] or '', command='CONFIG SET')
         self.detached = None
         self.record(detached=None, held=False)
         self.log('masterauth of %s set back: it resyncs from the master' % address)
@@ -257,7 +264,9 @@ class Restore(object):
         if os.path.abspath(rdb_path) != target:
             shutil.copyfile(rdb_path, target)
         conf = os.path.join(scratch, 'redis.conf')
-        write_text_atomic(conf, temp_server_config(self.listen_host, self.listen_port, self.password, scratch), mode=0o600)
+        settings = temp_server_config(self.listen_host, self.listen_port, self.password, scratch, self.username,
+                                      self.replication)
+        write_text_atomic(conf, settings, mode=0o600)
         rc, out, err = self.run([self.tools['redis-server'], conf])
         if rc != 0:
             raise BackupError('The temporary redis-server did not start (exit code %s): %s' % (rc, (err or out).strip()),

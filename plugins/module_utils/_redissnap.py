@@ -58,6 +58,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -637,9 +638,11 @@ def recovery_plan(state, master_replication):
     return steps
 
 
-def recover_interrupted(root, sset, open_node, password, log, scratch_root=None):
+def recover_interrupted(root, sset, open_node, password, log, scratch_root=None, replication_password=None):
     """Undo what an interrupted restore recorded in ``root``; None when there is nothing to undo.
 
+    ``password``: the module's own (the temporary server's); ``replication_password``: the replicas'
+    ``masterauth`` (default ``password``: one password for everything).
     Returns ``dict(started_at, pid, held, steps, problems)``; the state file is removed when every
     step worked, and rewritten with what is left otherwise (BackupError then, nothing else may run).
     """
@@ -666,7 +669,8 @@ def recover_interrupted(root, sset, open_node, password, log, scratch_root=None)
                                                  else scratch_root)
                 left['temp_server'] = False
             elif step == 'masterauth':
-                sset.data_node(address).call('config_set', 'masterauth', password or '', command='CONFIG SET')
+                masterauth = password if replication_password is None else replication_password
+                sset.data_node(address).call('config_set', 'masterauth', masterauth or '', command='CONFIG SET')
                 text = 'masterauth of %s set back to redis_password: it resyncs from the master' % address
                 left['detached'] = None
             else:
@@ -706,8 +710,14 @@ def stop_leftover_temp_server(open_node, listen, password, scratch, root):
     return text
 
 
-def temp_server_config(listen_host, port, password, directory):
-    """redis.conf of the temporary restore server (written 0600: it holds the password)."""
+def temp_server_config(listen_host, port, password, directory, username=None, replication=None):
+    """redis.conf of the temporary restore server (written 0600: it holds the password).
+
+    ``username``: the ACL user the module logs in as (None: the default user, ``requirepass``);
+    ``replication``: ``(masteruser, masterauth)`` the live master authenticates with when it replicates
+    from this server (None: the default user and ``password``). Every user may run everything: the
+    server lives for one restore, on the backup container's address only.
+    """
     lines = [
         'bind %s' % listen_host,
         'port %d' % int(port),
@@ -723,9 +733,28 @@ def temp_server_config(listen_host, port, password, directory):
         'repl-diskless-sync-delay 0',
         'maxmemory 0',
     ]
-    if password:
-        lines.append('requirepass "%s"' % password.replace('\\', '\\\\').replace('"', '\\"'))
+    repl_user, repl_password = replication or (None, None)
+    accounts = ([(username, password)] if username else []) + ([(repl_user, repl_password)] if repl_user else [])
+    if not accounts:
+        if password:
+            lines.append('requirepass "%s"' % password.replace('\\', '\\\\').replace('"', '\\"'))
+        return '\n'.join(lines) + '\n'
+    # The default user serves whoever logs in without a user name (the module, or the master's masterauth alone).
+    default = password if not username else (repl_password if not repl_user else None)
+    if username and repl_user:
+        lines.append('user default off')
+    else:
+        lines.append('user default on %s ~* &* +@all' % acl_password(default))
+    for name, secret in accounts:
+        lines.append('user %s on %s ~* &* +@all' % (name, acl_password(secret)))
     return '\n'.join(lines) + '\n'
+
+
+def acl_password(secret):
+    """An ACL rule that sets ``secret`` as the only password, by its SHA-256 (no clear text in the file)."""
+    if not secret:
+        return 'nopass'
+    return '#' + hashlib.sha256(secret.encode('utf-8')).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -849,6 +878,7 @@ def take_snapshot(run, tools, node, source, root, clock_now, bgsave_timeout, fet
         step = time.time()
         cmd = ['timeout', str(int(fetch_timeout)), tools['redis-cli'], '-h', node.host, '-p', str(node.port)]
         # The password on stdin (--askpass): never in an argv or a process environment.
+        cmd += ['--user', node.username] if getattr(node, 'username', None) else []
         cmd += ['--askpass'] if password else []
         rc, out, err = run(cmd + ['--rdb', plain], data=password or None)
         if rc != 0 or not os.path.isfile(plain):

@@ -144,6 +144,19 @@ options:
         selects a pre-restore snapshot.
     type: bool
     default: true
+  replication_user:
+    description:
+      - For O(action=restore) (and undoing an interrupted one), the ACL user the data nodes replicate as (their
+        C(masteruser)). The temporary restore server gets this user, so the master can replicate from it; the
+        master's C(masteruser) must be this user.
+      - Unset, the data nodes have no C(masteruser) (they authenticate as the C(default) user).
+    type: str
+  replication_password:
+    description:
+      - The password the data nodes replicate with (their C(masterauth), the password of O(replication_user)). The
+        detached replica gets it back.
+      - Default O(redis_password) (one password for everything, no ACL users).
+    type: str
   restore_sync_timeout:
     description:
       - Upper bound in seconds of the master's sync from the temporary server. It is also capped below the time
@@ -152,6 +165,11 @@ options:
 notes:
   - Needs C(redis-cli), C(redis-check-rdb), C(redis-server) (restore) and C(zstd) of the same Redis version as the
     servers; the C(psscript/backup) image has them.
+  - "ACL: for O(action=backup), O(redis_user) needs C(+ping +info +time +lastsave +bgsave) and, for C(redis-cli --rdb),
+    C(+sync +psync +replconf); no key access. O(action=restore) also needs C(+config|get +config|set +client|kill
+    +replicaof +slaveof +bgrewriteaof). Undoing an interrupted restore needs what O(action=restore) needs, so a backup
+    that finds one fails with C(NOPERM) until a restore run (or a user that may) undoes it."
+  - The temporary restore server gets O(redis_user) and O(replication_user) with their passwords as SHA-256 hashes.
   - The Redis password reaches C(redis-cli) on its standard input (C(--askpass)) and the temporary server through a
     0600 file in its scratch directory, never a command line or a process environment.
   - Entries are catalog type C(full) (a snapshot stands alone) with C(service=redis).
@@ -171,7 +189,8 @@ EXAMPLES = r'''
     backup_dir: /backups/redis
     sentinels: [172.25.0.41:26379, 172.25.0.42:26380, 172.25.0.43:26381]
     sentinel_password: "{{ redis_sentinel_password }}"
-    redis_password: "{{ redis_password }}"
+    redis_user: backup
+    redis_password: "{{ redis_backup_password }}"
   register: snap
 
 - name: Verify it
@@ -194,8 +213,11 @@ EXAMPLES = r'''
     backup_dir: /backups/redis
     sentinels: [172.25.0.41:26379, 172.25.0.42:26380, 172.25.0.43:26381]
     restore_listen_host: 172.25.0.50
+    replication_user: replica
+    replication_password: "{{ redis_replica_password }}"
   environment:
-    REDIS_PASSWORD: "{{ redis_password }}"
+    REDIS_USERNAME: restore
+    REDIS_PASSWORD: "{{ redis_restore_password }}"
     REDIS_SENTINEL_PASSWORD: "{{ redis_sentinel_password }}"
 '''
 
@@ -600,6 +622,7 @@ rdb_file:
   sample: /backups/redis/import/dump.rdb
 '''
 
+import functools
 import os
 import re
 import shutil
@@ -621,7 +644,19 @@ def sentinel_set(module):
     if not params['sentinels']:
         module.fail_json(msg='action=%s needs sentinels (every Sentinel as host:port)' % params['action'])
     return _redis.SentinelSet(params['sentinels'], params['master_name'], params['sentinel_password'],
-                              params['redis_password'], params['socket_timeout'])
+                              params['redis_password'], params['socket_timeout'], params['redis_user'])
+
+
+def temp_node(module):
+    """The factory of the temporary restore server's connections: as O(redis_user), like the data nodes."""
+    return functools.partial(_redis.Node, username=module.params['redis_user'])
+
+
+def replication(module):
+    """(masteruser, masterauth) of the data nodes."""
+    params = module.params
+    password = params['redis_password'] if params['replication_password'] is None else params['replication_password']
+    return params['replication_user'], password
 
 
 def s3_store(module):
@@ -639,8 +674,9 @@ def recover_interrupted_restore(module, root, sset, result):
                     % (state.get('started_at'), '; '.join('%s on %s' % step[:2] for step in
                                                           _redissnap.recovery_plan(state, None)) or 'nothing'))
         return
-    outcome = _redissnap.recover_interrupted(root, sset, _redis.Node, module.params['redis_password'],
-                                             result.setdefault('log', []).append)
+    outcome = _redissnap.recover_interrupted(root, sset, temp_node(module), module.params['redis_password'],
+                                             result.setdefault('log', []).append,
+                                             replication_password=replication(module)[1])
     if outcome is not None:
         result.update(changed=True, recovered_from_interrupted_restore=outcome)
 
@@ -759,10 +795,10 @@ def do_restore(module, root):
             snapshot = dict(name=entry['id'], keys=entry.get('keys'), expires=entry.get('expires'),
                             keys_by_db=entry.get('keys_by_db'))
             result['backup_id'] = entry['id']
-        restore = _redisrestore.Restore(module.run_command, tools, sset, _redis.Node, params['restore_listen_host'],
+        restore = _redisrestore.Restore(module.run_command, tools, sset, temp_node(module), params['restore_listen_host'],
                                         params['restore_listen_port'], params['redis_password'], log.append,
                                         sync_timeout=params['restore_sync_timeout'], timeout=params['restore_timeout'],
-                                        root=root)
+                                        root=root, username=params['redis_user'], replication=replication(module))
 
         def pre_snapshot():
             # An ordinary snapshot of the data about to be replaced, under this run's lock.
@@ -829,6 +865,8 @@ def main():
         restore_listen_port=dict(type='int', default=16379),
         restore_timeout=dict(type='int', default=300),
         restore_sync_timeout=dict(type='float'),
+        replication_user=dict(type='str'),
+        replication_password=dict(type='str', no_log=True),
         pre_restore_snapshot=dict(type='bool', default=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

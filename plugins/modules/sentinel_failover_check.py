@@ -108,6 +108,9 @@ notes:
     C(INFO replication).
   - The host running the module must reach the Sentinels and the Redis nodes at the addresses the
     Sentinels announce.
+  - "ACL: O(redis_user) needs C(+ping +info) for O(action=check) and O(action=wait_for_failover); O(action=switchover)
+    also needs C(+client|pause +client|unpause +client|id +client|list +client|kill +replicaof +config|rewrite)
+    on the data nodes."
 seealso:
   - name: Redis Sentinel documentation
     description: How Sentinel detects failures, elects a leader and promotes a replica.
@@ -123,7 +126,8 @@ EXAMPLES = r'''
       - 10.10.0.13:26379
     master_name: mymaster
     sentinel_password: "{{ redis_sentinel_password }}"
-    redis_password: "{{ redis_password }}"
+    redis_user: monitor
+    redis_password: "{{ redis_monitor_password }}"
     expected_replicas: 2
     max_replica_lag: 5
 
@@ -146,7 +150,8 @@ EXAMPLES = r'''
     timeout: 60
   environment:
     REDIS_SENTINEL_PASSWORD: "{{ redis_sentinel_password }}"
-    REDIS_PASSWORD: "{{ redis_password }}"
+    REDIS_USERNAME: failover
+    REDIS_PASSWORD: "{{ redis_failover_password }}"
   register: switchover
 
 - name: Wait until the Sentinels replace a master that was killed
@@ -528,7 +533,7 @@ def main():
 
     try:
         sset = _redis.SentinelSet(params['sentinels'], params['master_name'], params['sentinel_password'],
-                                  params['redis_password'], params['socket_timeout'])
+                                  params['redis_password'], params['socket_timeout'], params['redis_user'])
         try:
             result = ACTIONS[params['action']](module, sset)
         finally:

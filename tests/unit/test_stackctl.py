@@ -182,8 +182,10 @@ def test_shell_never_puts_a_password_in_argv():
     assert secret == 'redis_sentinel_password'
     argv, env = stackmod.shell_argv(INST, 'redis', ['PING'], interactive=False)
     assert argv == ['docker', 'exec', '-i', '-e', 'REDISCLI_AUTH', 's-redis-1', 'redis-cli', '-p', '6379',
-                    '--no-auth-warning', 'PING']
-    assert env == {'REDISCLI_AUTH': 'redis_password'}
+                    '--user', 'admin', '--no-auth-warning', 'PING']
+    assert env == {'REDISCLI_AUTH': 'redis_user_admin_password'}
+    argv, secret = stackmod.redis_cli_argv(INST, 'redis', ['INFO'])
+    assert argv[-4:] == ['--user', 'admin', '--askpass', 'INFO'] and secret == 'redis_user_admin_password'
     argv, env = stackmod.shell_argv(dict(INST, container='s-pgb'), 'pgbouncer', ['SELECT', '1'], interactive=True)
     assert argv[:6] == ['docker', 'exec', '-i', '-t', '-e', 'PGPASSWORD']
     assert argv[-2:] == ['-c', 'SELECT 1'] and env == {'PGPASSWORD': 'postgres_app_password'}

@@ -27,7 +27,7 @@ a record of every write a replica acknowledged.
         (split brain: must be 0) and how it refused the others.
 
 Passwords come from the environment: REDIS_SENTINEL_PASSWORD (the Sentinels' requirepass)
-and REDIS_PASSWORD (the data nodes'), never from the command line.
+and REDIS_USERNAME / REDIS_PASSWORD (the data nodes' ACL user and its password), never from the command line.
 """
 import argparse
 import collections
@@ -66,7 +66,7 @@ def error_kind(exc):
 
 def write(args):
     # Longer than a planned switchover's CLIENT PAUSE, as an application's timeout would be.
-    options = dict(password=os.environ.get("REDIS_PASSWORD") or None, socket_timeout=5.0,
+    options = dict(username=os.environ.get("REDIS_USERNAME") or None, password=os.environ.get("REDIS_PASSWORD") or None, socket_timeout=5.0,
                    socket_connect_timeout=0.5, retry=no_retry())
     if args.address:
         # A client pinned to one node (an application on a partitioned Docker host).
@@ -144,7 +144,7 @@ def read_log(path):
 def check(args):
     entries = read_log(args.log) if os.path.exists(args.log) else []
     host, port = address(args.master)
-    client = redis.Redis(host=host, port=port, password=os.environ.get("REDIS_PASSWORD") or None,
+    client = redis.Redis(host=host, port=port, username=os.environ.get("REDIS_USERNAME") or None, password=os.environ.get("REDIS_PASSWORD") or None,
                          socket_timeout=5.0, decode_responses=True, retry=no_retry())
     role = client.info("replication").get("role")
     missing, wrong = [], []
@@ -171,7 +171,7 @@ def check(args):
 
 def probe_old_master(args):
     host, port = address(args.address)
-    client = redis.Redis(host=host, port=port, password=os.environ.get("REDIS_PASSWORD") or None,
+    client = redis.Redis(host=host, port=port, username=os.environ.get("REDIS_USERNAME") or None, password=os.environ.get("REDIS_PASSWORD") or None,
                          socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True,
                          retry=no_retry())
     start = time.monotonic()

@@ -12,6 +12,7 @@ one byte flipped, and for it cut after 50 bytes; fake_rdb() places bytes of that
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 
@@ -414,6 +415,18 @@ def test_temp_server_config_quotes_password_and_turns_persistence_off():
     assert 'requirepass "a\\"b\\\\c"' in lines
     assert 'dir /backups/.scratch-x' in lines
     assert 'requirepass' not in _redissnap.temp_server_config('h', 1, None, '/d')
+
+
+def test_temp_server_config_with_acl_users_holds_hashes_only():
+    lines = _redissnap.temp_server_config('h', 1, 'pw-restore', '/d', 'restore', ('replica', 'pw-replica')).splitlines()
+    sha = lambda text: hashlib.sha256(text.encode()).hexdigest()  # noqa: E731
+    assert 'user default off' in lines
+    assert 'user restore on #%s ~* &* +@all' % sha('pw-restore') in lines
+    assert 'user replica on #%s ~* &* +@all' % sha('pw-replica') in lines
+    assert not [line for line in lines if 'pw-' in line or line.startswith('requirepass')]
+    # The module as an ACL user, the master with masterauth alone (no masteruser): the default user takes it.
+    lines = _redissnap.temp_server_config('h', 1, 'pw-restore', '/d', 'restore', (None, 'pw-old')).splitlines()
+    assert 'user default on #%s ~* &* +@all' % sha('pw-old') in lines
 
 
 # ---------------------------------------------------------------------------------------------
