@@ -12,6 +12,7 @@ import os
 import tempfile
 import threading
 import time
+from stat import S_ISLNK, S_ISREG
 
 
 def fsync_path(path, directory=False):
@@ -99,7 +100,7 @@ class SyncWhileWriting(object):
                 stat = os.lstat(path)
             except OSError:
                 continue
-            if not os.path.isfile(path) or os.path.islink(path):
+            if not S_ISREG(stat.st_mode):  # lstat: a symbolic link is not a regular file either
                 continue
             key = self._key(stat)
             if self.synced.get(path) == key or now - stat.st_mtime < self.settle:
@@ -131,9 +132,10 @@ class SyncWhileWriting(object):
         for dirpath, dirnames, filenames in os.walk(self.top, topdown=False):
             for name in filenames:
                 path = os.path.join(dirpath, name)
-                if os.path.islink(path):
+                stat = os.lstat(path)
+                if S_ISLNK(stat.st_mode):
                     continue
-                key = self._key(os.lstat(path))
+                key = self._key(stat)
                 if self.synced.get(path) != key:
                     fsync_path(path)
                     self.synced[path] = key
