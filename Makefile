@@ -58,9 +58,19 @@ sanity: venv
 unit: venv collection
 	$(PY) -m pytest tests/unit -q
 
-# Module tests against real PostgreSQL 17 containers of the stack's own images.
+# Module tests against real PostgreSQL 17, Redis and Sentinel containers of the stack's own images, in two
+# groups side by side: they share no container, network, subnet or host port (psscript-dev-backup-*,
+# 172.30.0.0/16 and psscript-dev-pgstart; psscript-dev-redis-*, 172.29.0.0/16 and a test-only image name).
+# The Redis group's output is kept in .cache/logs and printed when both have ended.
+IT_REDIS := tests/integration/test_redis_snapshot.py tests/integration/test_images_refresh.py
 integration: images
-	$(PY) -m pytest tests/integration -q --durations=15
+	@mkdir -p .cache/logs; rm -f .cache/logs/integration-redis.rc; \
+	  { $(PY) -m pytest $(IT_REDIS) -q -p no:cacheprovider --durations=10 > .cache/logs/integration-redis.log 2>&1; \
+	    echo $$? > .cache/logs/integration-redis.rc; } & \
+	  $(PY) -m pytest tests/integration $(addprefix --ignore=,$(IT_REDIS)) -q -p no:cacheprovider --durations=10; pg=$$?; \
+	  wait; echo "=== integration, the Redis group (beside the PostgreSQL group above):"; \
+	  cat .cache/logs/integration-redis.log; redis=$$(cat .cache/logs/integration-redis.rc 2>/dev/null || echo 1); \
+	  echo "=== integration: PostgreSQL group rc=$$pg, Redis group rc=$$redis"; [ "$$pg" = 0 ] && [ "$$redis" = 0 ]
 
 # Each scenario's output is also kept in .cache/logs; when one fails, its failed tasks are printed again at
 # the end, where a CI log's tail shows them.
