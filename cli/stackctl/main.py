@@ -13,7 +13,7 @@ from stackctl import REPO
 from stackctl.args import (PROGRESS_VERBS, StackError, UsageError, containers_command, parse_args,
                            playbook_command, service_of, usage_text)
 from stackctl.runner import find_tool, run_playbook
-from stackctl.stack import Stack, docker_env, shell_argv
+from stackctl.stack import PGBOUNCER_TLS_ENV, Stack, docker_env, shell_argv
 
 EXIT_USAGE = 2
 
@@ -93,7 +93,7 @@ def cmd_shell(stack, opts):
 def cmd_pgbouncer(stack, opts):
     name = stack.instances(['pgbouncer'])[0]
     inst = stack.instance(name)
-    argv = ['docker', 'exec', '-i', '-e', 'PGPASSWORD', inst['container'], 'psql', '-X', '-h', '127.0.0.1',
+    argv = ['docker', 'exec', '-i', '-e', 'PGPASSWORD'] + PGBOUNCER_TLS_ENV + [inst['container'], 'psql', '-X', '-h', '127.0.0.1',
             '-p', str(inst['port']), '-U', inst['stats_user'], '-d', 'pgbouncer', '-c', 'SHOW %s' % opts['view'].upper()]
     return stack.docker(name, argv, {'PGPASSWORD': 'pgbouncer_stats_password'})
 

@@ -59,6 +59,9 @@ def redis_cli_argv(inst, service, args):
 
 # The data nodes' ACL user of the operator (stack_redis_users) and its secret; Sentinels: the default user.
 REDIS_ADMIN_USER = 'admin'
+# psql in the PgBouncer container logs in over TLS, checking PgBouncer's certificate against the stack CA there
+# (the pgbouncer role's tls/ca.crt in its config directory, mounted at /etc/pgbouncer).
+PGBOUNCER_TLS_ENV = ['-e', 'PGSSLMODE=verify-full', '-e', 'PGSSLROOTCERT=/etc/pgbouncer/tls/ca.crt']
 REDIS_ADMIN_SECRET = 'redis_user_admin_password'
 
 
@@ -74,7 +77,7 @@ def shell_argv(inst, service, command, interactive):
         argv = base + ['-u', 'postgres', container, 'psql', '-X', '-p', port, '-d', inst['app_database']]
         env = {}
     elif service == 'pgbouncer':
-        argv = base + ['-e', 'PGPASSWORD', container, 'psql', '-X', '-h', '127.0.0.1', '-p', port,
+        argv = base + ['-e', 'PGPASSWORD'] + PGBOUNCER_TLS_ENV + [container, 'psql', '-X', '-h', '127.0.0.1', '-p', port,
                        '-U', inst['app_user'], '-d', inst['app_database']]
         env = {'PGPASSWORD': 'postgres_app_password'}
     elif service in ('redis', 'sentinel'):

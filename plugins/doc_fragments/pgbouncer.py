@@ -40,6 +40,20 @@ options:
       - Seconds to wait for the console to accept the connection before failing.
     type: int
     default: 5
+  ssl_mode:
+    description:
+      - libpq's C(sslmode). V(verify-full) checks that PgBouncer's certificate chains to O(ca_cert) and names
+        O(login_host); the stack's PgBouncer accepts TLS connections only.
+      - When not given, libpq decides (E(PGSSLMODE), else V(prefer)).
+    type: str
+    choices: [disable, allow, prefer, require, verify-ca, verify-full]
+  ca_cert:
+    description:
+      - File holding the CA certificate(s) that verify PgBouncer's certificate (libpq's C(sslrootcert)), for
+        example the stack CA.
+      - When not given, libpq decides (E(PGSSLROOTCERT), else C(~/.postgresql/root.crt)).
+    type: path
+    aliases: [ssl_rootcert]
   db:
     description:
       - The console database. PgBouncer always calls it V(pgbouncer); the option exists only so that

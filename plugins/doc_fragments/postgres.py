@@ -38,6 +38,20 @@ options:
       - Seconds to wait for the server to accept the connection before failing.
     type: int
     default: 5
+  ssl_mode:
+    description:
+      - libpq's C(sslmode). V(verify-full) checks that the server's certificate chains to O(ca_cert) and names
+        O(login_host); the stack's PostgreSQL and PgBouncer accept TLS connections only.
+      - When not given, libpq decides (E(PGSSLMODE), else V(prefer)).
+    type: str
+    choices: [disable, allow, prefer, require, verify-ca, verify-full]
+  ca_cert:
+    description:
+      - File holding the CA certificate(s) that verify the server's certificate (libpq's C(sslrootcert)), for
+        example the stack CA.
+      - When not given, libpq decides (E(PGSSLROOTCERT), else C(~/.postgresql/root.crt)).
+    type: path
+    aliases: [ssl_rootcert]
   db:
     description:
       - Database to connect to. When not given, libpq uses a database named like O(login_user).

@@ -55,6 +55,10 @@ class PgConnectionError(Exception):
         self.msg = msg
 
 
+# libpq's sslmode values. Unset (None), libpq decides: PGSSLMODE, else prefer.
+SSL_MODES = ('disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full')
+
+
 def _connection_spec(port, password_env, db):
     """The connection options both specs share; only the port, password variable and db differ."""
     return dict(
@@ -63,8 +67,20 @@ def _connection_spec(port, password_env, db):
         login_user=dict(type='str'),
         login_password=dict(type='str', no_log=True, fallback=(env_fallback, [password_env])),
         connect_timeout=dict(type='int', default=5),
+        ssl_mode=dict(type='str', choices=list(SSL_MODES)),
+        ca_cert=dict(type='path', aliases=['ssl_rootcert']),
         db=db,
     )
+
+
+def tls_options(params):
+    """libpq's TLS connection options from the params (``sslmode``, ``sslrootcert``); only those that are set."""
+    options = {}
+    if params.get('ssl_mode'):
+        options['sslmode'] = params['ssl_mode']
+    if params.get('ca_cert'):
+        options['sslrootcert'] = params['ca_cert']
+    return options
 
 
 def pg_connection_spec():
@@ -118,6 +134,17 @@ def _explain(err, params, console):
                     "(the password or SCRAM secret there must match login_password) [%s]" % (user, detail))
         return ("PostgreSQL refused login for user '%s' at %s:%s: check the password and pg_hba.conf [%s]"
                 % (user, host, port, detail))
+    if 'certificate verify failed' in lowered:
+        return ("%s presented a certificate that ca_cert (%s) does not verify: give the stack CA's certificate "
+                "(the stack role's stack_tls_dir/ca.crt; in the containers tls/ca.crt) [%s]"
+                % (where, params.get('ca_cert') or 'the default root certificate', detail))
+    if 'does not match host name' in lowered:
+        return ("%s presented a certificate that does not name '%s': connect with a name or address in its subject "
+                "alternative names (container, instance name, stack or endpoint address, localhost, 127.0.0.1) [%s]"
+                % (where, host, detail))
+    if 'ssl required' in lowered or 'no encryption' in lowered:
+        return ("%s accepts TLS connections only: set ssl_mode (verify-full, with ca_cert the stack CA) instead of "
+                "disable [%s]" % (where, detail))
     if 'pg_hba.conf' in lowered:
         return "PostgreSQL at %s:%s has no pg_hba.conf entry for user '%s': add one and reload [%s]" % (host, port, user, detail)
     if 'no such database' in lowered or 'does not exist' in lowered:
@@ -136,6 +163,7 @@ def _connect(params, dbname, console):
         kwargs['dbname'] = dbname
     if params.get('login_password') is not None:
         kwargs['password'] = params['login_password']
+    kwargs.update(tls_options(params))
     try:
         conn = psycopg2.connect(**kwargs)
         # autocommit: psycopg2 must never send BEGIN (the console answers "invalid command 'BEGIN'").

@@ -108,10 +108,15 @@ def tool_major(version_output):
 
 
 def connection_env(params, passfile=None):
-    """Environment of pg_basebackup: the password only as a 0600 file's path (see password_file)."""
+    """Environment of pg_basebackup: the password only as a 0600 file's path (see password_file), and the TLS
+    options (ssl_mode, ca_cert) when given."""
     env = dict(PGAPPNAME=APPLICATION_NAME, PGCONNECT_TIMEOUT=str(params.get('connect_timeout') or 5))
     if passfile:
         env['PGPASSFILE'] = passfile
+    if params.get('ssl_mode'):
+        env['PGSSLMODE'] = params['ssl_mode']
+    if params.get('ca_cert'):
+        env['PGSSLROOTCERT'] = params['ca_cert']
     return env
 
 

@@ -66,6 +66,18 @@ def passfile_line(host, port, user, password):
     return '%s:%s:*:%s:%s\n' % (esc(host), esc(port), esc(user), esc(password))
 
 
+def tls_options(ca_file):
+    """libpq's TLS options for the stack CA in ``ca_file``: the server's certificate must chain to it and name the
+    host dialled (verify-full)."""
+    return dict(sslmode='verify-full', sslrootcert=ca_file)
+
+
+def tls_env(options):
+    """The same options as pg_receivewal's environment (PGSSLMODE, PGSSLROOTCERT); empty for none."""
+    names = dict(sslmode='PGSSLMODE', sslrootcert='PGSSLROOTCERT')
+    return dict((names[key], value) for key, value in options.items() if key in names)
+
+
 def _connection(binary, host, port, user):
     return [binary, '--host', str(host), '--port', str(port), '--username', str(user), '--no-password']
 

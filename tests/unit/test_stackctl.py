@@ -188,6 +188,8 @@ def test_shell_never_puts_a_password_in_argv():
     assert argv[-4:] == ['--user', 'admin', '--askpass', 'INFO'] and secret == 'redis_user_admin_password'
     argv, env = stackmod.shell_argv(dict(INST, container='s-pgb'), 'pgbouncer', ['SELECT', '1'], interactive=True)
     assert argv[:6] == ['docker', 'exec', '-i', '-t', '-e', 'PGPASSWORD']
+    # Over TLS, checking PgBouncer's certificate against the stack CA in its container.
+    assert argv[6:11] == ['-e', 'PGSSLMODE=verify-full', '-e', 'PGSSLROOTCERT=/etc/pgbouncer/tls/ca.crt', 's-pgb']
     assert argv[-2:] == ['-c', 'SELECT 1'] and env == {'PGPASSWORD': 'postgres_app_password'}
     argv, env = stackmod.shell_argv(INST, 'sentinel', None, interactive=True)
     assert env == {'REDISCLI_AUTH': 'redis_sentinel_password'} and argv[-1] == '--no-auth-warning'

@@ -40,7 +40,7 @@ def test_names_are_the_service_roles_defaults():
 def test_the_backup_role_reads_its_paths_from_the_stack():
     backup = load('backup', 'vars')
     for key, var in (('postgres', 'backup_postgres_dir'), ('redis', 'backup_redis_dir'),
-                     ('wal_archive', 'backup_wal_archive_dir')):
+                     ('wal_archive', 'backup_wal_archive_dir'), ('tls_ca', 'backup_tls_ca_file')):
         assert 'stack_instance_defaults.backup_paths.%s' % key in backup[var]
         assert STACK['backup_paths'][key].startswith('/')
 

@@ -124,3 +124,10 @@ def test_a_fork_on_the_archives_end_starts_pg_receivewal_on_the_next_timeline():
     assert _walrecv.next_timeline_start((1, 0xC * SEG), 2, history, SEG) is None
     assert _walrecv.next_timeline_start((1, 6 * SEG), 2, '1\t0/6000148\tbefore T\n', SEG) is None
     assert _walrecv.next_timeline_start((2, 0xE * SEG), 2, history, SEG) is None
+
+
+def test_tls_is_verify_full_against_the_given_ca_in_options_and_environment():
+    options = _walrecv.tls_options('/run/psscript-wal-receiver/ca.crt')
+    assert options == dict(sslmode='verify-full', sslrootcert='/run/psscript-wal-receiver/ca.crt')
+    assert _walrecv.tls_env(options) == dict(PGSSLMODE='verify-full', PGSSLROOTCERT='/run/psscript-wal-receiver/ca.crt')
+    assert _walrecv.tls_env({}) == {}
