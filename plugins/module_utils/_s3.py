@@ -23,9 +23,9 @@ multipart ETags differ between them) and it proves what a restore will read.
 
 With ``age_recipients`` every object is encrypted with ``age`` in the stream (``_age``): the remote
 catalog.json then says so (``encryption``) and records, per file, the SHA-256 and size of what is
-stored beside the plaintext's (``plain_sha256``, ``plain_size``); a WAL object carries both hashes in its
-metadata (``sha256`` of the plaintext, ``x-amz-meta-age`` = ``1``). Verification needs no key; a download
-needs ``age_identity_file``.
+stored beside the plaintext's (``plain_sha256``, ``plain_size``); an encrypted object's metadata holds the
+plaintext's SHA-256 (``sha256``) and ``age`` = ``1``, which is how a WAL object says it is encrypted.
+Verification needs no key; a download needs ``age_identity_file``.
 """
 
 from __future__ import absolute_import, division, print_function
