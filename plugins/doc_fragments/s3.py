@@ -81,6 +81,30 @@ options:
             that is unreachable fails a request after about O(s3.max_attempts) x O(s3.read_timeout) seconds.
         type: int
         default: 5
+      age_recipients:
+        description:
+          - Encrypt every object written to S3 with C(age), in the stream, to these X25519 public keys (C(age1...), as
+            C(age-keygen) prints them); any one of the matching private keys decrypts. Empty, objects are stored as
+            they are.
+          - Encrypted are the files of every backup and the archived WAL segments. The backup's C(catalog.json) stays
+            readable (names, times, LSNs and hashes; signed with the catalog key) and records C(encryption) and, per
+            file, the SHA-256 and size of the stored (encrypted) bytes beside the plaintext's (C(plain_sha256),
+            C(plain_size)), so verification reads S3 without any private key. Timeline history files stay in clear
+            (no data; a restore's plan reads them without the key). A WAL object carries C(x-amz-meta-age=1) and
+            the plaintext's SHA-256.
+          - The local copies in O(backup_dir) stay plain.
+        type: list
+        elements: str
+        default: []
+      age_identity_file:
+        description:
+          - Path of an age identity file (private key) on the host that runs the module, used to decrypt encrypted
+            copies when they are downloaded (restore) or WAL is fetched. Give it only to restores.
+          - A restore that needs it and lacks it, or whose key matches none of the recipients, fails with the cause
+            before anything is written.
+        type: path
 requirements:
   - boto3 (on the host that runs the module; the C(psscript/backup) image has it), when O(s3) is given
+  - age (on the host that runs the module; the C(psscript/backup) image has it), when O(s3.age_recipients) or
+    O(s3.age_identity_file) is given
 '''

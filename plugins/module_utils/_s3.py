@@ -20,6 +20,12 @@ Verification is end to end: every object of the backup is listed (size) and read
 SHA-256, compared with the hashes the catalog recorded when the backup was taken. It costs one
 download of the backup, but it works the same on every S3 implementation (checksum headers and
 multipart ETags differ between them) and it proves what a restore will read.
+
+With ``age_recipients`` every object is encrypted with ``age`` in the stream (``_age``): the remote
+catalog.json then says so (``encryption``) and records, per file, the SHA-256 and size of what is
+stored beside the plaintext's (``plain_sha256``, ``plain_size``); an encrypted object's metadata holds the
+plaintext's SHA-256 (``sha256``) and ``age`` = ``1``, which is how a WAL object says it is encrypted.
+Verification needs no key; a download needs ``age_identity_file``.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -37,6 +43,7 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.psscript.infra.plugins.module_utils import _age
 from ansible_collections.psscript.infra.plugins.module_utils import _catalog
 from ansible_collections.psscript.infra.plugins.module_utils._files import fsync_path
 
@@ -76,6 +83,11 @@ KINDS = ('postgres', 'redis')
 AREAS = ('wal',)
 SSE_CHOICES = ('AES256', 'aws:kms')
 SHA256_META = 'sha256'
+# Metadata of an object stored encrypted with age (its value: '1').
+AGE_META = 'age'
+# Area objects stored in clear even with age recipients: timeline history files hold only timeline ids, LSNs and
+# the recovery target, no data, and a restore's plan reads them in the backup container, which has no private key.
+PLAIN_AREA_NAMES = re.compile(r'^[0-9A-F]{8}\.history$')
 # Key of the remote catalog.json listing the backup's directories (empty ones included).
 DIRS_KEY = 's3_dirs'
 _CHUNK = 1024 * 1024
@@ -127,6 +139,8 @@ def s3_argument_spec():
                 validate_certs=dict(type='bool', default=True),
                 read_timeout=dict(type='int', default=READ_TIMEOUT),
                 max_attempts=dict(type='int', default=MAX_ATTEMPTS),
+                age_recipients=dict(type='list', elements='str', default=[]),
+                age_identity_file=dict(type='path'),
             ),
         ),
     )
@@ -147,6 +161,7 @@ def check_params(params_s3):
                         'AWS_SECRET_ACCESS_KEY, a profile or an instance role)')
     if '..' in (params_s3.get('prefix') or '').split('/'):
         problems.append("s3.prefix must not contain '..'")
+    problems.extend('s3.age_recipients: ' + p for p in _age.recipient_problems(params_s3.get('age_recipients') or []))
     return problems
 
 
@@ -176,8 +191,9 @@ def check_relpath(rel):
     return rel
 
 
-def put_args(params_s3, sha256=None):
-    """ExtraArgs of every put: server-side encryption (and KMS key) plus the SHA-256 metadata."""
+def put_args(params_s3, sha256=None, encrypted=False):
+    """ExtraArgs of every put: server-side encryption (and KMS key) plus the SHA-256 metadata (of the
+    plaintext, and the age mark, when ``encrypted``)."""
     args = {}
     if params_s3.get('sse'):
         args['ServerSideEncryption'] = params_s3['sse']
@@ -185,7 +201,39 @@ def put_args(params_s3, sha256=None):
             args['SSEKMSKeyId'] = params_s3['sse_kms_key_id']
     if sha256:
         args['Metadata'] = {SHA256_META: sha256}
+    if encrypted:
+        args.setdefault('Metadata', {})[AGE_META] = '1'
     return args
+
+
+def stored_files(remote_entry, local_entry=None):
+    """The files of a remote copy as stored: ``{rel: {size, sha256}}`` over the stored bytes. An encrypted
+    copy's ``plain_*`` hashes must match ``local_entry``'s (when given): the copy is of that backup.
+    Raises S3Error (kind ``checksum``) otherwise."""
+    files = remote_entry.get('files') or {}
+    if local_entry is not None and remote_entry.get(_age.ENCRYPTION_KEY):
+        local = local_entry.get('files') or {}
+        differ = sorted(rel for rel in set(local) | set(files)
+                        if rel not in local or rel not in files
+                        or (files[rel].get('plain_sha256'), files[rel].get('plain_size')) != (local[rel]['sha256'], local[rel]['size']))
+        if differ:
+            raise S3Error('The encrypted S3 copy of %s is not a copy of the local backup: %s differ. Upload it again'
+                          % (local_entry.get('id'), ', '.join(differ[:5])), kind='checksum')
+    return files
+
+
+def plain_entry(remote_entry):
+    """The local catalog entry of a downloaded copy: an encrypted one's files with their plaintext hashes."""
+    entry = dict(remote_entry)
+    encryption = entry.pop(_age.ENCRYPTION_KEY, None)
+    if encryption:
+        files = {}
+        for rel, item in remote_entry['files'].items():
+            files[rel] = dict((k, v) for k, v in item.items() if not k.startswith('plain_'))
+            files[rel].update(size=item['plain_size'], sha256=item['plain_sha256'])
+        entry['files'] = files
+        entry['s3'] = dict(entry.get('s3') or {}, encryption=encryption)
+    return entry
 
 
 def endpoint_name(params_s3):
@@ -323,10 +371,10 @@ class S3Store(object):
     """The S3 copies of one kind of backup (``postgres`` or ``redis``).
 
     ``params_s3``: the module's ``s3`` option. ``client``: a boto3 S3 client (built from the
-    parameters when not given).
+    parameters when not given). ``age``: the ``_age.Age`` that encrypts and decrypts (tests pass a fake).
     """
 
-    def __init__(self, params_s3, kind, client=None):
+    def __init__(self, params_s3, kind, client=None, age=None):
         problems = check_params(params_s3)
         if problems:
             raise S3Error('Invalid s3 option: %s' % '; '.join(problems))
@@ -335,6 +383,10 @@ class S3Store(object):
         self.kind = kind
         self.base = base_key(self.params.get('prefix'), kind)
         self.client = client if client is not None else make_client(self.params)
+        # Encrypt what is uploaded to these public keys (none: plain); decrypt downloads with this private key.
+        self.recipients = list(self.params.get('age_recipients') or [])
+        self.identity_file = self.params.get('age_identity_file')
+        self.age = age if age is not None else _age.Age()
 
     # -- keys ------------------------------------------------------------------------------------
     def key(self, backup_id, rel=None):
@@ -378,6 +430,49 @@ class S3Store(object):
     def _put_file(self, path, key, sha256):
         self._call('upload', key, self.client.upload_file, path, self.bucket, key,
                    ExtraArgs=put_args(self.params, sha256))
+
+    def _put_encrypted(self, path, key, plain_sha256):
+        """Upload the age encryption of ``path`` made while it is sent; ``(sha256, size)`` of what is stored."""
+        try:
+            reader = self.age.open_encrypted(path, self.recipients)
+        except _age.AgeError as err:
+            raise S3Error(err.msg)
+        try:
+            self._call('upload', key, self.client.upload_fileobj, reader, self.bucket, key,
+                       ExtraArgs=put_args(self.params, plain_sha256, encrypted=True))
+            reader.close()
+        except _age.AgeError as err:
+            raise S3Error(err.msg)
+        except BaseException:
+            reader.abort()
+            raise
+        return reader.sha256, reader.size
+
+    def _get_decrypted(self, key, target):
+        """Download ``key`` through age into ``target``: ``((stored sha256, size), (plain sha256, size))``."""
+        stored = {}
+
+        def chunks():
+            answer = self._call('download', key, self.client.get_object, Bucket=self.bucket, Key=key)
+            body, remaining = answer['Body'], int(answer.get('ContentLength') or 0)
+            digest, size = hashlib.sha256(), 0
+            try:
+                while remaining > 0:
+                    chunk = self._call('download', key, body.read, min(_CHUNK, remaining))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    yield chunk
+            finally:
+                body.close()
+                stored['hash'] = (digest.hexdigest(), size)
+        try:
+            plain = self.age.decrypt_to(chunks(), self.identity_file, target, 'Decrypting %s' % self.url(key))
+        except _age.AgeError as err:
+            raise S3Error(err.msg, kind='key')
+        return stored['hash'], plain
 
     def _put_bytes(self, data, key):
         self._call('upload', key, self.client.put_object, Bucket=self.bucket, Key=key, Body=data,
@@ -460,8 +555,13 @@ class S3Store(object):
         files = entry.get('files') or {}
         if not files:
             raise S3Error('Backup %s records no files: nothing to upload' % backup_id)
-        self._each(lambda rel: self._put_file(os.path.join(path, rel), self.key(backup_id, rel), files[rel]['sha256']),
-                   sorted(files))
+        names = sorted(files)
+        if self.recipients:
+            stored = self._each(lambda rel: self._put_encrypted(os.path.join(path, rel), self.key(backup_id, rel),
+                                                                files[rel]['sha256']), names)
+        else:
+            self._each(lambda rel: self._put_file(os.path.join(path, rel), self.key(backup_id, rel), files[rel]['sha256']),
+                       names)
         stale = [k for k in existing if k != marker and k[len(self.key(backup_id)):] not in files]
         if stale:
             self._delete_keys(stale)
@@ -470,11 +570,19 @@ class S3Store(object):
         with open(os.path.join(path, _catalog.CATALOG_FILE)) as handle:
             remote_entry = json.load(handle)
         remote_entry[DIRS_KEY] = directories(path)
+        if self.recipients:
+            # Hashes over what is stored (the ciphertext), the plaintext's beside them (see stored_files).
+            remote_entry['files'] = dict(
+                (rel, dict(remote_entry['files'][rel], sha256=digest, size=size, plain_sha256=files[rel]['sha256'],
+                           plain_size=files[rel]['size']))
+                for rel, (digest, size) in zip(names, stored))
+            remote_entry[_age.ENCRYPTION_KEY] = _age.encryption_record(self.recipients)
         self._put_entry(_catalog.sign_entry(remote_entry), marker)
         uploaded = time.time()
         checked = self.verify(entry)
         return dict(id=backup_id, url=self.url(self.key(backup_id)), objects=len(files) + 1,
-                    bytes=sum(item['size'] for item in files.values()), sse=self.params.get('sse'),
+                    bytes=sum(item['size'] for item in remote_entry['files'].values()), sse=self.params.get('sse'),
+                    encryption=remote_entry.get(_age.ENCRYPTION_KEY),
                     upload_seconds=round(uploaded - began, 3), verify_seconds=round(time.time() - uploaded, 3),
                     uploaded_at=_catalog.format_time(_catalog.utc_now()), verified_at=checked['verified_at'])
 
@@ -524,10 +632,20 @@ class S3Store(object):
         result = dict(id=backup_id, ok=False, url=self.url(prefix), checks=['s3 sizes'], problems=[], verified_at=None)
         objects, dummy = self._list(prefix)
         sizes = dict((k[len(prefix):], v) for k, v in objects.items())
-        result['problems'] = compare_remote(entry, sizes, _catalog.CATALOG_FILE)
+        files = entry['files']
+        remote_entry = entry if _age.ENCRYPTION_KEY in entry else (
+            self.get_entry(backup_id) if prefix + _catalog.CATALOG_FILE in objects else {})
+        if remote_entry.get(_age.ENCRYPTION_KEY):
+            # Stored encrypted: its own (signed) entry records the stored bytes' hashes.
+            problem = _catalog.mac_problem(remote_entry)
+            if problem:
+                result['problems'].append('%s %s' % (_catalog.CATALOG_FILE, problem))
+            else:
+                files = stored_files(remote_entry, None if remote_entry is entry else entry)
+                result['checks'].append('s3 age')
+        result['problems'] = result['problems'] or compare_remote(dict(entry, files=files), sizes, _catalog.CATALOG_FILE)
         if not result['problems']:
             result['checks'].append('s3 sha256')
-            files = entry['files']
             names = sorted(files)
             for rel, (digest, size) in zip(names, self._each(lambda rel: self._stream(prefix + rel), names)):
                 if digest != files[rel]['sha256']:
@@ -637,6 +755,9 @@ class S3Store(object):
         if problem:
             raise S3Error('%s %s. It was not used' % (self.url(self.key(backup_id, _catalog.CATALOG_FILE)), problem),
                           kind='checksum')
+        encrypted = bool(entry.get(_age.ENCRYPTION_KEY))
+        if encrypted:
+            self.check_identity(backup_id)
         staged = os.path.join(root, _catalog.TMP_PREFIX + backup_id)
         if os.path.exists(staged):
             shutil.rmtree(staged)
@@ -651,23 +772,50 @@ class S3Store(object):
                     os.makedirs(parent, 0o700)
 
             def fetch(rel):
+                if encrypted:
+                    return self._get_decrypted(self.key(backup_id, rel), os.path.join(staged, rel))
                 with open(os.path.join(staged, rel), 'wb') as handle:
-                    return self._stream(self.key(backup_id, rel), handle)
+                    return self._stream(self.key(backup_id, rel), handle), None
             problems = []
-            for rel, (digest, size) in zip(names, self._each(fetch, names)):
+            for rel, ((digest, size), plain) in zip(names, self._each(fetch, names)):
                 want = entry['files'][rel]
                 if size != want['size'] or digest != want['sha256']:
                     problems.append('%s: %d bytes SHA-256 %s in S3, recorded %d bytes %s'
                                     % (rel, size, digest, want['size'], want['sha256']))
+                elif plain is not None and plain != (want['plain_sha256'], want['plain_size']):
+                    problems.append('%s: decrypted to %d bytes SHA-256 %s, recorded %d bytes %s'
+                                    % (rel, plain[1], plain[0], want['plain_size'], want['plain_sha256']))
             if problems:
                 raise S3Error('The S3 copy of %s differs from its catalog: %s. It was not used'
                               % (backup_id, '; '.join(problems[:5])), kind='checksum')
+            entry = plain_entry(entry)
             entry['s3'] = dict(entry.get('s3') or {}, downloaded_at=_catalog.format_time(_catalog.utc_now()))
             _catalog.publish(root, entry, staged)
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
             raise
         return entry
+
+    def check_identity(self, what):
+        """Fail (kind ``key``) unless a private key to decrypt ``what`` was given and can be read."""
+        try:
+            _age.check_identity_file(self.identity_file)
+        except _age.AgeError as err:
+            raise S3Error('%s: %s' % (what, err.msg), kind='key')
+
+    def encrypted_ids(self, backup_ids):
+        """The ids among ``backup_ids`` whose remote copy is encrypted (reads their catalog.json)."""
+        return [i for i in backup_ids if self.get_entry(i).get(_age.ENCRYPTION_KEY)]
+
+    def area_encrypted(self, area, names):
+        """The names among ``names`` whose object in ``area`` is stored encrypted (one HEAD each)."""
+        encrypted = []
+        for name in names:
+            key = self.area_key(area, name)
+            head = self._call('read', key, self.client.head_object, Bucket=self.bucket, Key=key)
+            if (head.get('Metadata') or {}).get(AGE_META) == '1':
+                encrypted.append(name)
+        return encrypted
 
     def remove(self, backup_id):
         """Remove a remote copy: the marker first (unpublished), then every other object.
@@ -700,14 +848,19 @@ class S3Store(object):
             key = self.area_key(area, name)
             if name in remote:
                 head = self._call('read', key, self.client.head_object, Bucket=self.bucket, Key=key)
-                theirs = (head.get('Metadata') or {}).get(SHA256_META)
-                if int(head.get('ContentLength', -1)) == size and theirs == digest:
+                meta = head.get('Metadata') or {}
+                theirs = meta.get(SHA256_META)
+                # An encrypted object's size is not the plaintext's; its metadata holds the plaintext's SHA-256.
+                if theirs == digest and (meta.get(AGE_META) == '1' or int(head.get('ContentLength', -1)) == size):
                     result['present'].append(name)
                     continue
                 raise S3Error('%s exists with different content (%s bytes, SHA-256 %s; local %d bytes, %s): not '
                               'overwritten. Two clusters share this prefix? Use another s3.prefix'
                               % (self.url(key), head.get('ContentLength'), theirs, size, digest), kind='checksum')
-            self._put_file(path, key, digest)
+            if self.recipients and not PLAIN_AREA_NAMES.match(name):
+                self._put_encrypted(path, key, digest)
+            else:
+                self._put_file(path, key, digest)
             result['uploaded'].append(name)
         return result
 
@@ -721,12 +874,18 @@ class S3Store(object):
             target = os.path.join(directory, check_name(name, 'object name'))
             head = self._call('read', key, self.client.head_object, Bucket=self.bucket, Key=key)
             want = (head.get('Metadata') or {}).get(SHA256_META)
+            encrypted = (head.get('Metadata') or {}).get(AGE_META) == '1'
+            if encrypted:
+                self.check_identity('WAL %s in S3 is encrypted with age' % name)
             tmp = target + '.s3-partial'
             try:
-                with open(tmp, 'wb') as handle:
-                    digest, size = self._stream(key, handle)
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                if encrypted:
+                    dummy, (digest, size) = self._get_decrypted(key, tmp)
+                else:
+                    with open(tmp, 'wb') as handle:
+                        digest, size = self._stream(key, handle)
+                        handle.flush()
+                        os.fsync(handle.fileno())
                 if want and digest != want:
                     raise S3Error('%s: SHA-256 %s, its metadata says %s: the remote copy is damaged'
                                   % (self.url(key), digest, want), kind='checksum')

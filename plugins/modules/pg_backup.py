@@ -869,6 +869,14 @@ downloaded_from_s3:
   type: list
   elements: str
   sample: [20250130T020000Z-full]
+age_identity_needed:
+  description:
+    - Whether O(action=restore) reads S3 objects encrypted with age (a backup it downloads, or WAL only S3 has), so
+      it needs O(s3.age_identity_file). Without that file a restore fails with this said, before anything is
+      downloaded or built; a plan (check mode) only reports it.
+  returned: action is restore
+  type: bool
+  sample: true
 wal_from_s3:
   description: Number of WAL files O(action=restore) fetched from S3 because the archive lacked them.
   returned: action is restore, O(s3) given, not in check mode
@@ -1306,6 +1314,17 @@ def check_wal(module, store, backup, to_end, recorded, major, dest=None):
     return plan, fetched
 
 
+def needs_identity(store, archive, download, newest):
+    """Whether the restore reads age-encrypted S3 objects: a backup it downloads, or the WAL only S3 has (its
+    first segment tells: the S3 settings encrypt every segment or none)."""
+    if store is None:
+        return False
+    if store.encrypted_ids(download):
+        return True
+    segments = [n for n in _pgbackup.s3_only_wal(store, archive, newest['wal_start']) if _pgbackup.SEGMENT_RE.match(n)]
+    return bool(store.area_encrypted(_pgbackup.S3_WAL_AREA, segments[:1]))
+
+
 def recorded_wal_hashes(entries):
     """``{WAL file name: SHA-256}`` that the backups recorded of their own WAL when they were taken."""
     recorded = {}
@@ -1378,6 +1397,12 @@ def restore(module, root):
     recorded = recorded_wal_hashes(entries + remote)
     plan, dummy = check_wal(module, store, members[-1], to_end, recorded, major)
     result['wal_check'] = _pgbackup.replay_summary(plan)
+    result['age_identity_needed'] = needs_identity(store, params['wal_archive_dir'], download, members[-1])
+    if result['age_identity_needed'] and not module.check_mode:
+        try:  # Before anything is downloaded or built: without the key nothing here could be restored.
+            store.check_identity('The S3 copies this restore reads are encrypted with age')
+        except _s3.S3Error as err:
+            module.fail_json(msg='Restore refused: %s. Nothing was changed' % err.msg, **result)
     if module.check_mode or store is None:
         for warning in plan['warnings']:
             module.warn(warning)

@@ -38,7 +38,9 @@ PG_NAME = PREFIX + '-pg'
 PG_IP = '172.30.0.10'
 PG_VOLUME = PREFIX + '-pgdata'
 PG_IMAGE = 'psscript/postgres:17'
-BACKUP_IMAGE = 'psscript/backup:17'
+# PSSCRIPT_TEST_IMAGE_BACKUP: another tag of the backup image built from this checkout (several checkouts share
+# one engine, and `make images` in another moves psscript/backup:17 to its own build).
+BACKUP_IMAGE = os.environ.get('PSSCRIPT_TEST_IMAGE_BACKUP') or 'psscript/backup:17'
 HOST_PORT = 49432
 SUPERUSER_PASSWORD = 'dev-backup-superuser-Aa1'
 BACKUP_USER = 'psscript_backup'

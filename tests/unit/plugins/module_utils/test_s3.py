@@ -39,7 +39,8 @@ def test_argument_spec_matches_the_contract():
     assert opts['validate_certs'] == dict(type='bool', default=True)
     assert opts['read_timeout'] == dict(type='int', default=120) and opts['max_attempts'] == dict(type='int', default=5)
     assert sorted(opts) == sorted(['bucket', 'prefix', 'endpoint_url', 'region', 'access_key', 'secret_key', 'sse',
-                                   'sse_kms_key_id', 'validate_certs', 'read_timeout', 'max_attempts'])
+                                   'sse_kms_key_id', 'validate_certs', 'read_timeout', 'max_attempts', 'age_recipients',
+                                   'age_identity_file'])
 
 
 @pytest.mark.parametrize('prefix, kind, expected', [
