@@ -107,16 +107,23 @@ def tool_major(version_output):
     return int(match.group(1))
 
 
+# libpq's TLS connection options and the environment variables that carry them to its programs.
+TLS_ENV = dict(sslmode='PGSSLMODE', sslrootcert='PGSSLROOTCERT')
+
+
+def tls_env(options):
+    """libpq's TLS options (``sslmode``, ``sslrootcert``) as pg_basebackup's or pg_receivewal's environment;
+    only those that are set."""
+    return dict((TLS_ENV[key], value) for key, value in options.items() if key in TLS_ENV and value)
+
+
 def connection_env(params, passfile=None):
     """Environment of pg_basebackup: the password only as a 0600 file's path (see password_file), and the TLS
     options (ssl_mode, ca_cert) when given."""
     env = dict(PGAPPNAME=APPLICATION_NAME, PGCONNECT_TIMEOUT=str(params.get('connect_timeout') or 5))
     if passfile:
         env['PGPASSFILE'] = passfile
-    if params.get('ssl_mode'):
-        env['PGSSLMODE'] = params['ssl_mode']
-    if params.get('ca_cert'):
-        env['PGSSLROOTCERT'] = params['ca_cert']
+    env.update(tls_env(dict(sslmode=params.get('ssl_mode'), sslrootcert=params.get('ca_cert'))))
     return env
 
 

@@ -72,10 +72,8 @@ def tls_options(ca_file):
     return dict(sslmode='verify-full', sslrootcert=ca_file)
 
 
-def tls_env(options):
-    """The same options as pg_receivewal's environment (PGSSLMODE, PGSSLROOTCERT); empty for none."""
-    names = dict(sslmode='PGSSLMODE', sslrootcert='PGSSLROOTCERT')
-    return dict((names[key], value) for key, value in options.items() if key in names)
+# The same options as pg_receivewal's environment (PGSSLMODE, PGSSLROOTCERT); empty for none.
+tls_env = _pgbackup.tls_env
 
 
 def _connection(binary, host, port, user):
