@@ -187,12 +187,14 @@ def probe_old_master(args):
             roles[error_kind(exc)] += 1
             time.sleep(0.2)
             continue
+        answered_after = round(time.monotonic() - start, 3)
         role = replication.get("role")
         roles[role] += 1
         if first_answer_after is None:
-            first_answer_after = round(time.monotonic() - start, 3)
+            first_answer_after = answered_after
         if role == "slave" and "%s:%s" % (replication.get("master_host"), replication.get("master_port")) == args.new_master:
-            became_replica_after = round(time.monotonic() - start, 3)
+            # the same clock reading as the answer: "a replica from its first answer" compares equal values
+            became_replica_after = answered_after
             break
         if role == "master":
             attempts_as_master += 1
