@@ -72,14 +72,11 @@ integration: images
 	  cat .cache/logs/integration-redis.log; redis=$$(cat .cache/logs/integration-redis.rc 2>/dev/null || echo 1); \
 	  echo "=== integration: PostgreSQL group rc=$$pg, Redis group rc=$$redis"; [ "$$pg" = 0 ] && [ "$$redis" = 0 ]
 
-# Each scenario's output is also kept in .cache/logs; when one fails, its failed tasks are printed again at
-# the end, where a CI log's tail shows them.
+# The scenarios in two lanes side by side (scripts/molecule-lanes.sh; MOLECULE_LANES=1 runs them in turn). Each
+# scenario's output is also kept in .cache/logs; a failed scenario's failed tasks are printed again at the end,
+# where a CI log's tail shows them.
 molecule: venv engine collection
-	@set -eo pipefail; mkdir -p .cache/logs; for s in $(SCENARIOS); do t=$$(date +%s); echo "=== molecule scenario $$s"; \
-	  if ! $(BIN)/molecule test -s $$s 2>&1 | tee .cache/logs/molecule-$$s.log; then \
-	    echo "=== molecule scenario $$s FAILED after $$(( $$(date +%s) - t ))s; its failed tasks:"; \
-	    scripts/failed-tasks.sh .cache/logs/molecule-$$s.log; exit 1; fi; \
-	  echo "=== molecule scenario $$s took $$(( $$(date +%s) - t ))s"; done
+	@scripts/molecule-lanes.sh $(BIN)/molecule $(SCENARIOS)
 
 # The static checks and unit tests, each with its duration.
 checks:
