@@ -533,7 +533,8 @@ def main():
 
     try:
         sset = _redis.SentinelSet(params['sentinels'], params['master_name'], params['sentinel_password'],
-                                  params['redis_password'], params['socket_timeout'], params['redis_user'])
+                                  params['redis_password'], params['socket_timeout'], params['redis_user'],
+                                  tls=_redis.tls_from_params(params))
         try:
             result = ACTIONS[params['action']](module, sset)
         finally:
