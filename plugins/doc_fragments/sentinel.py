@@ -50,18 +50,6 @@ options:
       - There are no retries, so a dead node costs at most this long per attempt.
     type: float
     default: 2.0
-  tls:
-    description:
-      - Connect over TLS (the Sentinels and the data nodes serve C(tls-port) with C(port 0)).
-      - Without O(ca_cert) the connection is encrypted but the certificate is not checked (like libpq's
-        C(require)); with it, the certificate's chain and its names are (C(verify-full)).
-    type: bool
-    default: false
-  ca_cert:
-    description:
-      - The CA certificate (PEM) that signed the Sentinels' and the data nodes' certificates. Setting it implies O(tls=true); the
-        certificate must name the address connected to (an IP address or a host name).
-    type: path
 requirements:
   - redis (the Python library, redis-py) >= 4.0 on the host that runs the module
 notes:
@@ -98,18 +86,24 @@ options:
       - Seconds to wait for the connection and for each reply; there are no retries.
     type: float
     default: 2.0
+requirements:
+  - redis (the Python library, redis-py) >= 4.0 on the host that runs the module
+'''
+
+    # TLS towards the Sentinels and the data nodes (psscript.infra.sentinel.tls), for both connections above;
+    # spec: module_utils/_redis.py tls_spec().
+    TLS = r'''
+options:
   tls:
     description:
-      - Connect over TLS (the nodes serve C(tls-port) with C(port 0)).
+      - Connect over TLS (the Sentinels and the data nodes serve C(tls-port) with C(port 0)).
       - Without O(ca_cert) the connection is encrypted but the certificate is not checked (like libpq's
         C(require)); with it, the certificate's chain and its names are (C(verify-full)).
     type: bool
     default: false
   ca_cert:
     description:
-      - The CA certificate (PEM) that signed the nodes' certificates. Setting it implies O(tls=true); the
-        certificate must name the address connected to (an IP address or a host name).
+      - The CA certificate (PEM) that signed the Sentinels' and the data nodes' certificates. Setting it implies
+        O(tls=true); the certificate must name the address connected to (an IP address or a host name).
     type: path
-requirements:
-  - redis (the Python library, redis-py) >= 4.0 on the host that runs the module
 '''

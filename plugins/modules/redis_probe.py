@@ -21,6 +21,7 @@ author:
   - psscript.infra developers (!UNKNOWN)
 extends_documentation_fragment:
   - psscript.infra.sentinel.redis_node
+  - psscript.infra.sentinel.tls
   - psscript.infra.attributes
 attributes:
   check_mode:

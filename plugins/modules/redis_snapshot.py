@@ -61,6 +61,7 @@ author:
   - psscript.infra developers (!UNKNOWN)
 extends_documentation_fragment:
   - psscript.infra.sentinel
+  - psscript.infra.sentinel.tls
   - psscript.infra.backup
   - psscript.infra.s3
   - psscript.infra.attributes

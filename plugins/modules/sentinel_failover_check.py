@@ -37,6 +37,7 @@ author:
   - psscript.infra developers (!UNKNOWN)
 extends_documentation_fragment:
   - psscript.infra.sentinel
+  - psscript.infra.sentinel.tls
   - psscript.infra.attributes
 attributes:
   check_mode:

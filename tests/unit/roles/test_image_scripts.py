@@ -310,35 +310,9 @@ def test_ask_sentinel_over_tls_checks_the_certificate(tmp_path):
 
 
 def test_ask_sentinel_speaks_resp_to_a_real_socket():
-    import socket
-    import threading
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    received = []
-
-    def serve():
-        conn, _ = server.accept()
-        with conn:
-            stream = conn.makefile("rb")
-            for reply in (b"+OK\r\n", b"*2\r\n$11\r\n172.25.0.32\r\n$4\r\n6380\r\n"):
-                header = stream.readline()
-                words = []
-                for _ in range(int(header[1:])):
-                    size = int(stream.readline()[1:])
-                    words.append(stream.read(size + 2)[:-2].decode())
-                received.append(words)
-                conn.sendall(reply)
-
-    thread = threading.Thread(target=serve)
-    thread.start()
-    address = "127.0.0.1:%d" % server.getsockname()[1]
-    try:
-        assert redis_conf.ask_sentinel(address, "spw", "mymaster") == "172.25.0.32:6380"
-    finally:
-        thread.join(5)
-        server.close()
+    address, received, thread = _sentinel_server()
+    assert redis_conf.ask_sentinel(address, "spw", "mymaster") == "172.25.0.32:6380"
+    thread.join(5)
     assert received == [["AUTH", "spw"], ["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]]
 
 
