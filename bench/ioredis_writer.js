@@ -17,6 +17,8 @@
 // --options recommended:  the settings docs/MIGRATION.md recommends (RECOMMENDED below).
 //
 // Passwords come from the environment: REDIS_SENTINEL_PASSWORD, and REDIS_USERNAME with REDIS_PASSWORD.
+// With REDIS_TLS=true (app.env), the Sentinels and the data nodes are reached over TLS, their certificates
+// checked against REDIS_TLS_CA (tlsOptions below, as docs/MIGRATION.md shows).
 "use strict";
 
 const fs = require("fs");
@@ -74,6 +76,16 @@ function errorKind(err) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// ioredis's TLS options from app.env (REDIS_TLS, REDIS_TLS_CA): the same CA for the Sentinels (sentinelTLS) and
+// the master they name (tls); Node checks each certificate's chain and that it names the address connected to.
+function tlsOptions(env) {
+  if ((env.REDIS_TLS || "false").toLowerCase() !== "true") {
+    return {};
+  }
+  const tls = { ca: fs.readFileSync(env.REDIS_TLS_CA) };
+  return { tls, sentinelTLS: tls, enableTLSForSentinelMode: true };
+}
+
 async function main() {
   const args = parseArgs(process.argv);
   const sentinels = args.sentinels.split(",").map((item) => {
@@ -86,7 +98,7 @@ async function main() {
     sentinelPassword: process.env.REDIS_SENTINEL_PASSWORD || undefined,
     username: process.env.REDIS_USERNAME || undefined,
     password: process.env.REDIS_PASSWORD || undefined,
-  }, args.options === "recommended" ? RECOMMENDED : {}));
+  }, tlsOptions(process.env), args.options === "recommended" ? RECOMMENDED : {}));
   // ioredis emits connection errors as events; without a listener it prints each one.
   const events = {};
   client.on("error", (err) => { events[errorKind(err)] = (events[errorKind(err)] || 0) + 1; });

@@ -43,8 +43,11 @@ def sentinel_class(options):
 
     class OptionSentinel(sentinel_writer.Sentinel):
         def __init__(self, sentinels, sentinel_kwargs=None, password=None, username=None, **ignored):
-            kwargs = dict(password=(sentinel_kwargs or {}).get("password"), **sentinel_options)
-            super().__init__(sentinels, sentinel_kwargs=kwargs, password=password, username=username, **client_options)
+            # TLS (app.env's REDIS_TLS) is how the set is reached, not an option: kept for both.
+            tls = sentinel_writer.tls_options()
+            kwargs = dict(password=(sentinel_kwargs or {}).get("password"), **sentinel_options, **tls)
+            super().__init__(sentinels, sentinel_kwargs=kwargs, password=password, username=username,
+                             **client_options, **tls)
 
     return OptionSentinel
 

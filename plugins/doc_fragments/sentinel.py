@@ -53,7 +53,8 @@ options:
 requirements:
   - redis (the Python library, redis-py) >= 4.0 on the host that runs the module
 notes:
-  - Connections are plain TCP; TLS is not supported.
+  - One TLS setting covers the Sentinels and the data nodes they name; Sentinel's C(tls-replication) reaches
+    both over TLS, so a set serves TLS everywhere or nowhere.
 '''
 
     # Connection to one Redis node (psscript.infra.sentinel.redis_node);
@@ -87,4 +88,22 @@ options:
     default: 2.0
 requirements:
   - redis (the Python library, redis-py) >= 4.0 on the host that runs the module
+'''
+
+    # TLS towards the Sentinels and the data nodes (psscript.infra.sentinel.tls), for both connections above;
+    # spec: module_utils/_redis.py tls_spec().
+    TLS = r'''
+options:
+  tls:
+    description:
+      - Connect over TLS (the Sentinels and the data nodes serve C(tls-port) with C(port 0)).
+      - Without O(ca_cert) the connection is encrypted but the certificate is not checked (like libpq's
+        C(require)); with it, the certificate's chain and its names are (C(verify-full)).
+    type: bool
+    default: false
+  ca_cert:
+    description:
+      - The CA certificate (PEM) that signed the Sentinels' and the data nodes' certificates. Setting it implies
+        O(tls=true); the certificate must name the address connected to (an IP address or a host name).
+    type: path
 '''

@@ -42,7 +42,42 @@ def sentinel_connection_spec():
         redis_user=dict(type='str', fallback=(env_fallback, ['REDIS_USERNAME'])),
         redis_password=dict(type='str', no_log=True, fallback=(env_fallback, ['REDIS_PASSWORD'])),
         socket_timeout=dict(type='float', default=2.0),
+        **tls_spec()
     )
+
+
+def tls_spec():
+    """The TLS options every Redis/Sentinel connection takes (the doc fragments' ``tls`` and ``ca_cert``)."""
+    return dict(
+        tls=dict(type='bool', default=False),
+        ca_cert=dict(type='path'),
+    )
+
+
+def tls_from_params(params):
+    """The ``tls`` value of Node and SentinelSet from module parameters: None (plain TCP), or
+    ``{'ca_cert': path or None}``. A CA certificate implies TLS: it is never set to be ignored."""
+    if not params.get('tls') and not params.get('ca_cert'):
+        return None
+    return {'ca_cert': params.get('ca_cert') or None}
+
+
+def client_tls_kwargs(tls):
+    """redis-py's keyword arguments for ``tls``: with a CA certificate, the server's certificate and its name
+    (host name or IP address) are verified, like libpq's verify-full; without one, TLS is required but the
+    certificate is not checked (libpq's require)."""
+    if not tls:
+        return {}
+    ca_cert = tls.get('ca_cert')
+    return dict(ssl=True, ssl_ca_certs=ca_cert, ssl_cert_reqs='required' if ca_cert else 'none',
+                ssl_check_hostname=bool(ca_cert))
+
+
+def cli_tls_args(tls):
+    """redis-cli's arguments for ``tls`` (it checks the certificate's chain, not its names)."""
+    if not tls:
+        return []
+    return ['--tls'] + (['--cacert', tls['ca_cert']] if tls.get('ca_cert') else ['--insecure'])
 
 
 def redis_connection_spec():
@@ -53,6 +88,7 @@ def redis_connection_spec():
         login_user=dict(type='str'),
         login_password=dict(type='str', no_log=True, fallback=(env_fallback, ['REDISCLI_AUTH'])),
         socket_timeout=dict(type='float', default=2.0),
+        **tls_spec()
     )
 
 
@@ -61,7 +97,7 @@ def redis_connection_spec():
 class RedisOpError(Exception):
     """A failed Redis/Sentinel operation, with a message fit for ``fail_json``.
 
-    ``reason`` is one of: ``address``, ``unreachable``, ``timeout``, ``auth``,
+    ``reason`` is one of: ``address``, ``unreachable``, ``tls``, ``timeout``, ``auth``,
     ``no_such_master``, ``loading``, ``denied``, ``response``.
     """
 
@@ -115,8 +151,12 @@ def describe_error(exc, kind, address, password_option, password_given, command=
         return ("%s did not answer within socket_timeout: check that it runs and is reachable, or raise "
                 "socket_timeout" % what, 'timeout')
     if isinstance(exc, redis_exc.ConnectionError):
-        return ("cannot connect to %s (%s): check the address and that the %s is running"
-                % (what, text or type(exc).__name__, kind), 'unreachable')
+        if 'CERTIFICATE' in upper or 'SSL' in upper or 'TLS' in upper or 'HOSTNAME' in upper:
+            return ("TLS with %s failed (%s): check ca_cert (the CA that signed the %s's certificate), that the "
+                    "address is one of the certificate's names, and that the %s serves TLS"
+                    % (what, text or type(exc).__name__, kind, kind), 'tls')
+        return ("cannot connect to %s (%s): check the address, that the %s is running, and tls (a %s that "
+                "serves TLS only drops a plain connection)" % (what, text or type(exc).__name__, kind, kind), 'unreachable')
     if isinstance(exc, redis_exc.ResponseError):
         return "%s answered %s with an error: %s" % (what, command or 'a command', text), 'response'
     return "%s failed on %s: %s: %s" % (what, command or 'a command', type(exc).__name__, text), 'response'
@@ -128,8 +168,10 @@ class Node(object):
     """One Redis or Sentinel endpoint; every call maps errors to RedisOpError."""
 
     def __init__(self, host, port, password=None, socket_timeout=2.0, kind='Redis',
-                 password_option='redis_password', master_name=None, username=None):
+                 password_option='redis_password', master_name=None, username=None, tls=None):
         self.host = host
+        # None: plain TCP; {'ca_cert': path or None}: TLS (tls_from_params).
+        self.tls = tls
         # An ACL user (AUTH username password); None: the default user (requirepass).
         self.username = username or None
         self.port = int(port)
@@ -149,7 +191,8 @@ class Node(object):
             self._client = redis.Redis(
                 host=self.host, port=self.port, username=self.username, password=self.password,
                 socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout,
-                decode_responses=True, retry=Retry(NoBackoff(), 0), health_check_interval=0)
+                decode_responses=True, retry=Retry(NoBackoff(), 0), health_check_interval=0,
+                **client_tls_kwargs(self.tls))
         return self._client
 
     def call(self, method, *args, **kwargs):
@@ -175,10 +218,10 @@ class Node(object):
             self._client = None
 
 
-def open_node(host, port, password=None, socket_timeout=2.0, username=None):
+def open_node(host, port, password=None, socket_timeout=2.0, username=None, tls=None):
     """A Node for one Redis data node (``login_*`` options)."""
     return Node(host, port, password, socket_timeout, kind='Redis', password_option='login_password',
-                username=username)
+                username=username, tls=tls)
 
 
 def info(node, section):
@@ -335,13 +378,16 @@ class SentinelSet(object):
     """The Sentinels of one master plus the data nodes they name."""
 
     def __init__(self, sentinels, master_name='mymaster', sentinel_password=None, redis_password=None,
-                 socket_timeout=2.0, redis_user=None):
+                 socket_timeout=2.0, redis_user=None, tls=None):
         if not sentinels:
             raise RedisOpError('sentinels is empty: list every Sentinel as host:port', 'address')
         self.master_name = master_name
         self.redis_password = redis_password
         self.redis_user = redis_user or None
         self.socket_timeout = socket_timeout
+        # One setting for the Sentinels and the data nodes they name: Sentinel's tls-replication makes it
+        # reach both over TLS, so a set serves TLS everywhere or nowhere.
+        self.tls = tls
         self.sentinels = []
         seen = set()
         for text in sentinels:
@@ -352,7 +398,7 @@ class SentinelSet(object):
                                    'would vote twice' % address, 'address')
             seen.add(address)
             self.sentinels.append(Node(host, port, sentinel_password, socket_timeout, kind='Sentinel',
-                                       password_option='sentinel_password', master_name=master_name))
+                                       password_option='sentinel_password', master_name=master_name, tls=tls))
         self._data_nodes = {}
 
     def views(self, full=True):
@@ -368,7 +414,8 @@ class SentinelSet(object):
         if address not in self._data_nodes:
             host, port = parse_address(address)
             self._data_nodes[address] = Node(host, port, self.redis_password, self.socket_timeout,
-                                             kind='Redis', password_option='redis_password', username=self.redis_user)
+                                             kind='Redis', password_option='redis_password', username=self.redis_user,
+                                             tls=self.tls)
         return self._data_nodes[address]
 
     def replication(self, address):

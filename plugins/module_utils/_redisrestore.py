@@ -39,7 +39,8 @@ class Restore(object):
     """
 
     def __init__(self, run, tools, sset, open_node, listen_host, listen_port, password, log,
-                 sync_timeout=None, timeout=300, sleep=time.sleep, root=None, username=None, replication=None):
+                 sync_timeout=None, timeout=300, sleep=time.sleep, root=None, username=None, replication=None,
+                 tls=None):
         self.run = run
         self.tools = tools
         self.sset = sset
@@ -52,6 +53,8 @@ class Restore(object):
         # masterauth); None: no masteruser, masterauth = password (one password for everything).
         self.username = username
         self.replication = replication or (None, password)
+        # The temporary server's TLS (temp_server_config's tls), None: plain TCP.
+        self.tls = tls
         self.log = log
         self.sync_timeout = sync_timeout
         self.timeout = timeout
@@ -265,7 +268,7 @@ class Restore(object):
             shutil.copyfile(rdb_path, target)
         conf = os.path.join(scratch, 'redis.conf')
         settings = temp_server_config(self.listen_host, self.listen_port, self.password, scratch, self.username,
-                                      self.replication)
+                                      self.replication, tls=self.tls)
         write_text_atomic(conf, settings, mode=0o600)
         rc, out, err = self.run([self.tools['redis-server'], conf])
         if rc != 0:

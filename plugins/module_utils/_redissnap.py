@@ -710,8 +710,12 @@ def stop_leftover_temp_server(open_node, listen, password, scratch, root):
     return text
 
 
-def temp_server_config(listen_host, port, password, directory, username=None, replication=None):
+def temp_server_config(listen_host, port, password, directory, username=None, replication=None, tls=None):
     """redis.conf of the temporary restore server (written 0600: it holds the password).
+
+    ``tls``: ``{'cert': path, 'key': path, 'ca_cert': path}`` when the stack's Redis serves TLS: the server
+    listens with TLS only, on the same port, with a certificate of the stack CA, which the master (whose
+    ``tls-replication`` is on) checks when it replicates from it. None: plain TCP.
 
     ``username``: the ACL user the module logs in as (None: the default user, ``requirepass``);
     ``replication``: ``(masteruser, masterauth)`` the live master authenticates with when it replicates
@@ -720,7 +724,9 @@ def temp_server_config(listen_host, port, password, directory, username=None, re
     """
     lines = [
         'bind %s' % listen_host,
-        'port %d' % int(port),
+    ] + (['port 0', 'tls-port %d' % int(port), 'tls-cert-file %s' % tls['cert'], 'tls-key-file %s' % tls['key'],
+          'tls-ca-cert-file %s' % tls['ca_cert'], 'tls-auth-clients no']
+         if tls else ['port %d' % int(port)]) + [
         'protected-mode no',
         'daemonize yes',
         'pidfile %s' % os.path.join(directory, 'redis.pid'),
@@ -879,6 +885,7 @@ def take_snapshot(run, tools, node, source, root, clock_now, bgsave_timeout, fet
         cmd = ['timeout', str(int(fetch_timeout)), tools['redis-cli'], '-h', node.host, '-p', str(node.port)]
         # The password on stdin (--askpass): never in an argv or a process environment.
         cmd += ['--user', node.username] if getattr(node, 'username', None) else []
+        cmd += _redis.cli_tls_args(getattr(node, 'tls', None))
         cmd += ['--askpass'] if password else []
         rc, out, err = run(cmd + ['--rdb', plain], data=password or None)
         if rc != 0 or not os.path.isfile(plain):

@@ -21,6 +21,7 @@ author:
   - psscript.infra developers (!UNKNOWN)
 extends_documentation_fragment:
   - psscript.infra.sentinel.redis_node
+  - psscript.infra.sentinel.tls
   - psscript.infra.attributes
 attributes:
   check_mode:
@@ -124,7 +125,8 @@ def main():
     if not _redis.HAS_REDIS:
         module.fail_json(msg=missing_required_lib('redis'), exception=_redis.REDIS_IMPORT_ERROR)
     p = module.params
-    node = _redis.open_node(p['login_host'], p['login_port'], p['login_password'], p['socket_timeout'], p['login_user'])
+    node = _redis.open_node(p['login_host'], p['login_port'], p['login_password'], p['socket_timeout'], p['login_user'],
+                            tls=_redis.tls_from_params(p))
     started = time.monotonic()
     try:
         result = ACTIONS[p['action']](node, p)

@@ -61,6 +61,7 @@ author:
   - psscript.infra developers (!UNKNOWN)
 extends_documentation_fragment:
   - psscript.infra.sentinel
+  - psscript.infra.sentinel.tls
   - psscript.infra.backup
   - psscript.infra.s3
   - psscript.infra.attributes
@@ -132,6 +133,16 @@ options:
       - Port of the temporary restore server.
     type: int
     default: 16379
+  restore_tls_cert:
+    description:
+      - With O(tls), the certificate (signed by the CA of O(ca_cert)) the temporary restore server serves TLS with,
+        on O(restore_listen_port) only. The master checks it when it replicates from the temporary server (its
+        C(tls-replication) is on). Required for O(action=restore) with O(tls).
+    type: path
+  restore_tls_key:
+    description:
+      - The private key of O(restore_tls_cert), readable by the user that runs the module.
+    type: path
   restore_timeout:
     description:
       - Seconds each restore step may take (loading, AOF rewrite, each replica's resync, the final Sentinel check).
@@ -644,12 +655,24 @@ def sentinel_set(module):
     if not params['sentinels']:
         module.fail_json(msg='action=%s needs sentinels (every Sentinel as host:port)' % params['action'])
     return _redis.SentinelSet(params['sentinels'], params['master_name'], params['sentinel_password'],
-                              params['redis_password'], params['socket_timeout'], params['redis_user'])
+                              params['redis_password'], params['socket_timeout'], params['redis_user'],
+                              tls=_redis.tls_from_params(params))
+
+
+def temp_server_tls(module):
+    """The temporary server's TLS: with the data nodes' (tls), it serves O(restore_tls_cert) and O(restore_tls_key)."""
+    params = module.params
+    if not _redis.tls_from_params(params):
+        return None
+    if not (params['restore_tls_cert'] and params['restore_tls_key'] and params['ca_cert']):
+        module.fail_json(msg='action=restore with tls needs restore_tls_cert, restore_tls_key and ca_cert: the master '
+                             'replicates from the temporary server over TLS and checks its certificate with the stack CA')
+    return dict(cert=params['restore_tls_cert'], key=params['restore_tls_key'], ca_cert=params['ca_cert'])
 
 
 def temp_node(module):
     """The factory of the temporary restore server's connections: as O(redis_user), like the data nodes."""
-    return functools.partial(_redis.Node, username=module.params['redis_user'])
+    return functools.partial(_redis.Node, username=module.params['redis_user'], tls=_redis.tls_from_params(module.params))
 
 
 def replication(module):
@@ -756,6 +779,7 @@ def do_restore(module, root):
                              'network, which the master connects to')
     if params['backup_id'] == 'all':
         module.fail_json(msg='backup_id=all is for action=verify; restore takes one snapshot id or latest')
+    temp_tls = temp_server_tls(module)
     tools = find_tools(module, _redissnap.RESTORE_TOOLS)
     rc, out, err = module.run_command([tools['redis-server'], '--version'])
     temp_version = (re.search(r'v=(\S+)', out or '') or re.search(r'(\d+\.\d+\.\d+)', out or '')).group(1)
@@ -798,7 +822,8 @@ def do_restore(module, root):
         restore = _redisrestore.Restore(module.run_command, tools, sset, temp_node(module), params['restore_listen_host'],
                                         params['restore_listen_port'], params['redis_password'], log.append,
                                         sync_timeout=params['restore_sync_timeout'], timeout=params['restore_timeout'],
-                                        root=root, username=params['redis_user'], replication=replication(module))
+                                        root=root, username=params['redis_user'], replication=replication(module),
+                                        tls=temp_tls)
 
         def pre_snapshot():
             # An ordinary snapshot of the data about to be replaced, under this run's lock.
@@ -863,6 +888,8 @@ def main():
         rdb_file=dict(type='path'),
         restore_listen_host=dict(type='str'),
         restore_listen_port=dict(type='int', default=16379),
+        restore_tls_cert=dict(type='path'),
+        restore_tls_key=dict(type='path', no_log=False),
         restore_timeout=dict(type='int', default=300),
         restore_sync_timeout=dict(type='float'),
         replication_user=dict(type='str'),

@@ -37,6 +37,7 @@ author:
   - psscript.infra developers (!UNKNOWN)
 extends_documentation_fragment:
   - psscript.infra.sentinel
+  - psscript.infra.sentinel.tls
   - psscript.infra.attributes
 attributes:
   check_mode:
@@ -533,7 +534,8 @@ def main():
 
     try:
         sset = _redis.SentinelSet(params['sentinels'], params['master_name'], params['sentinel_password'],
-                                  params['redis_password'], params['socket_timeout'], params['redis_user'])
+                                  params['redis_password'], params['socket_timeout'], params['redis_user'],
+                                  tls=_redis.tls_from_params(params))
         try:
             result = ACTIONS[params['action']](module, sset)
         finally:

@@ -28,6 +28,8 @@ a record of every write a replica acknowledged.
 
 Passwords come from the environment: REDIS_SENTINEL_PASSWORD (the Sentinels' requirepass)
 and REDIS_USERNAME / REDIS_PASSWORD (the data nodes' ACL user and its password), never from the command line.
+With REDIS_TLS=true (app.env), every connection (Sentinels and data nodes) is TLS, the certificate checked
+against REDIS_TLS_CA, names included.
 """
 import argparse
 import collections
@@ -54,6 +56,14 @@ def no_retry():
     return Retry(NoBackoff(), 0)
 
 
+def tls_options():
+    """redis-py's TLS arguments from app.env's REDIS_TLS and REDIS_TLS_CA ({} for plain TCP)."""
+    if os.environ.get("REDIS_TLS", "false").lower() != "true":
+        return {}
+    return dict(ssl=True, ssl_ca_certs=os.environ.get("REDIS_TLS_CA") or None, ssl_cert_reqs="required",
+                ssl_check_hostname=True)
+
+
 def error_kind(exc):
     """A short, stable name for an error: the class and the server's error code."""
     text = str(exc)
@@ -67,7 +77,7 @@ def error_kind(exc):
 def write(args):
     # Longer than a planned switchover's CLIENT PAUSE, as an application's timeout would be.
     options = dict(username=os.environ.get("REDIS_USERNAME") or None, password=os.environ.get("REDIS_PASSWORD") or None, socket_timeout=5.0,
-                   socket_connect_timeout=0.5, retry=no_retry())
+                   socket_connect_timeout=0.5, retry=no_retry(), **tls_options())
     if args.address:
         # A client pinned to one node (an application on a partitioned Docker host).
         host, port = address(args.address)
@@ -76,7 +86,7 @@ def write(args):
         sentinel = Sentinel(
             [address(item) for item in args.sentinels.split(",")],
             sentinel_kwargs=dict(password=os.environ.get("REDIS_SENTINEL_PASSWORD") or None,
-                                 socket_timeout=1.0, socket_connect_timeout=1.0, retry=no_retry()),
+                                 socket_timeout=1.0, socket_connect_timeout=1.0, retry=no_retry(), **tls_options()),
             **options)
         master = sentinel.master_for(args.master_name)
     deadline = time.monotonic() + args.seconds
@@ -145,7 +155,7 @@ def check(args):
     entries = read_log(args.log) if os.path.exists(args.log) else []
     host, port = address(args.master)
     client = redis.Redis(host=host, port=port, username=os.environ.get("REDIS_USERNAME") or None, password=os.environ.get("REDIS_PASSWORD") or None,
-                         socket_timeout=5.0, decode_responses=True, retry=no_retry())
+                         socket_timeout=5.0, decode_responses=True, retry=no_retry(), **tls_options())
     role = client.info("replication").get("role")
     missing, wrong = [], []
     for start in range(0, len(entries), CHUNK):
@@ -173,7 +183,7 @@ def probe_old_master(args):
     host, port = address(args.address)
     client = redis.Redis(host=host, port=port, username=os.environ.get("REDIS_USERNAME") or None, password=os.environ.get("REDIS_PASSWORD") or None,
                          socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True,
-                         retry=no_retry())
+                         retry=no_retry(), **tls_options())
     start = time.monotonic()
     became_replica_after = first_answer_after = None
     accepted, attempts_as_master = [], 0

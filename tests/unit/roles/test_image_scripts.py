@@ -166,8 +166,10 @@ requirepass pw
 
 def test_discovery_is_read_from_base_comments():
     assert redis_conf.discovery(SERVER_BASE) == (
-        "mymaster", "172.25.0.31:6379", ["172.25.0.41:26379", "172.25.0.42:26380", "172.25.0.43:26381"], "spw")
+        "mymaster", "172.25.0.31:6379", ["172.25.0.41:26379", "172.25.0.42:26380", "172.25.0.43:26381"], "spw", None)
     assert redis_conf.discovery("port 6379\n") is None
+    with_tls = SERVER_BASE + "# psscript: sentinel-tls /etc/psscript/tls/ca.crt\n"
+    assert redis_conf.discovery(with_tls)[4] == "/etc/psscript/tls/ca.crt"
 
 
 def test_restarted_old_master_starts_as_replica_of_the_majoritys_master():
@@ -201,44 +203,116 @@ def test_majority_master(replies, total, wanted):
 def test_ask_sentinels_asks_every_one_with_the_password():
     asked = []
 
-    def ask(address, password, name):
+    def ask(address, password, name, ca_file=None):
         asked.append((address, password, name))
+        assert ca_file is None
         return {"s1:1": "m:6379", "s2:2": "m:6379"}.get(address)
 
     assert redis_conf.ask_sentinels(["s1:1", "s2:2", "s3:3"], "spw", "mymaster", ask=ask) == "m:6379"
     assert sorted(asked) == [("s1:1", "spw", "mymaster"), ("s2:2", "spw", "mymaster"), ("s3:3", "spw", "mymaster")]
 
 
-def test_ask_sentinel_speaks_resp_to_a_real_socket():
+def _tls_files(tmp_path, name="127.0.0.1"):
+    """A CA and a server certificate for the IP address `name`, as PEM files: (ca, cert, key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    paths = {}
+
+    def make(subject, issuer, key, issuer_key, ca, sans):
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = make(ca_name, ca_name, ca_key, ca_key, True, None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = make(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sentinel")]), ca_name, key, ca_key, False,
+                [x509.IPAddress(ipaddress.ip_address(name))])
+    for label, data in (("ca", ca.public_bytes(serialization.Encoding.PEM)),
+                        ("cert", cert.public_bytes(serialization.Encoding.PEM)),
+                        ("key", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))):
+        paths[label] = tmp_path / (label + ".pem")
+        paths[label].write_bytes(data)
+    return str(paths["ca"]), str(paths["cert"]), str(paths["key"])
+
+
+def _sentinel_server(tls=None):
+    """A one-connection fake Sentinel on 127.0.0.1 (over TLS with tls=(cert, key)): (address, received, thread)."""
     import socket
+    import ssl
     import threading
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
+    server.settimeout(5)
     received = []
 
     def serve():
-        conn, _ = server.accept()
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            try:
+                conn = context.wrap_socket(conn, server_side=True)
+            except (ssl.SSLError, OSError):
+                conn.close()
+                return
         with conn:
             stream = conn.makefile("rb")
             for reply in (b"+OK\r\n", b"*2\r\n$11\r\n172.25.0.32\r\n$4\r\n6380\r\n"):
                 header = stream.readline()
+                if not header:
+                    return
                 words = []
                 for _ in range(int(header[1:])):
                     size = int(stream.readline()[1:])
                     words.append(stream.read(size + 2)[:-2].decode())
                 received.append(words)
                 conn.sendall(reply)
+        server.close()
 
     thread = threading.Thread(target=serve)
     thread.start()
-    address = "127.0.0.1:%d" % server.getsockname()[1]
-    try:
-        assert redis_conf.ask_sentinel(address, "spw", "mymaster") == "172.25.0.32:6380"
-    finally:
-        thread.join(5)
-        server.close()
+    return "127.0.0.1:%d" % server.getsockname()[1], received, thread
+
+
+def test_ask_sentinel_over_tls_checks_the_certificate(tmp_path):
+    ca, cert, key = _tls_files(tmp_path)
+    address, received, thread = _sentinel_server(tls=(cert, key))
+    assert redis_conf.ask_sentinel(address, "spw", "mymaster", ca_file=ca) == "172.25.0.32:6380"
+    thread.join(5)
+    assert received == [["AUTH", "spw"], ["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]]
+    # Another CA: no answer is taken, and the password is never sent.
+    other = tmp_path / "other"
+    other.mkdir()
+    other_ca = _tls_files(other)[0]
+    address, received, thread = _sentinel_server(tls=(cert, key))
+    assert redis_conf.ask_sentinel(address, "spw", "mymaster", ca_file=other_ca) is None
+    thread.join(5)
+    assert received == []
+
+
+def test_ask_sentinel_speaks_resp_to_a_real_socket():
+    address, received, thread = _sentinel_server()
+    assert redis_conf.ask_sentinel(address, "spw", "mymaster") == "172.25.0.32:6380"
+    thread.join(5)
     assert received == [["AUTH", "spw"], ["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]]
 
 

@@ -23,6 +23,7 @@ Sentinels down) the learned lines decide, as before.
 """
 import os
 import socket
+import ssl
 import sys
 import threading
 
@@ -45,6 +46,9 @@ QUORUM_MARKER = "# psscript: quorum "
 # '# psscript: sentinel-password PASSWORD' (BASE is 0600, as it holds requirepass anyway).
 DISCOVER_MARKER = "# psscript: discover "
 SENTINEL_PASSWORD_MARKER = "# psscript: sentinel-password "
+# '# psscript: sentinel-tls CA_FILE' when the Sentinels serve TLS only: they are asked over TLS, and their
+# certificates (chain and the address asked) are checked with the stack CA.
+SENTINEL_TLS_MARKER = "# psscript: sentinel-tls "
 # Seconds a Sentinel may take to answer; all are asked at once, so this bounds the delay of a start.
 SENTINEL_TIMEOUT = 1.0
 
@@ -88,8 +92,8 @@ def quorums(text):
 
 
 def discovery(base_text):
-    """(master_name, self_address, [sentinel addresses], password) from BASE, or None."""
-    found, password = None, ""
+    """(master_name, self_address, [sentinel addresses], password, ca_file or None) from BASE, or None."""
+    found, password, ca_file = None, "", None
     for line in base_text.splitlines():
         if line.startswith(DISCOVER_MARKER):
             words = line[len(DISCOVER_MARKER):].split()
@@ -97,7 +101,9 @@ def discovery(base_text):
                 found = (words[0], words[1], words[2:])
         elif line.startswith(SENTINEL_PASSWORD_MARKER):
             password = line[len(SENTINEL_PASSWORD_MARKER):].strip()
-    return None if found is None else found + (password,)
+        elif line.startswith(SENTINEL_TLS_MARKER):
+            ca_file = line[len(SENTINEL_TLS_MARKER):].strip() or None
+    return None if found is None else found + (password, ca_file)
 
 
 def _command(*words):
@@ -134,11 +140,15 @@ def split_address(address):
     return host.strip("[]"), int(port)
 
 
-def ask_sentinel(address, password, master_name, timeout=SENTINEL_TIMEOUT):
-    """host:port of the master this Sentinel names, or None (no answer, unknown master)."""
+def ask_sentinel(address, password, master_name, timeout=SENTINEL_TIMEOUT, ca_file=None):
+    """host:port of the master this Sentinel names, or None (no answer, unknown master, a certificate that
+    the CA did not sign or that does not name the address)."""
     try:
         host, port = split_address(address)
-        with socket.create_connection((host, port), timeout=timeout) as sock:
+        with socket.create_connection((host, port), timeout=timeout) as plain:
+            sock = plain
+            if ca_file:
+                sock = ssl.create_default_context(cafile=ca_file).wrap_socket(plain, server_hostname=host)
             sock.settimeout(timeout)
             stream = sock.makefile("rb")
             if password:
@@ -166,12 +176,12 @@ def majority_master(replies, total):
     return None
 
 
-def ask_sentinels(sentinels, password, master_name, ask=ask_sentinel):
-    """Ask every Sentinel at once; the majority's master or None."""
+def ask_sentinels(sentinels, password, master_name, ask=ask_sentinel, ca_file=None):
+    """Ask every Sentinel at once (over TLS with ca_file); the majority's master or None."""
     replies = [None] * len(sentinels)
 
     def one(index):
-        replies[index] = ask(sentinels[index], password, master_name)
+        replies[index] = ask(sentinels[index], password, master_name, ca_file=ca_file)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(sentinels))]
     for thread in threads:
@@ -275,8 +285,8 @@ def main(argv):
     master = None
     found = discovery(base_text) if kind == "server" else None
     if found:
-        name, self_address, sentinels, password = found
-        master = ask_sentinels(sentinels, password, name)
+        name, self_address, sentinels, password, ca_file = found
+        master = ask_sentinels(sentinels, password, name, ca_file=ca_file)
         sys.stderr.write("psscript-redis-conf: the Sentinel majority names %s as master of %s%s\n" % (
             master or "nothing", name,
             "" if not master else (": starting as master" if master == self_address else ": starting as its replica")))
