@@ -25,6 +25,13 @@ def secrets(stack_name, path=None):
         return yaml.safe_load(handle)
 
 
+def app_env(stack_name, path=None):
+    """The application's settings (app.env: NAME=value lines) the stack wrote for its clients."""
+    path = path or os.path.expanduser("~/.config/psscript/%s/app.env" % stack_name)
+    with open(path, encoding="utf-8") as handle:
+        return dict(line.rstrip("\n").split("=", 1) for line in handle if "=" in line and not line.startswith("#"))
+
+
 def address(subnet, index):
     """An instance's static address, computed the way the roles compute it."""
     # The repo is the collection; `make collection` links it under .cache/collections.

@@ -99,8 +99,11 @@ def run_playbooks(inventory, secrets, playbooks, env):
         proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
         timings[label] = round(time.monotonic() - started, 1)
         if proc.returncode != 0:
-            tail = proc.stdout.decode(errors='replace').splitlines()[-30:]
-            problems.append('%s: ansible-playbook exited %s:\n  %s' % (label, proc.returncode, '\n  '.join(tail)))
+            lines = proc.stdout.decode(errors='replace').splitlines()
+            # What failed (the first failed task and what it printed), else the output's end.
+            first = next((i for i, line in enumerate(lines) if line.startswith(('fatal: [', 'failed: ['))), None)
+            shown = lines[first:first + 20] if first is not None else lines[-30:]
+            problems.append('%s: ansible-playbook exited %s:\n  %s' % (label, proc.returncode, '\n  '.join(shown)))
         for name in find(secrets, proc.stdout):
             problems.append('%s: the -vvv output shows the secret %s' % (label, name))
     return problems, timings
