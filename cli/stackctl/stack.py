@@ -53,8 +53,8 @@ def redis_cli_argv(inst, service, args):
     """(docker argv, secret name) for one redis-cli command: the password goes on its stdin (--askpass),
     so it is in no argv and no environment, neither here nor in the container. Data nodes: as the ACL user admin."""
     secret = REDIS_ADMIN_SECRET if service == 'redis' else 'redis_sentinel_password'
-    return (['docker', 'exec', '-i', inst['container'], 'redis-cli', '-p', str(inst['port'])] + redis_login(service)
-            + ['--askpass'] + list(args)), secret
+    return (['docker', 'exec', '-i', inst['container'], 'redis-cli', '-p', str(inst['port'])] + redis_tls(inst)
+            + redis_login(service) + ['--askpass'] + list(args)), secret
 
 
 # The data nodes' ACL user of the operator (stack_redis_users) and its secret; Sentinels: the default user.
@@ -63,6 +63,11 @@ REDIS_ADMIN_USER = 'admin'
 # (the pgbouncer role's tls/ca.crt in its config directory, mounted at /etc/pgbouncer).
 PGBOUNCER_TLS_ENV = ['-e', 'PGSSLMODE=verify-full', '-e', 'PGSSLROOTCERT=/etc/pgbouncer/tls/ca.crt']
 REDIS_ADMIN_SECRET = 'redis_user_admin_password'
+
+
+def redis_tls(inst):
+    """redis-cli's TLS arguments in the instance's container (playbooks/instances.yml: [] when it serves plain TCP)."""
+    return list(inst.get('redis_cli_tls') or [])
 
 
 def redis_login(service):
@@ -81,7 +86,8 @@ def shell_argv(inst, service, command, interactive):
                        '-U', inst['app_user'], '-d', inst['app_database']]
         env = {'PGPASSWORD': 'postgres_app_password'}
     elif service in ('redis', 'sentinel'):
-        argv = base + ['-e', 'REDISCLI_AUTH', container, 'redis-cli', '-p', port] + redis_login(service) + ['--no-auth-warning']
+        argv = (base + ['-e', 'REDISCLI_AUTH', container, 'redis-cli', '-p', port] + redis_tls(inst) + redis_login(service)
+                + ['--no-auth-warning'])
         env = {'REDISCLI_AUTH': REDIS_ADMIN_SECRET if service == 'redis' else 'redis_sentinel_password'}
     else:
         raise UsageError('shell works for postgres, pgbouncer, redis and sentinel, not %s' % service)

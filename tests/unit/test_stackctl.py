@@ -198,6 +198,15 @@ def test_shell_never_puts_a_password_in_argv():
     assert env == {}
 
 
+def test_redis_cli_speaks_tls_where_the_instance_serves_it():
+    tls = ['--tls', '--cacert', '/etc/psscript/tls/ca.crt']
+    inst = dict(INST, redis_cli_tls=tls)
+    argv, dummy = stackmod.redis_cli_argv(inst, 'sentinel', ['SENTINEL', 'masters'])
+    assert argv == ['docker', 'exec', '-i', 's-redis-1', 'redis-cli', '-p', '6379'] + tls + ['--askpass', 'SENTINEL', 'masters']
+    argv, dummy = stackmod.shell_argv(inst, 'redis', ['PING'], interactive=False)
+    assert argv[6:12] == ['redis-cli', '-p', '6379'] + tls and argv[-4:] == ['--user', 'admin', '--no-auth-warning', 'PING']
+
+
 def test_shell_refuses_the_backup_service():
     with pytest.raises(args.UsageError):
         stackmod.shell_argv(INST, 'backup', None, interactive=False)
