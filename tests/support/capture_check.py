@@ -4,7 +4,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Capture the stack's bridge while it works, and prove nothing crossed it in clear (issue 10).
 
-    capture_check.py --inventory INV --secrets FILE --stack NAME --network NET --app-env FILE
+    capture_check.py --inventory INV --secrets FILE --stack NAME --app-env FILE
                      --sentinels 127.0.0.1:P,... --pgbouncer 127.0.0.1:P [--pcap FILE] [--seconds S]
 
 tcpdump (Debian's) records every packet on the bridge of the stack's network while:
@@ -64,17 +64,18 @@ def bridge_of(network):
     return name
 
 
-def containers(stack, network):
-    """{address on the network: container name} of the stack's running containers."""
+def stack_network(stack):
+    """({address on the network: container name}, the network) of the stack's running containers: the one Docker
+    network all of them are on (the stack's own)."""
     names = subprocess.run(['docker', 'ps', '--filter', 'label=io.psscript.stack=%s' % stack, '--format', '{{.Names}}'],
                            stdout=subprocess.PIPE, check=True, text=True).stdout.split()
-    found = {}
-    for name in names:
-        nets = json.loads(subprocess.run(['docker', 'inspect', '-f', '{{json .NetworkSettings.Networks}}', name],
-                                         stdout=subprocess.PIPE, check=True).stdout)
-        if network in nets:
-            found[nets[network]['IPAddress']] = name
-    return found
+    networks = [json.loads(subprocess.run(['docker', 'inspect', '-f', '{{json .NetworkSettings.Networks}}', name],
+                                          stdout=subprocess.PIPE, check=True).stdout) for name in names]
+    shared = set.intersection(*[set(nets) for nets in networks]) if networks else set()
+    if len(shared) != 1:
+        raise SystemExit('the containers of stack %s share %d networks, not one: %s' % (stack, len(shared), sorted(shared)))
+    network = shared.pop()
+    return dict((nets[network]['IPAddress'], name) for name, nets in zip(names, networks)), network
 
 
 def tls_kwargs(env):
@@ -195,14 +196,14 @@ def info_field(text, name):
     return None
 
 
-def full_resync(env, sentinels, stack, network, admin_password, result):
+def full_resync(env, sentinels, stack, admin_password, result):
     """A replica of the master drops and rejoins with a new replication ID: the master must send it a full RDB."""
     sentinel = sentinel_client(env, sentinels)
     master_host, master_port = sentinel.discover_master(env['REDIS_SENTINEL_MASTER'])
     replicas = sentinel.discover_slaves(env['REDIS_SENTINEL_MASTER'])
     if not replicas:
         raise RuntimeError('the master has no replica to resync')
-    by_address = containers(stack, network)
+    by_address = stack_network(stack)[0]
     master, replica = by_address[master_host], by_address[replicas[0][0]]
     tls = env.get('REDIS_TLS') == 'true'
     before = int(info_field(redis_cli(master, master_port, tls, 'admin', admin_password, 'INFO', 'stats'), 'sync_full'))
@@ -232,7 +233,7 @@ def plain_canary(address, port, canary):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ('inventory', 'secrets', 'stack', 'network', 'app-env', 'sentinels', 'pgbouncer'):
+    for name in ('inventory', 'secrets', 'stack', 'app-env', 'sentinels', 'pgbouncer'):
         parser.add_argument('--' + name, required=True)
     parser.add_argument('--pcap', default=None)
     parser.add_argument('--seconds', type=float, default=5.0, help='write load before the resync and the backups')
@@ -247,7 +248,8 @@ def main():
     pcap = args.pcap or os.path.join(os.path.dirname(os.path.abspath(args.secrets)), 'capture.pcap')
     report, problems = {}, []
 
-    capture = Capture(bridge_of(args.network), pcap)
+    by_address, network = stack_network(args.stack)
+    capture = Capture(bridge_of(network), pcap)
     capture.start()
     stop, result = threading.Event(), {}
     writers = [threading.Thread(target=redis_writer, args=(env, args.sentinels, token, stop, result)),
@@ -259,7 +261,7 @@ def main():
         plain_canary(master[0], int(master[1]), canary)
         time.sleep(args.seconds)
         try:
-            full_resync(env, args.sentinels, args.stack, args.network, admin_password, result)
+            full_resync(env, args.sentinels, args.stack, admin_password, result)
         except Exception as exc:  # reported, and the check fails
             problems.append('full resync: %s: %s' % (type(exc).__name__, exc))
         playbook_problems, report['playbook_seconds'] = run_playbooks(args.inventory, secrets, PLAYBOOKS,
@@ -276,7 +278,7 @@ def main():
     report['capture_bytes'] = len(payload)
     # The payload bytes each container sent or received: every one must have carried traffic for the search to mean
     # much (a service whose traffic bypassed the capture would be searched for nothing).
-    report['payload_bytes'] = dict((name, sizes.get(address, 0)) for address, name in containers(args.stack, args.network).items())
+    report['payload_bytes'] = dict((name, sizes.get(address, 0)) for address, name in by_address.items())
     report['canary_found'] = canary in payload
     report['marker_found'] = token.encode() in payload
     report['secrets_found'] = find(secrets, payload)
