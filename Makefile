@@ -51,6 +51,7 @@ down: venv engine collection
 lint: venv collection
 	$(BIN)/ansible-lint --profile production
 	$(PY) scripts/role-readme.py --check
+	$(BIN)/antsibull-changelog lint
 
 sanity: venv
 	scripts/sanity.sh
