@@ -21,6 +21,10 @@ Decisions (and why):
 - A path that exists as something else (a directory where a file belongs, a symlink, a file where
   a directory belongs) fails with the path: replacing it, or writing through a link, is the
   operator's decision.
+- ``probes`` look into files the module does not write (a service's own runtime state) before
+  anything is written, and return whether a line matches, never the content: a role that needs to
+  know one fact about such a file learns it in the same module run, where a slurp or a stat cost a
+  run of their own per instance.
 - Check mode runs the same plan and writes nothing. Contents of ``secret`` files never leave the
   module; for the others, the previous content (in diff mode only) travels base64-encoded,
   because the module hides every ``content`` value from logs and results (``no_log``), which would
@@ -39,6 +43,7 @@ import grp
 import hashlib
 import os
 import pwd
+import re
 import stat
 
 from ansible_collections.psscript.infra.plugins.module_utils._files import fsync_path, write_text_atomic
@@ -66,6 +71,10 @@ FILE_OPTIONS = dict(
     force=dict(type='bool', default=True),
     secret=dict(type='bool', default=False),
 )
+PROBE_OPTIONS = dict(
+    path=dict(type='path', required=True),
+    regexp=dict(type='str', required=True),
+)
 FILE_SOURCES = ('template', 'src', 'content')
 ARGUMENT_SPEC = dict(
     # Of every directory and file that does not name its own.
@@ -74,6 +83,7 @@ ARGUMENT_SPEC = dict(
     directories=dict(type='list', elements='dict', default=[], options=DIRECTORY_OPTIONS),
     files=dict(type='list', elements='dict', default=[], options=FILE_OPTIONS,
                mutually_exclusive=[list(FILE_SOURCES)]),
+    probes=dict(type='list', elements='dict', default=[], options=PROBE_OPTIONS),
 )
 
 
@@ -314,15 +324,34 @@ def _read_b64(path):
 CHANGED_ACTIONS = ('created', 'content', 'attributes', 'removed')
 
 
+def probe(path, regexp):
+    """Whether the file exists and whether a line of it matches regexp (re.MULTILINE, so ^ and $ are
+    a line's ends): {'path', 'exists', 'matched'}. The content itself is never returned."""
+    try:
+        pattern = re.compile(regexp, re.MULTILINE)
+    except re.error as exc:
+        raise ConfigFilesError('probe of %s: %r is not a regular expression: %s' % (path, regexp, exc))
+    try:
+        with open(path, 'rb') as handle:
+            text = handle.read().decode('utf-8', errors='replace')
+    except FileNotFoundError:
+        return {'path': path, 'exists': False, 'matched': False}
+    except IsADirectoryError:
+        raise ConfigFilesError('probe of %s: it is a directory, not a file' % path)
+    return {'path': path, 'exists': True, 'matched': pattern.search(text) is not None}
+
+
 def converge(directories, files, check_mode=False, want_diff=False, owner=None, group=None,
-             lookup_user=None, lookup_group=None):
-    """Converge the directories (in order), then the files (in order); owner and group apply to
-    the entries that do not name theirs. Returns the module's result:
-    changed, changed_directories, changed_files, directories and files (path and action each), and
-    in diff mode diff (a list; see converge_file for the content entries)."""
+             lookup_user=None, lookup_group=None, probes=None):
+    """Run the probes, then converge the directories (in order), then the files (in order); owner
+    and group apply to the entries that do not name theirs. Returns the module's result:
+    changed, changed_directories, changed_files, directories and files (path and action each),
+    probes (see probe), and in diff mode diff (a list; see converge_file for the content entries)."""
     result = {'changed': False, 'changed_directories': [], 'changed_files': [],
               'directories': [], 'files': []}
     diffs = []
+    # Before anything is written: what the files held when the run began.
+    result['probes'] = [_guard(spec['path'], probe, spec['path'], spec['regexp']) for spec in probes or []]
 
     def ids(spec):
         return (parse_mode(spec.get('mode')),

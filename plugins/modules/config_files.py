@@ -111,6 +111,23 @@ options:
         description: The diff says that the content of the file changed, never what it was or is.
         type: bool
         default: false
+  probes:
+    description:
+      - Files to look into, not to write (a service's own runtime state, say), before any directory or file is written.
+      - RV(probes) says, for each, whether it exists and whether one of its lines matches O(probes[].regexp); the
+        content is never returned. A probe costs nothing more than the module run that writes the files.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Absolute path of the file on the target. A missing file is no error.
+        type: path
+        required: true
+      regexp:
+        description: A Python regular expression, searched with C(re.MULTILINE) (V(^) and V($) match at each line).
+        type: str
+        required: true
 attributes:
   action:
     description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
@@ -152,6 +169,18 @@ EXAMPLES = r"""
       - {dest: /etc/myapp/secrets/s3.json, state: absent}
   register: myapp_config
 
+- name: Write a service's settings, and learn whether the file it runs with now turns TLS on
+  psscript.infra.config_files:
+    files:
+      - {dest: /etc/myapp/settings.conf, template: settings.conf.j2, mode: "0600"}
+    probes:
+      - {path: /var/lib/myapp/running.conf, regexp: '^tls-port '}
+  register: myapp_files
+
+- name: Note whether the running service uses TLS (false when the file does not exist yet)
+  ansible.builtin.set_fact:
+    myapp_runs_tls: "{{ myapp_files.probes[0].matched }}"
+
 - name: Restart only when the settings file changed
   ansible.builtin.debug:
     msg: settings changed
@@ -190,6 +219,25 @@ files:
       type: str
       sample: unchanged
   sample: [{"dest": "/var/lib/psscript/psscript/pgbouncer-1/pgbouncer.ini", "action": "unchanged"}]
+probes:
+  description: Every probe of O(probes), in order, as it found its file before anything was written.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: The file.
+      type: str
+      sample: /var/lib/myapp/running.conf
+    exists:
+      description: Whether the file exists.
+      type: bool
+      sample: true
+    matched:
+      description: Whether a line of it matches O(probes[].regexp) (V(false) when it does not exist).
+      type: bool
+      sample: false
+  sample: [{"path": "/var/lib/myapp/running.conf", "exists": true, "matched": false}]
 directories:
   description: Every directory of O(directories), in order, with what was done to it.
   returned: success
@@ -219,7 +267,8 @@ def main():
     try:
         result = converge(module.params['directories'], module.params['files'],
                           check_mode=module.check_mode, want_diff=module._diff,
-                          owner=module.params['owner'], group=module.params['group'])
+                          owner=module.params['owner'], group=module.params['group'],
+                          probes=module.params['probes'])
     except ConfigFilesError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)

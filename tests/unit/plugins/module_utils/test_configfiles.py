@@ -256,3 +256,41 @@ def test_a_large_file_is_not_diffed(tmp_path):
     result = cf.converge([], [{'dest': str(tmp_path / 'big'), 'content': big}], want_diff=True)
     assert result['diff'] == [{'prepared': '%s: content changed (larger than %d bytes, not shown)'
                                            % (tmp_path / 'big', cf.DIFF_MAX_BYTES)}]
+
+
+# ---- probes
+
+
+def test_probes_report_what_the_files_held_before_anything_was_written(tmp_path):
+    running = tmp_path / 'running.conf'
+    running.write_text('port 0\ntls-port 6379\n')
+    missing = tmp_path / 'never.conf'
+    # A file of the run that a probe also looks at: the probe sees it as it was, before the write.
+    conf = tmp_path / 'app.conf'
+    conf.write_text('tls-port 1\n')
+    result = cf.converge([], [{'dest': str(conf), 'content': 'port 1\n'}], probes=[
+        {'path': str(running), 'regexp': '^tls-port '},
+        {'path': str(running), 'regexp': '^port 6379$'},
+        {'path': str(missing), 'regexp': '^tls-port '},
+        {'path': str(conf), 'regexp': '^tls-port '},
+    ])
+    assert result['probes'] == [
+        {'path': str(running), 'exists': True, 'matched': True},
+        {'path': str(running), 'exists': True, 'matched': False},
+        {'path': str(missing), 'exists': False, 'matched': False},
+        {'path': str(conf), 'exists': True, 'matched': True},
+    ]
+    assert conf.read_text() == 'port 1\n'
+    # Never the content: only booleans and the path come back.
+    assert 'tls-port 6379' not in repr(result)
+
+
+def test_a_probe_needs_a_regular_expression_and_a_file(tmp_path):
+    with pytest.raises(cf.ConfigFilesError, match='not a regular expression'):
+        cf.converge([], [], probes=[{'path': str(tmp_path / 'x'), 'regexp': '('}])
+    with pytest.raises(cf.ConfigFilesError, match='a directory, not a file'):
+        cf.converge([], [], probes=[{'path': str(tmp_path), 'regexp': 'x'}])
+
+
+def test_no_probes_is_an_empty_list(tmp_path):
+    assert cf.converge([], [])['probes'] == []
