@@ -177,10 +177,11 @@ def postgres_writer(env, pgbouncer, token, stop, result):
         result['postgres_error'] = '%s: %s' % (type(exc).__name__, exc)
 
 
-def redis_cli(container, port, env_tls, user, password, *args):
+def redis_cli(container, port, ca, user, password, *args):
+    """redis-cli in the container; ca: the stack CA's path in the container (TLS), or None (plain TCP)."""
     argv = ['docker', 'exec', '-i', container, 'redis-cli', '-p', str(port)]
-    if env_tls:
-        argv += ['--tls', '--cacert', '/etc/psscript/tls/ca.crt']
+    if ca:
+        argv += ['--tls', '--cacert', ca]
     argv += ['--user', user, '--askpass'] + list(args)
     proc = subprocess.run(argv, input=(password + '\n').encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           check=False)
@@ -196,7 +197,7 @@ def info_field(text, name):
     return None
 
 
-def full_resync(env, sentinels, stack, admin_password, result):
+def full_resync(env, sentinels, stack, admin_password, container_ca, result):
     """A replica of the master drops and rejoins with a new replication ID: the master must send it a full RDB."""
     sentinel = sentinel_client(env, sentinels)
     master_host, master_port = sentinel.discover_master(env['REDIS_SENTINEL_MASTER'])
@@ -205,7 +206,7 @@ def full_resync(env, sentinels, stack, admin_password, result):
         raise RuntimeError('the master has no replica to resync')
     by_address = stack_network(stack)[0]
     master, replica = by_address[master_host], by_address[replicas[0][0]]
-    tls = env.get('REDIS_TLS') == 'true'
+    tls = container_ca if env.get('REDIS_TLS') == 'true' else None
     before = int(info_field(redis_cli(master, master_port, tls, 'admin', admin_password, 'INFO', 'stats'), 'sync_full'))
     redis_cli(replica, replicas[0][1], tls, 'admin', admin_password, 'REPLICAOF', 'NO', 'ONE')
     redis_cli(replica, replicas[0][1], tls, 'admin', admin_password, 'REPLICAOF', master_host, str(master_port))
@@ -235,6 +236,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ('inventory', 'secrets', 'stack', 'app-env', 'sentinels', 'pgbouncer'):
         parser.add_argument('--' + name, required=True)
+    parser.add_argument('--container-ca', required=True,
+                        help="the stack CA's path inside the Redis containers (redis-cli --cacert of the resync)")
     parser.add_argument('--pcap', default=None)
     parser.add_argument('--seconds', type=float, default=5.0, help='write load before the resync and the backups')
     args = parser.parse_args()
@@ -261,7 +264,7 @@ def main():
         plain_canary(master[0], int(master[1]), canary)
         time.sleep(args.seconds)
         try:
-            full_resync(env, args.sentinels, args.stack, admin_password, result)
+            full_resync(env, args.sentinels, args.stack, admin_password, args.container_ca, result)
         except Exception as exc:  # reported, and the check fails
             problems.append('full resync: %s: %s' % (type(exc).__name__, exc))
         playbook_problems, report['playbook_seconds'] = run_playbooks(args.inventory, secrets, PLAYBOOKS,
