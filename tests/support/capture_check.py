@@ -206,17 +206,17 @@ def full_resync(env, sentinels, stack, admin_password, container_ca, result):
         raise RuntimeError('the master has no replica to resync')
     by_address = stack_network(stack)[0]
     master, replica = by_address[master_host], by_address[replicas[0][0]]
-    tls = container_ca if env.get('REDIS_TLS') == 'true' else None
-    before = int(info_field(redis_cli(master, master_port, tls, 'admin', admin_password, 'INFO', 'stats'), 'sync_full'))
-    redis_cli(replica, replicas[0][1], tls, 'admin', admin_password, 'REPLICAOF', 'NO', 'ONE')
-    redis_cli(replica, replicas[0][1], tls, 'admin', admin_password, 'REPLICAOF', master_host, str(master_port))
+    ca = container_ca if env.get('REDIS_TLS') == 'true' else None  # redis-cli --cacert, or plain TCP
+    before = int(info_field(redis_cli(master, master_port, ca, 'admin', admin_password, 'INFO', 'stats'), 'sync_full'))
+    redis_cli(replica, replicas[0][1], ca, 'admin', admin_password, 'REPLICAOF', 'NO', 'ONE')
+    redis_cli(replica, replicas[0][1], ca, 'admin', admin_password, 'REPLICAOF', master_host, str(master_port))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        info = redis_cli(replica, replicas[0][1], tls, 'admin', admin_password, 'INFO', 'replication')
+        info = redis_cli(replica, replicas[0][1], ca, 'admin', admin_password, 'INFO', 'replication')
         if info_field(info, 'master_link_status') == 'up':
             break
         time.sleep(0.5)
-    after = int(info_field(redis_cli(master, master_port, tls, 'admin', admin_password, 'INFO', 'stats'), 'sync_full'))
+    after = int(info_field(redis_cli(master, master_port, ca, 'admin', admin_password, 'INFO', 'stats'), 'sync_full'))
     result['full_resyncs'] = after - before
     result['resynced_replica'] = replica
     result['replica_link'] = info_field(info, 'master_link_status')
