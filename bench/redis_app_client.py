@@ -12,17 +12,30 @@ import sys
 from redis.sentinel import Sentinel
 
 
+def tls_kwargs(env):
+    """redis-py's TLS arguments from app.env ({} for plain TCP). REDIS_TLS=true: the Sentinels and the data nodes
+    serve TLS only. Each certificate must chain to the stack CA (REDIS_TLS_CA) and name the address connected to
+    (ssl_check_hostname; IP addresses included)."""
+    if env.get("REDIS_TLS") != "true":
+        return {}
+    return dict(ssl=True, ssl_ca_certs=env["REDIS_TLS_CA"], ssl_cert_reqs="required", ssl_check_hostname=True)
+
+
+def sentinel_client(env, sentinels=None, **options):
+    """A Sentinel client as app.env describes it: TLS twice, for the Sentinels (sentinel_kwargs) and for the master
+    they name. ``sentinels``: "host:port,..." (default REDIS_SENTINEL_NODES); ``options``: more connection arguments
+    of the master's connections."""
+    tls = tls_kwargs(env)
+    nodes = [(item.rpartition(":")[0], int(item.rpartition(":")[2]))
+             for item in (sentinels or env["REDIS_SENTINEL_NODES"]).split(",")]
+    return Sentinel(nodes, sentinel_kwargs=dict(password=env["REDIS_SENTINEL_PASSWORD"], socket_timeout=5.0, **tls),
+                    username=env["REDIS_USERNAME"], password=env["REDIS_PASSWORD"], socket_timeout=5.0,
+                    **dict(tls, **options))
+
+
 def main():
     env = os.environ
-    # REDIS_TLS=true: the Sentinels and the data nodes serve TLS only. Each certificate must chain to the stack CA
-    # (REDIS_TLS_CA) and name the address connected to (ssl_check_hostname; IP addresses included).
-    tls = dict(ssl=True, ssl_ca_certs=env["REDIS_TLS_CA"], ssl_cert_reqs="required", ssl_check_hostname=True) \
-        if env.get("REDIS_TLS") == "true" else {}
-    sentinels = [(item.rpartition(":")[0], int(item.rpartition(":")[2])) for item in env["REDIS_SENTINEL_NODES"].split(",")]
-    sentinel = Sentinel(sentinels,
-                        sentinel_kwargs=dict(password=env["REDIS_SENTINEL_PASSWORD"], socket_timeout=5.0, **tls),
-                        username=env["REDIS_USERNAME"], password=env["REDIS_PASSWORD"], socket_timeout=5.0,
-                        decode_responses=True, **tls)
+    sentinel = sentinel_client(env, decode_responses=True)
     master = sentinel.master_for(env["REDIS_SENTINEL_MASTER"])
     key = "app-client:%d" % os.getpid()
     master.set(key, "written-over-tls", ex=60)

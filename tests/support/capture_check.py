@@ -37,6 +37,9 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from secret_leak_check import load_secrets, find, run_playbooks  # noqa: E402  pylint: disable=wrong-import-position
+# The application's redis-py client of docs/MIGRATION.md: the writer connects as an application does.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'bench'))
+from redis_app_client import sentinel_client  # noqa: E402  pylint: disable=wrong-import-position
 
 PLAYBOOKS = [
     ('backup full', ['playbooks/backup.yml', '-e', 'type=full']),
@@ -76,21 +79,6 @@ def stack_network(stack):
         raise SystemExit('the containers of stack %s share %d networks, not one: %s' % (stack, len(shared), sorted(shared)))
     network = shared.pop()
     return dict((nets[network]['IPAddress'], name) for name, nets in zip(names, networks)), network
-
-
-def tls_kwargs(env):
-    if env.get('REDIS_TLS') != 'true':
-        return {}
-    return dict(ssl=True, ssl_ca_certs=env['REDIS_TLS_CA'], ssl_cert_reqs='required', ssl_check_hostname=True)
-
-
-def sentinel_client(env, sentinels):
-    from redis.sentinel import Sentinel  # the venv's redis-py (requirements.txt)
-
-    tls = tls_kwargs(env)
-    return Sentinel([(item.rpartition(':')[0], int(item.rpartition(':')[2])) for item in sentinels.split(',')],
-                    sentinel_kwargs=dict(password=env['REDIS_SENTINEL_PASSWORD'], socket_timeout=5.0, **tls),
-                    username=env['REDIS_USERNAME'], password=env['REDIS_PASSWORD'], socket_timeout=5.0, **tls)
 
 
 class Capture(object):
