@@ -518,9 +518,11 @@ def start_backup(root, backup_id):
     return path
 
 
-def publish(root, entry, staged, write_marker=None):
+def publish(root, entry, staged, write_marker=None, synced=False):
     """Make a staged backup visible: fsync files and dirs, rename to ``<root>/<id>``, marker last.
 
+    ``synced``: the caller has fsynced every file and directory of ``staged`` since its last write (as
+    ``_files.SyncWhileWriting.finish`` does), so they are not fsynced again.
     ``write_marker`` is for tests (simulate a crash before the marker); normally write_entry.
     Returns the final path.
     """
@@ -528,7 +530,8 @@ def publish(root, entry, staged, write_marker=None):
     final = os.path.join(root, backup_id)
     if os.path.exists(final):
         raise CatalogError('Cannot publish %s: %s already exists' % (backup_id, final))
-    fsync_tree(staged)
+    if not synced:
+        fsync_tree(staged)
     os.rename(staged, final)
     fsync_path(root, directory=True)
     (write_marker or write_entry)(final, entry)

@@ -531,8 +531,8 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
         # The backup's own WAL as archived now: a restore compares it before replaying it.
         wal_sha256 = dict((name, _catalog.hash_file(os.path.join(wal_archive_dir, name))[0]) for name in needed)
         durations['hash'] += round(time.time() - step, 3)
-        # pg_basebackup ran with --no-sync: what the syncer did not fsync while it ran is fsynced here (publish
-        # repeats it cheaply); timed apart because on slow disks it is most of the cost.
+        # pg_basebackup ran with --no-sync: what the syncer did not fsync while it ran is fsynced here, and publish
+        # does not fsync the tree again; timed apart because on slow disks it is most of the cost.
         step = time.time()
         syncer.finish()
         durations['sync'] = round(time.time() - step, 3)
@@ -563,7 +563,7 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
             durations=durations,
         )
         durations['total'] = round(time.time() - began, 3)
-        _catalog.publish(root, entry, staged)
+        _catalog.publish(root, entry, staged, synced=True)
         return entry
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)

@@ -262,6 +262,22 @@ def test_publish_renames_and_writes_the_marker_last(tmp_path):
     assert sorted(os.listdir(final)) == ['catalog.json', 'data']
 
 
+@pytest.mark.parametrize('synced', [False, True])
+def test_publish_fsyncs_the_tree_unless_the_caller_did(tmp_path, monkeypatch, synced):
+    staged = _staged_backup(tmp_path, bid(0))
+    item = _catalog.make_entry(bid(0), 'full', at(0), at(1), _catalog.hash_tree(staged))
+    files = sorted(os.path.join(d, n) for d, dummy, names in os.walk(staged) for n in names)
+    synced_paths = []
+    real = _catalog.fsync_path
+    monkeypatch.setattr(_catalog, 'fsync_path', lambda path, directory=False: (synced_paths.append(path),
+                                                                                real(path, directory)))
+    _catalog.publish(str(tmp_path), item, staged, synced=synced)
+    # Always: the root after the rename. Not synced by the caller: every file and directory of the staged tree first.
+    assert str(tmp_path) in synced_paths
+    assert [p for p in files if p in synced_paths] == ([] if synced else files)
+    assert (staged in synced_paths) is not synced
+
+
 def test_crash_before_the_marker_is_never_listed(tmp_path):
     staged = _staged_backup(tmp_path, bid(0))
     item = _catalog.make_entry(bid(0), 'full', at(0), at(1), _catalog.hash_tree(staged))
