@@ -11,7 +11,8 @@ runner container of psscript/backup:17 (the image the module runs in), both remo
    ``compress=true`` (both zstd in the stream): each the wall time of one ``docker exec`` in the
    same runner, ``--repeat`` times, the order alternating (raw first, then pg_backup first), so
    both see the same load; the ratio raw time / pg_backup time of each repetition (= throughput
-   ratio; goal >= 0.9) and their median.
+   ratio; goal >= 0.9) and their median; and the host's CPU during each run (busy and iowait
+   shares, from /proc/stat), which says whether it waited for the disk or for the cores.
 3. Incremental size after changing ~1 % of the rows of pgbench_accounts, twice: clustered
    (one contiguous aid range) and scattered (every 100th aid); goal <= 5 % of the full.
 4. Restore time of the full backup with pg_backup ``action=restore`` (hash check,
@@ -173,6 +174,21 @@ def raw_basebackup(target, compressed):
     return seconds
 
 
+def cpu_times():
+    """The host's CPU time so far (/proc/stat): all of it, and idle and iowait."""
+    with open("/proc/stat") as handle:
+        fields = [int(x) for x in handle.readline().split()[1:]]
+    return sum(fields), fields[3], fields[4]
+
+
+def cpu_share(before):
+    """``(busy %, iowait %)`` of the host's CPU since ``before`` (cpu_times): whether a run waited for the disk or for
+    the two cores."""
+    total, idle, iowait = (b - a for a, b in zip(before, cpu_times()))
+    total = max(total, 1)
+    return 100.0 * (total - idle - iowait) / total, 100.0 * iowait / total
+
+
 def module_overhead():
     """Wall time of a pg_backup run that does almost nothing (action=list): ansible's own start-up and
     the module's, paid once per task whatever the backup size; and of ``ansible -m ping`` (ansible's part)."""
@@ -192,11 +208,14 @@ def full_pair(db_bytes, compressed, overhead, repeat):
             # The previous run's writes and the removal of the previous backup (5 GiB at --scale 350) reach the disk
             # here, not inside the next timed run: without it, whichever tool ran right after a removal paid for it.
             runner("sync")
+            before = cpu_times()
             if which == "raw":
                 timed["raw"] = raw_basebackup("/backups/raw/%s" % label, compressed)
+                timed["raw_cpu"] = cpu_share(before)
                 timed["raw_bytes"] = du("/backups/raw/%s" % label)
             else:
                 timed["module"], result = module(**backup_args(type="full", compress=compressed))
+                timed["module_cpu"] = cpu_share(before)
         backup = result["backup"]
         row = dict(label=label, raw_seconds=timed["raw"], raw_bytes=timed["raw_bytes"], module_seconds=timed["module"],
                    module_inner=backup["durations"]["total"], module_bytes=backup["bytes"], backup_id=result["backup_id"],
@@ -206,12 +225,12 @@ def full_pair(db_bytes, compressed, overhead, repeat):
                    first="raw" if index % 2 == 0 else "pg_backup")
         print("full %-5s #%d (%s first) raw pg_basebackup %6.1f s (%.2f GiB, %.0f MiB/s) | pg_backup %6.1f s (module %.1f s: "
               "%s; %.2f GiB, %.0f MiB/s) | throughput ratio %.2f (goal >= 0.9); %.2f without the fixed task start-up, "
-              "%.2f of the module's own work"
-              % (label, index + 1, row["first"], row["raw_seconds"], gib(row["raw_bytes"]), db_bytes / row["raw_seconds"] / 2 ** 20,
+              "%.2f of the module's own work; CPU busy/iowait %%: raw %.0f/%.0f, pg_backup %.0f/%.0f"
+              % ((label, index + 1, row["first"], row["raw_seconds"], gib(row["raw_bytes"]), db_bytes / row["raw_seconds"] / 2 ** 20,
                  row["module_seconds"], backup["durations"]["total"],
                  ", ".join("%s %.1f" % kv for kv in sorted(backup["durations"].items()) if kv[0] != "total"),
                  gib(backup["bytes"]), db_bytes / row["module_seconds"] / 2 ** 20, row["ratio"], row["ratio_net"],
-                 row["ratio_inner"]), flush=True)
+                 row["ratio_inner"]) + timed["raw_cpu"] + timed["module_cpu"]), flush=True)
         # Both removals between the pairs, none between the two runs of a pair: the run that comes second never
         # follows a removal, whichever tool it is (removing the raw copy right after it made the module, when second,
         # pay for freeing 5 GiB at --scale 350).

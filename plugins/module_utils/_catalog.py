@@ -51,7 +51,7 @@ import re
 import shutil
 import time
 
-from ansible_collections.psscript.infra.plugins.module_utils._files import fsync_path, write_text_atomic
+from ansible_collections.psscript.infra.plugins.module_utils._files import fsync_path, hash_file, write_text_atomic
 
 CATALOG_FILE = 'catalog.json'
 CATALOG_FORMAT = 1
@@ -63,7 +63,6 @@ TYPES = ('full', 'incremental')
 ID_RE = re.compile(r'^(?P<stamp>\d{8}T\d{6}Z)-(?P<type>full|incremental)$')
 WAL_FILE_RE = re.compile(r'^(?P<tli>[0-9A-F]{8})(?P<log>[0-9A-F]{8})(?P<seg>[0-9A-F]{8})'
                          r'(?P<suffix>\.partial|\.[0-9A-F]{8}\.backup)?$')
-_HASH_CHUNK = 1024 * 1024
 # The entry key holding the entry's HMAC, and the environment variable naming the key file (the backup
 # container sets it for cron jobs and docker exec alike; catalog_key_file overrides it).
 MAC_KEY = 'hmac'
@@ -326,19 +325,6 @@ def required_wal(wal_ranges, seg_size):
 
 # ---------------------------------------------------------------------------------------------
 # Files: hashing, fsync, atomic writes
-
-
-def hash_file(path):
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, 'rb') as handle:
-        while True:
-            chunk = handle.read(_HASH_CHUNK)
-            if not chunk:
-                break
-            size += len(chunk)
-            digest.update(chunk)
-    return digest.hexdigest(), size
 
 
 def _walk_files(top):

@@ -15,21 +15,22 @@ Decisions (and why):
   ``backup_manifest``, timeline history files included) is present in ``wal_archive_dir``,
   waiting a bounded time (and asking for ``pg_switch_wal()`` once, when the role may). Only
   then is the backup published.
-* **The files are hashed once, by pg_basebackup** (plain: ``--manifest-checksums=SHA256``): the server
-  computes the SHA-256 of every file while it sends it, and the catalog records those checksums
-  from ``backup_manifest`` instead of reading the whole backup again (that second read cost a
-  third of a backup's time). Before recording them we check that the files written are exactly
-  the ones the manifest lists, with its sizes. ``verify`` and ``restore`` re-hash the files
-  against the catalog as before, and pg_verifybackup checks them against the manifest.
+* **The files are hashed once, beside the copy, not in the stream** (plain): the module's sync
+  thread (``_files.SyncWhileWriting`` with ``hashing``) takes the SHA-256 of each file pg_basebackup
+  has finished, while the copy goes on and the file is still in the page cache, and then fsyncs it.
+  A separate pass after the copy cost a third of a backup's time. Asking the server for SHA-256
+  manifest checksums instead (``--manifest-checksums=SHA256``) made pg_basebackup itself 25 %
+  slower on two cores: the walsender computes them inside the stream (docs/BENCHMARKS.md). So the
+  manifest keeps PostgreSQL's default CRC32C, which pg_verifybackup checks. Before recording the
+  hashes we check that the files written are exactly the ones the manifest lists, with its sizes.
+  ``verify`` and ``restore`` re-hash the files against the catalog as before.
 * **Compression = one ``data.tar.zst`` per backup, compressed in the stream**
   (``-Ft --compress=client-zstd``: pg_basebackup writes ``base.tar.zst`` and a plain
   ``backup_manifest``, moved to ``data.tar.zst`` and ``backup_manifest``). No plain copy is ever
   written. pg_verifybackup and pg_combinebackup of PostgreSQL 17 read only plain directories, so
   a compressed backup is unpacked to be checked or restored (``extract_data`` puts the manifest
   beside the unpacked files). The catalog records the SHA-256 of the archive (a read of the
-  compressed bytes only) and of the manifest, whose checksums cover the contents. Those are the
-  default CRC32C: the archive's SHA-256 already authenticates every byte, so the server does not
-  spend SHA-256 on each file of a backup nobody reads unpacked. The plain
+  compressed bytes only) and of the manifest, whose checksums (CRC32C) cover the contents. The plain
   manifest is what the next incremental (``--incremental=<parent>/backup_manifest``) needs, so
   compressed parents work.
 * **Free space is checked first**: the expected size is the plain size of the last full
@@ -84,11 +85,9 @@ DATA_DIR = 'data'
 ARCHIVE_FILE = 'data.tar.zst'
 MANIFEST_FILE = 'backup_manifest'
 TOOLS = ('pg_basebackup', 'pg_verifybackup', 'pg_combinebackup')
-# What pg_basebackup hashes every file with while it streams. A plain backup's catalog records these SHA-256
-# checksums as its file hashes. A compressed backup's catalog hashes the archive itself, so its manifest keeps
-# PostgreSQL's default CRC32C (what pg_verifybackup checks after unpacking): the server computes no SHA-256.
-MANIFEST_CHECKSUMS = 'SHA256'
-PACKED_MANIFEST_CHECKSUMS = 'CRC32C'
+# What pg_basebackup checksums every file with while it streams: PostgreSQL's default CRC32C, what pg_verifybackup
+# checks. The catalog's SHA-256 of each file comes from the module itself (see the decisions above).
+MANIFEST_CHECKSUMS = 'CRC32C'
 # Compression in the stream, by pg_basebackup itself (tar format; see the decisions above).
 STREAM_COMPRESSION = 'client-zstd'
 BASE_ARCHIVE = 'base.tar.zst'
@@ -149,15 +148,10 @@ def password_file(password):
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def manifest_checksums(compress):
-    """The ``--manifest-checksums`` algorithm of a plain (SHA256) or compressed (CRC32C) backup."""
-    return PACKED_MANIFEST_CHECKSUMS if compress else MANIFEST_CHECKSUMS
-
-
 def basebackup_command(binary, params, target, label, parent_manifest=None, max_rate=None, compress=False):
     """The pg_basebackup command line (no password on it; see connection_env)."""
     cmd = [binary, '--pgdata', target, '--format', 'tar' if compress else 'plain', '--wal-method', 'none',
-           '--checkpoint', 'fast', '--no-sync', '--manifest-checksums', manifest_checksums(compress), '--label', label,
+           '--checkpoint', 'fast', '--no-sync', '--manifest-checksums', MANIFEST_CHECKSUMS, '--label', label,
            '--no-password', '--host', params['login_host'], '--port', str(params['login_port']),
            '--username', params['login_user']]
     if compress:
@@ -379,10 +373,9 @@ def _files_on_disk(top):
     return found
 
 
-def manifest_file_hashes(manifest_text, algorithm=MANIFEST_CHECKSUMS):
-    """``{path: dict(sha256, size)}`` of the files a ``backup_manifest`` lists, with the checksums pg_basebackup
-    computed while streaming them (``dict(size)`` only when ``algorithm`` is not SHA256); raises when a file has no
-    checksum of ``algorithm`` there (``--manifest-checksums`` ignored)."""
+def manifest_files(manifest_text, algorithm=MANIFEST_CHECKSUMS):
+    """``{path: dict(size)}`` of the files a ``backup_manifest`` lists; raises when a file has no checksum of
+    ``algorithm`` there (``--manifest-checksums`` ignored) or no size."""
     try:
         listed = json.loads(manifest_text).get('Files') or []
     except (ValueError, AttributeError) as err:
@@ -396,15 +389,15 @@ def manifest_file_hashes(manifest_text, algorithm=MANIFEST_CHECKSUMS):
             raise BackupError('backup_manifest lists %s without a %s checksum and size (%s %r): pg_basebackup did not '
                               'hash as asked (--manifest-checksums=%s); check that the client tools are PostgreSQL 13 '
                               'or later' % (path or item.get('Encoded-Path'), algorithm, found, checksum, algorithm))
-        result[path] = dict(sha256=checksum.lower(), size=size) if algorithm == MANIFEST_CHECKSUMS else dict(size=size)
+        result[path] = dict(size=size)
     return result
 
 
-def plain_files(staged, listed):
-    """The catalog's file map of a plain backup in ``<staged>/data`` without reading the files again: the manifest's
-    SHA-256 of each file (``listed``, from manifest_file_hashes), once the files written are checked to be exactly
-    those listed, with those sizes; plus our SHA-256 of the manifest (in ``data/`` and the copy beside it, which this
-    writes)."""
+def plain_files(staged, listed, sha256):
+    """The catalog's file map of a plain backup in ``<staged>/data``, once the files written are checked to be exactly
+    those the manifest lists (``listed``, from manifest_files), with those sizes: ``sha256(path)`` -> ``(hex, size)``
+    of each (the sync thread's, taken while the copy went on); plus our SHA-256 of the manifest (in ``data/`` and the
+    copy beside it, which this writes)."""
     data = os.path.join(staged, DATA_DIR)
     written = _files_on_disk(data)
     written.pop(MANIFEST_FILE, None)
@@ -415,7 +408,16 @@ def plain_files(staged, listed):
     if problems:
         raise BackupError('pg_basebackup wrote a backup that differs from its own backup_manifest (%s%s): run the backup '
                           'again' % ('; '.join(problems[:5]), '; ...' if len(problems) > 5 else ''))
-    files = dict((DATA_DIR + '/' + rel, item) for rel, item in listed.items())
+    files = {}
+    for rel, item in listed.items():
+        try:
+            digest, size = sha256(os.path.join(data, rel))
+        except (IOError, OSError) as err:
+            raise BackupError('Cannot hash %s of the new backup: %s; run the backup again' % (rel, err))
+        if size != item['size']:
+            raise BackupError('%s changed after pg_basebackup wrote it (%d bytes, backup_manifest says %d): run the '
+                              'backup again' % (rel, size, item['size']))
+        files[DATA_DIR + '/' + rel] = dict(sha256=digest, size=size)
     shutil.copyfile(os.path.join(data, MANIFEST_FILE), os.path.join(staged, MANIFEST_FILE))
     digest, size = _catalog.hash_file(os.path.join(staged, MANIFEST_FILE))
     files[DATA_DIR + '/' + MANIFEST_FILE] = files[MANIFEST_FILE] = dict(sha256=digest, size=size)
@@ -488,8 +490,10 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
             parent_manifest = manifest_path(os.path.join(root, parent['id']), parent)
         data = os.path.join(staged, DATA_DIR)
         cmd = basebackup_command(tools['pg_basebackup'], params, data, backup_id, parent_manifest, max_rate, compress)
-        # pg_basebackup runs with --no-sync; the files it has finished are fsynced while it copies the rest.
-        with password_file(params.get('login_password')) as passfile, _files.SyncWhileWriting(staged) as syncer:
+        # pg_basebackup runs with --no-sync; the files it has finished are fsynced while it copies the rest (and, when
+        # plain, hashed first).
+        with password_file(params.get('login_password')) as passfile, \
+                _files.SyncWhileWriting(staged, hashing=not compress) as syncer:
             rc, out, err = run(cmd, environ_update=connection_env(params, passfile))
         if rc != 0:
             raise explain_basebackup_failure(rc, err or out, params, parent and parent['id'])
@@ -497,7 +501,7 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
         durations['basebackup'] = round(time.time() - began, 3)
 
         step = time.time()
-        # The file hashes come from the manifest pg_basebackup wrote (see the decisions above).
+        # The file hashes: of the archive when compressed, else the sync thread's (see the decisions above).
         if compress:
             files = packed_files(staged)
             label_text = archived_label(run, os.path.join(staged, ARCHIVE_FILE))
@@ -510,9 +514,9 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
             manifest_text = handle.read()
         label = _catalog.parse_backup_label(label_text)
         manifest = _catalog.parse_manifest(manifest_text)
-        listed = manifest_file_hashes(manifest_text, manifest_checksums(compress))
+        listed = manifest_files(manifest_text)
         if not compress:
-            files = plain_files(staged, listed)
+            files = plain_files(staged, listed, syncer.sha256)
         # Plain sizes (what a restore unpacks), compressed or not: the listed files plus the manifest.
         data_bytes = sum(item['size'] for item in listed.values()) + os.path.getsize(manifest_file)
         durations['hash'] = round(time.time() - step, 3)
@@ -544,7 +548,7 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
             layout='tar.zst' if compress else 'plain',
             compressed=bool(compress),
             compression=STREAM_COMPRESSION if compress else None,
-            manifest_checksums=manifest_checksums(compress),
+            manifest_checksums=MANIFEST_CHECKSUMS,
             data_bytes=data_bytes,
             start_lsn=label['start_lsn'],
             stop_lsn=last['end_lsn'],

@@ -368,8 +368,9 @@ backup:
     - Times are UTC from the server's clock; C(stop_lsn) and C(wal_stop) mark the end of the WAL the backup needs.
     - C(wal_sha256) is the SHA-256 of each archived WAL file of the backup's own range when it was taken; restores
       compare it before replaying.
-    - C(manifest_checksums) is the algorithm of the file checksums in C(backup_manifest), V(SHA256) for a plain backup
-      (the catalog records them as its file hashes), V(CRC32C) for a compressed one (the catalog hashes the archive);
+    - C(manifest_checksums) is the algorithm of the file checksums in C(backup_manifest), V(CRC32C) (plain backups
+      taken by earlier versions of the collection say V(SHA256)); the catalog's own SHA-256 hashes are the
+      module's, of each file of a plain backup and of the archive of a compressed one;
       C(compression) is how a compressed backup was compressed (V(client-zstd)), null when plain.
   returned: action is backup, not in check mode
   type: dict
@@ -392,7 +393,7 @@ backup:
     bytes: 3145728
     data_bytes: 3100000
     file_count: 1021
-    manifest_checksums: SHA256
+    manifest_checksums: CRC32C
     compression: null
     durations: {basebackup: 3.2, hash: 0.1, wal_wait: 0.0, sync: 0.2, total: 4.0}
     verified: null
@@ -506,7 +507,9 @@ backup:
       returned: always
       type: str
     manifest_checksums:
-      description: Algorithm of the file checksums in C(backup_manifest) (V(SHA256) plain, V(CRC32C) compressed).
+      description:
+        - Algorithm of the file checksums in C(backup_manifest), V(CRC32C).
+        - Plain backups taken by earlier versions of the collection say V(SHA256).
       returned: always
       type: str
     data_bytes:

@@ -163,26 +163,26 @@ def test_compressed_chain_verifies_by_unpacking(db):
     assert 'data.tar.zst: SHA-256' in bad['msg']
 
 
-def test_file_hashes_come_from_the_manifest_and_a_changed_file_is_refused(db):
-    """The catalog records pg_basebackup's own SHA-256 of each file (no second read); they are the files' real
-    hashes, so a file changed after the backup is refused by verify and, before anything is touched, by restore."""
+def test_file_hashes_are_the_files_own_and_a_changed_file_is_refused(db):
+    """The catalog records the module's SHA-256 of each file the manifest lists (taken beside the copy; the manifest
+    keeps CRC32C, so the server computes no SHA-256 in the stream); they are the files' real hashes, so a file
+    changed after the backup is refused by verify and, before anything is touched, by restore."""
     backups = db.new_backup_dir('manifest-hashes')
     restores = db.new_backup_dir('manifest-hashes-restores')
     os.chmod(restores, 0o755)
     full = ok(db.module(backups=backups, **db.backup_args(type='full')))
     recorded = entry(backups, full['backup_id'])
-    assert recorded['manifest_checksums'] == 'SHA256' and recorded['compression'] is None
+    assert recorded['manifest_checksums'] == 'CRC32C' and recorded['compression'] is None
     path = os.path.join(backups, full['backup_id'])
     with open(os.path.join(path, 'data', 'backup_manifest')) as handle:
         listed = json.load(handle)['Files']
-    assert listed and all(f['Checksum-Algorithm'] == 'SHA256' for f in listed)
+    assert listed and all(f['Checksum-Algorithm'] == 'CRC32C' for f in listed)
     assert sorted(recorded['files']) == sorted(['backup_manifest', 'data/backup_manifest'] +
                                                ['data/' + f['Path'] for f in listed])
     for item in listed:
         with open(os.path.join(path, 'data', item['Path']), 'rb') as handle:
             actual = hashlib.sha256(handle.read()).hexdigest()
-        assert recorded['files']['data/' + item['Path']] == dict(sha256=actual, size=item['Size']) == dict(
-            sha256=item['Checksum'], size=item['Size'])
+        assert recorded['files']['data/' + item['Path']] == dict(sha256=actual, size=item['Size'])
 
     victim = sorted(glob.glob(os.path.join(path, 'data', 'base', '*', '*')), key=os.path.getsize)[-1]
     flip_byte(victim, os.path.getsize(victim) // 2)

@@ -120,3 +120,90 @@ def test_a_writer_running_beside_the_thread_ends_with_every_file_synced_at_its_f
         stat_result = os.lstat(path)
         assert syncer.synced[path] == (stat_result.st_size, stat_result.st_mtime_ns)
     assert (str(tmp_path), True) in fsyncs
+
+
+def test_hashing_sweep_records_the_sha256_of_each_settled_file_before_its_fsync(tmp_path, fsyncs):
+    import hashlib
+
+    old, fresh = str(tmp_path / "old"), str(tmp_path / "fresh")
+    _write(old, b"a" * 3000000, mtime=1000.0)  # more than one read block
+    _write(fresh, b"b" * 10, mtime=1000.9)
+    syncer = _files.SyncWhileWriting(str(tmp_path), settle=0.5, hashing=True)
+    assert syncer.sweep(now=1001.0) == 1 and fsyncs == [(old, False)]
+    assert list(syncer.hashes) == [old], "only the settled file, not the one still being written"
+    assert syncer.sha256(old) == (hashlib.sha256(b"a" * 3000000).hexdigest(), 3000000)
+    # Not hashed by the thread yet: hashed when asked.
+    assert syncer.sha256(fresh) == (hashlib.sha256(b"b" * 10).hexdigest(), 10)
+    # Changed after the thread hashed it: the record is not used.
+    _write(old, b"c", mtime=1003.0)
+    assert syncer.sha256(old) == (hashlib.sha256(b"a" * 3000000 + b"c").hexdigest(), 3000001)
+
+
+def test_a_file_that_changes_while_it_is_hashed_is_neither_recorded_nor_synced(tmp_path, fsyncs, monkeypatch):
+    path = str(tmp_path / "moving")
+    _write(path, b"a" * 10, mtime=1000.0)
+    syncer = _files.SyncWhileWriting(str(tmp_path), settle=0.5, hashing=True)
+    real_lstat = os.lstat
+    calls = []
+
+    def lstat(target):
+        calls.append(target)
+        if len(calls) == 2:  # the stat after the read: a writer appended meanwhile
+            _write(path, b"b", mtime=1000.5)
+        return real_lstat(target)
+    monkeypatch.setattr(os, "lstat", lstat)
+    assert syncer.sweep(now=2000.0) == 0
+    assert syncer.hashes == {} and syncer.synced == {} and fsyncs == []
+    monkeypatch.undo()
+    assert syncer.sweep(now=2000.0) == 1 and syncer.sha256(path)[1] == 11
+
+
+def test_the_files_left_when_the_writer_ends_are_synced_beside_the_caller_and_finish_waits(tmp_path, monkeypatch):
+    import threading
+
+    calls = []
+    real = _files.fsync_path
+
+    def record(path, directory=False):
+        calls.append((path, directory, threading.current_thread().name))
+        real(path, directory)
+
+    monkeypatch.setattr(_files, "fsync_path", record)
+    paths = sorted(str(tmp_path / ("f%d" % index)) for index in range(3))
+    # interval: the thread never sweeps, so every file is left for when the writer ends.
+    with _files.SyncWhileWriting(str(tmp_path), interval=3600) as syncer:
+        for path in paths:
+            _write(path, b"x" * 100)
+    syncer.finish()
+    files = sorted((path, name) for path, directory, name in calls if not directory)
+    # Each once, by the thread started when the context exited (not by finish after it, nor twice) ...
+    assert files == [(path, "sync-the-rest") for path in paths]
+    assert syncer.synced_early == 0
+    # ... and finish waited for it before the directories.
+    assert calls[-1] == (str(tmp_path), True, threading.current_thread().name)
+
+
+def test_no_rest_is_synced_when_the_writer_raised(tmp_path, fsyncs):
+    _write(str(tmp_path / "f"), b"x")
+    with pytest.raises(RuntimeError):
+        with _files.SyncWhileWriting(str(tmp_path), interval=3600):
+            raise RuntimeError("the writer failed")
+    assert fsyncs == []
+
+
+def test_the_thread_runs_below_the_writer(tmp_path, monkeypatch):
+    import threading
+
+    seen = []
+
+    def setpriority(which, who, priority):
+        seen.append((which, who, threading.get_native_id(), threading.current_thread().name, priority))
+
+    monkeypatch.setattr(os, "setpriority", setpriority)
+    with _files.SyncWhileWriting(str(tmp_path), interval=3600):
+        pass
+    assert len(seen) == 1
+    which, who, native, name, priority = seen[0]
+    # nice 19 for the sweeping thread itself, not the process (the writer's caller).
+    assert (which, who, name, priority) == (os.PRIO_PROCESS, native, "sync-while-writing", 19)
+    assert who != threading.get_native_id()

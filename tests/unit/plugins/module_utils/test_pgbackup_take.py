@@ -2,8 +2,8 @@
 # Copyright (c) psscript.infra developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Unit tests for take_backup of module_utils._pgbackup with a fake pg_basebackup: the file hashes come from
-its manifest (no second read of the data), compression happens in its stream, and what the catalog records still
+"""Unit tests for take_backup of module_utils._pgbackup with a fake pg_basebackup: each file is hashed once, beside
+the copy (no second pass over the data), compression happens in its stream, and what the catalog records still
 catches a file changed after the backup."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _pgbackup
+from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _files, _pgbackup
 from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import BackupError
 
 UTC = datetime.timezone.utc
@@ -32,9 +32,10 @@ FACTS = dict(wal_segment_size=SEG, version='17.2', version_num=170002, system_id
 PARAMS = dict(login_host='127.0.0.1', login_port=5432, login_user='b', login_password='pw', connect_timeout=5)
 
 
-def manifest_of(content, algorithm='SHA256'):
+def manifest_of(content, algorithm='CRC32C'):
+    # The checksums' values are not what the catalog records (it hashes the files itself): a constant here.
     files = [dict(Path=rel, Size=len(data), **{'Last-Modified': '2025-01-01 00:00:00 GMT', 'Checksum-Algorithm': algorithm,
-                                               'Checksum': hashlib.sha256(data).hexdigest()})
+                                               'Checksum': '0' * (64 if algorithm == 'SHA256' else 8)})
              for rel, data in content.items()]
     return json.dumps({'PostgreSQL-Backup-Manifest-Version': 2, 'System-Identifier': 7, 'Files': files,
                        'WAL-Ranges': [dict(Timeline=1, **{'Start-LSN': '0/2000028', 'End-LSN': '0/2000100'})],
@@ -102,24 +103,36 @@ def counting_hash_file(monkeypatch):
     return hashed
 
 
-def test_basebackup_command_asks_for_sha256_checksums_when_plain_and_compresses_in_the_stream():
+def test_basebackup_command_asks_for_crc32c_checksums_and_compresses_in_the_stream():
     plain = _pgbackup.basebackup_command('/usr/bin/pg_basebackup', PARAMS, '/b/.tmp-x/data', 'x')
-    assert plain[plain.index('--manifest-checksums') + 1] == 'SHA256'
+    # The server computes no SHA-256 inside the stream: the module hashes the files beside the copy.
+    assert plain[plain.index('--manifest-checksums') + 1] == 'CRC32C'
+    assert '--no-sync' in plain
     assert plain[plain.index('--format') + 1] == 'plain' and '--compress' not in plain
     packed = _pgbackup.basebackup_command('/usr/bin/pg_basebackup', PARAMS, '/b/.tmp-x/data', 'x', compress=True)
     assert packed[packed.index('--format') + 1] == 'tar'
     assert packed[packed.index('--compress') + 1] == 'client-zstd'
-    # The catalog hashes the archive: the server does not compute SHA-256 of every file.
+    # The catalog hashes the archive.
     assert packed[packed.index('--manifest-checksums') + 1] == 'CRC32C'
 
 
-def test_plain_backup_records_the_manifest_checksums_without_reading_the_data_again(tmp_path, layout, monkeypatch):
+def test_plain_backup_hashes_each_file_once_beside_the_copy(tmp_path, layout, monkeypatch):
     hashed = counting_hash_file(monkeypatch)
+    synced = []
+    real_hash = _files.SyncWhileWriting._hash
+
+    def sync_hash(self, path, key):
+        synced.append(os.path.relpath(path, self.top))
+        return real_hash(self, path, key)
+    monkeypatch.setattr(_files.SyncWhileWriting, '_hash', sync_hash)
     run = FakeBasebackup(tmp_path)
     entry = take(run, layout, False)
-    # Only the manifest and the backup's WAL segment were read to be hashed, not the data files.
+    # Each data file was read once, by the sync thread (or right after the copy, for the last ones); no second pass
+    # over the data: the catalog's reads were the manifest's copy and the backup's WAL segment.
+    data_files = sorted('data/' + rel for rel in CONTENT)
+    assert sorted(p for p in synced if p != 'data/backup_manifest') == data_files
     assert sorted(hashed) == sorted(['backup_manifest', WAL])
-    assert entry['manifest_checksums'] == 'SHA256' and entry['layout'] == 'plain' and entry['compression'] is None
+    assert entry['manifest_checksums'] == 'CRC32C' and entry['layout'] == 'plain' and entry['compression'] is None
     path = os.path.join(layout[0], entry['id'])
     for rel, data in CONTENT.items():
         assert entry['files']['data/' + rel] == dict(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
@@ -184,16 +197,10 @@ def test_a_plain_backup_that_differs_from_its_manifest_is_refused(tmp_path, layo
     assert os.listdir(layout[0]) == []  # the partial backup was removed
 
 
-def test_a_manifest_without_sha256_checksums_is_refused(tmp_path, layout):
+@pytest.mark.parametrize('compress', [False, True])
+def test_a_manifest_must_have_the_checksums_asked_for(tmp_path, layout, compress):
     with pytest.raises(BackupError) as caught:
-        take(FakeBasebackup(tmp_path, algorithm='CRC32C'), layout, False)
-    assert 'without a SHA256 checksum' in caught.value.msg and '--manifest-checksums=SHA256' in caught.value.msg
-    assert os.listdir(layout[0]) == []
-
-
-def test_a_compressed_backup_manifest_must_have_the_checksums_asked_for(tmp_path, layout):
-    with pytest.raises(BackupError) as caught:
-        take(FakeBasebackup(tmp_path, algorithm='SHA256'), layout, True)
+        take(FakeBasebackup(tmp_path, algorithm='SHA256'), layout, compress)
     assert 'without a CRC32C checksum' in caught.value.msg and '--manifest-checksums=CRC32C' in caught.value.msg
     assert os.listdir(layout[0]) == []
 
