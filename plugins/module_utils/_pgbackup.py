@@ -373,9 +373,9 @@ def _files_on_disk(top):
     return found
 
 
-def manifest_files(manifest_text, algorithm=MANIFEST_CHECKSUMS):
+def manifest_files(manifest_text):
     """``{path: dict(size)}`` of the files a ``backup_manifest`` lists; raises when a file has no checksum of
-    ``algorithm`` there (``--manifest-checksums`` ignored) or no size."""
+    ``MANIFEST_CHECKSUMS`` there (``--manifest-checksums`` ignored) or no size."""
     try:
         listed = json.loads(manifest_text).get('Files') or []
     except (ValueError, AttributeError) as err:
@@ -384,11 +384,12 @@ def manifest_files(manifest_text, algorithm=MANIFEST_CHECKSUMS):
     for item in listed:
         path, found, checksum = item.get('Path'), item.get('Checksum-Algorithm'), item.get('Checksum')
         size = item.get('Size')
-        if not isinstance(path, str) or found != algorithm or not isinstance(checksum, str) \
+        if not isinstance(path, str) or found != MANIFEST_CHECKSUMS or not isinstance(checksum, str) \
                 or not isinstance(size, int) or isinstance(size, bool):
             raise BackupError('backup_manifest lists %s without a %s checksum and size (%s %r): pg_basebackup did not '
                               'hash as asked (--manifest-checksums=%s); check that the client tools are PostgreSQL 13 '
-                              'or later' % (path or item.get('Encoded-Path'), algorithm, found, checksum, algorithm))
+                              'or later' % (path or item.get('Encoded-Path'), MANIFEST_CHECKSUMS, found, checksum,
+                                            MANIFEST_CHECKSUMS))
         result[path] = dict(size=size)
     return result
 
