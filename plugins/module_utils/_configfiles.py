@@ -257,7 +257,16 @@ def converge_directory(path, mode, uid, gid, check_mode):
         if not check_mode:
             for missing in _missing_parents(path):
                 # Private until its mode is set, when one is wanted.
-                os.mkdir(missing, 0o700 if mode is not None else 0o777)
+                try:
+                    os.mkdir(missing, 0o700 if mode is not None else 0o777)
+                except FileExistsError:
+                    # Another run made it since: instances on one Docker host share their parent
+                    # directories and converge at the same time. A parent is theirs, as it would be
+                    # had they run first; the directory asked for gets this run's attributes.
+                    if not os.path.isdir(missing) or os.path.islink(missing):
+                        raise
+                    if missing != path:
+                        continue
                 # As ansible.builtin.file: every directory it creates gets the wanted attributes.
                 _apply_attributes(missing, attribute_changes(inspect(missing), mode, uid, gid))
     elif action == 'attributes':

@@ -294,3 +294,38 @@ def test_a_probe_needs_a_regular_expression_and_a_file(tmp_path):
 
 def test_no_probes_is_an_empty_list(tmp_path):
     assert cf.converge([], [])['probes'] == []
+
+
+def _other_run_makes(monkeypatch, make):
+    """Between this run's look at what is missing and its mkdir, another run makes a path (instances on one
+    Docker host converge at the same time and share their parent directories)."""
+    real = cf._missing_parents
+
+    def racing(path):
+        missing = real(path)
+        make(missing)
+        return missing
+    monkeypatch.setattr(cf, '_missing_parents', racing)
+
+
+def test_a_parent_made_meanwhile_by_another_run_is_theirs(tmp_path, monkeypatch):
+    shared, own = tmp_path / 'shared', tmp_path / 'shared' / 'sentinel-3'
+    _other_run_makes(monkeypatch, lambda missing: os.mkdir(missing[0], 0o755))
+    result = cf.converge([{'path': str(own), 'mode': '0700'}], [])
+    assert result['changed_directories'] == [str(own)]
+    assert mode_of(shared) == 0o755 and mode_of(own) == 0o700
+
+
+def test_the_directory_made_meanwhile_by_another_run_gets_this_runs_attributes(tmp_path, monkeypatch):
+    own = tmp_path / 'sentinel-3'
+    _other_run_makes(monkeypatch, lambda missing: os.mkdir(missing[-1], 0o755))
+    cf.converge([{'path': str(own), 'mode': '0700'}], [])
+    assert mode_of(own) == 0o700
+
+
+def test_a_file_made_meanwhile_where_a_parent_goes_fails(tmp_path, monkeypatch):
+    shared = tmp_path / 'shared'
+    _other_run_makes(monkeypatch, lambda missing: open(missing[0], 'w').close())
+    with pytest.raises(Exception, match='File exists'):
+        cf.converge([{'path': str(shared / 'sentinel-3'), 'mode': '0700'}], [])
+    assert shared.is_file()
