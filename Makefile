@@ -33,6 +33,7 @@ venv: $(VENV)/.stamp
 
 engine:
 	@scripts/docker-engine.sh
+	@scripts/reserve-test-ports.sh
 
 collection:
 	@mkdir -p $(COLLECTIONS)/ansible_collections/psscript
