@@ -76,6 +76,23 @@ def hash_file(path):
     return digest.hexdigest(), size
 
 
+def drop_cached(path):
+    """Ask the kernel to drop ``path``'s clean pages from the page cache (a hint; nothing happens where it is not
+    supported)."""
+    if not hasattr(os, 'posix_fadvise'):
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 class SyncWhileWriting(object):
     """fsync the files another process writes under ``top`` while it still writes the rest.
 
@@ -87,16 +104,22 @@ class SyncWhileWriting(object):
     synced, then every directory bottom-up. The result is what fsyncing the whole tree gives;
     the stat is taken before each fsync, so a write that races with it shows as a change.
 
-    With ``hashing``, the thread also takes the SHA-256 of each settled file before it fsyncs it,
-    while the file is still in the page cache and beside the copy (hashlib releases the GIL, so
-    the hashing runs on another core than the writer's). ``sha256(path)`` then answers from that
-    record when the file has not changed since, and hashes it again otherwise. A file that changes
-    while it is hashed is not recorded.
+    With ``hashing``, the thread also takes the SHA-256 of the files while the copy goes on (hashlib
+    releases the GIL, so the hashing runs on another core than the writer's), reading them from the
+    page cache: a file still being written is hashed as far as it is written, and the hash goes on
+    from there at the next sweep, so the end of the copy leaves only the last bytes to hash. That
+    relies on the writer only appending, as pg_basebackup's plain format does (each file written once,
+    front to back): a file that is shorter than what was hashed, or another file under the same name
+    (another inode), is hashed again from its start. ``sha256(path)`` answers from that record when
+    the file has not changed since, and goes on from the partial hash otherwise. A file that changes
+    while it is hashed is not recorded. Once a file is hashed and fsynced, its pages are dropped from
+    the page cache (``POSIX_FADV_DONTNEED``): the backup then does not push the server's own data out.
 
     The thread runs at nice 19: on two cores busy with the copy, its hashing slowed the writer
-    (pg_basebackup) by a tenth at 10 GiB; niced, it takes only the idle time. What it has not done
-    when the writer ends is done then: leaving the context starts a thread that fsyncs the rest
-    while the caller hashes the last files (``sha256``); ``finish()`` waits for it.
+    (pg_basebackup) by a tenth at 10 GiB; niced, it takes only the idle time. Leaving the context stops
+    it at the next file or read block (not at the end of a sweep), and what it has not done is done
+    then: a thread fsyncs the rest while the caller hashes the last bytes (``sha256``); ``finish()``
+    waits for it.
     """
 
     def __init__(self, top, interval=0.25, settle=0.25, clock=None, hashing=False):
@@ -110,6 +133,7 @@ class SyncWhileWriting(object):
         self._thread.daemon = True
         self.synced = {}
         self.hashes = {}
+        self._partial = {}
         self.synced_early = 0
         self._rest = None
 
@@ -122,14 +146,17 @@ class SyncWhileWriting(object):
             for name in filenames:
                 yield os.path.join(dirpath, name)
 
-    def sweep(self, now=None, hashing=None):
+    def sweep(self, now=None, hashing=None, stop=None):
         """fsync the settled files not synced at their current state (hashing them first when ``hashing``, by
-        default the syncer's); returns how many it synced. A file that disappears or cannot be opened meanwhile is
-        left to finish()."""
+        default the syncer's, and the unsettled ones as far as they are written); returns how many it synced. A file
+        that disappears or cannot be opened meanwhile is left to finish(). ``stop`` (an Event): return at the next
+        file or read block once it is set."""
         now = self._clock() if now is None else now
         hashing = self.hashing if hashing is None else hashing
         count = 0
         for path in self._files():
+            if stop is not None and stop.is_set():
+                break
             try:
                 stat = os.lstat(path)
             except OSError:
@@ -137,34 +164,64 @@ class SyncWhileWriting(object):
             if not S_ISREG(stat.st_mode):  # lstat: a symbolic link is not a regular file either
                 continue
             key = self._key(stat)
-            if self.synced.get(path) == key or now - stat.st_mtime < self.settle:
+            if self.synced.get(path) == key:
                 continue
             try:
-                if hashing and self._hash(path, key) is None:
+                if now - stat.st_mtime < self.settle:
+                    if hashing:
+                        self._extend(path, stat.st_ino, stat.st_size, stop)
+                    continue
+                if hashing and self._hash(path, key, stat.st_ino, stop) is None:
                     continue
                 fsync_path(path)
             except OSError:
                 continue
             self.synced[path] = key
             count += 1
+            if self.hashes.get(path, (None,))[0] == key:
+                drop_cached(path)
         return count
 
-    def _hash(self, path, key):
+    def _extend(self, path, inode, upto, stop=None):
+        """Hash ``path`` on from where the last call left it, up to ``upto`` bytes (what a stat showed written), or from
+        its start when it is another file (``inode``) or shorter than that; returns the bytes hashed so far."""
+        state = self._partial.get(path)
+        if state is None or state[0] != inode or state[1] > upto:
+            state = (inode, 0, hashlib.sha256())
+        digest, offset = state[2], state[1]
+        with open(path, 'rb') as handle:
+            if os.fstat(handle.fileno()).st_ino != inode:
+                raise OSError('%s was replaced while it was hashed' % path)
+            handle.seek(offset)
+            while offset < upto and not (stop is not None and stop.is_set()):
+                chunk = handle.read(min(_HASH_CHUNK, upto - offset))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                offset += len(chunk)
+        self._partial[path] = (inode, offset, digest)
+        return offset
+
+    def _hash(self, path, key, inode, stop=None):
         """SHA-256 of ``path``, recorded with ``key`` (its state when it was stat'ed before); None, and nothing
-        recorded, when the file changed meanwhile."""
-        digest = hash_file(path)[0]
-        if self._key(os.lstat(path)) != key:
+        recorded, when the file changed meanwhile or ``stop`` came first."""
+        if self._extend(path, inode, key[0], stop) != key[0]:
             return None
+        stat = os.lstat(path)
+        if self._key(stat) != key or stat.st_ino != inode:
+            return None
+        digest = self._partial[path][2].copy().hexdigest()
         self.hashes[path] = (key, digest)
         return digest
 
     def sha256(self, path):
         """``(hex SHA-256, size)`` of ``path`` as it is now: recorded by the thread when the file has not changed
-        since, else hashed now. Raises OSError when the file changes while it is hashed."""
+        since, else hashed now (on from the thread's partial hash). Raises OSError when the file changes while it is
+        hashed."""
         stat = os.lstat(path)
         key = self._key(stat)
         known = self.hashes.get(path)
-        digest = known[1] if known and known[0] == key else self._hash(path, key)
+        digest = known[1] if known and known[0] == key else self._hash(path, key, stat.st_ino)
         if digest is None:
             raise OSError('%s changed while it was hashed' % path)
         return digest, stat.st_size
@@ -177,7 +234,7 @@ class SyncWhileWriting(object):
         except (AttributeError, OSError):
             pass
         while not self._stop.wait(self.interval):
-            self.synced_early += self.sweep()
+            self.synced_early += self.sweep(stop=self._stop)
 
     def __enter__(self):
         self._thread.start()

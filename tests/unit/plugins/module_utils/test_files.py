@@ -207,3 +207,88 @@ def test_the_thread_runs_below_the_writer(tmp_path, monkeypatch):
     # nice 19 for the sweeping thread itself, not the process (the writer's caller).
     assert (which, who, name, priority) == (os.PRIO_PROCESS, native, "sync-while-writing", 19)
     assert who != threading.get_native_id()
+
+
+def test_a_file_still_being_written_is_hashed_as_far_as_it_is_written_and_on_from_there(tmp_path, fsyncs, monkeypatch):
+    import hashlib
+
+    path = str(tmp_path / "growing")
+    first, second = b"a" * 3000000, b"b" * 1500000
+    _write(path, first, mtime=1000.0)
+    syncer = _files.SyncWhileWriting(str(tmp_path), settle=0.5, hashing=True)
+    # Not settled: hashed as far as written, neither synced nor recorded as a whole file.
+    assert syncer.sweep(now=1000.1) == 0 and fsyncs == [] and syncer.hashes == {}
+    assert syncer._partial[path][1] == len(first)
+    _write(path, second, mtime=1001.0)
+    reads = []
+    real_open = open
+
+    def counting_open(target, mode="r", *args, **kwargs):
+        handle = real_open(target, mode, *args, **kwargs)
+        if target == path and "b" in mode:
+            real_read = handle.read
+            handle.read = lambda size=-1: reads.append(real_read(size)) or reads[-1]
+        return handle
+    monkeypatch.setattr("builtins.open", counting_open)
+    assert syncer.sweep(now=1002.0) == 1 and fsyncs == [(path, False)]
+    monkeypatch.undo()
+    assert sum(len(chunk) for chunk in reads) == len(second), "only the bytes written since were read"
+    assert syncer.sha256(path) == (hashlib.sha256(first + second).hexdigest(), len(first) + len(second))
+
+
+def test_a_file_replaced_or_shorter_than_what_was_hashed_is_hashed_from_its_start(tmp_path, fsyncs):
+    import hashlib
+
+    replaced, shorter = str(tmp_path / "replaced"), str(tmp_path / "shorter")
+    _write(replaced, b"old" * 1000, mtime=1000.0)
+    _write(shorter, b"s" * 5000, mtime=1000.0)
+    syncer = _files.SyncWhileWriting(str(tmp_path), settle=0.5, hashing=True)
+    syncer.sweep(now=1000.1)
+    assert syncer._partial[replaced][1] == 3000 and syncer._partial[shorter][1] == 5000
+    other = str(tmp_path / "other")
+    _write(other, b"new" * 2000, mtime=1000.2)  # longer than what was hashed, so only the inode tells
+    os.replace(other, replaced)
+    with open(shorter, "wb") as handle:
+        handle.write(b"t" * 10)
+    assert syncer.sha256(replaced) == (hashlib.sha256(b"new" * 2000).hexdigest(), 6000)
+    assert syncer.sha256(shorter) == (hashlib.sha256(b"t" * 10).hexdigest(), 10)
+
+
+def test_a_stop_ends_the_sweep_at_the_next_file_and_the_rest_is_hashed_when_asked(tmp_path, fsyncs, monkeypatch):
+    import hashlib
+    import threading
+
+    paths = [str(tmp_path / ("f%d" % index)) for index in range(3)]
+    for path in paths:
+        _write(path, path.encode() * 100000, mtime=1000.0)
+    stop = threading.Event()
+    syncer = _files.SyncWhileWriting(str(tmp_path), settle=0.5, hashing=True)
+    real_fsync = _files.fsync_path
+    monkeypatch.setattr(_files, "fsync_path", lambda path, directory=False: (stop.set(), real_fsync(path, directory)))
+    assert syncer.sweep(now=2000.0, stop=stop) == 1, "the stop came with the first file's fsync"
+    assert len(syncer.hashes) == 1
+    for path in paths:
+        assert syncer.sha256(path) == (hashlib.sha256(path.encode() * 100000).hexdigest(), len(path) * 100000)
+
+
+def test_a_file_leaves_the_page_cache_once_it_is_hashed_and_synced_not_before(tmp_path, fsyncs, monkeypatch):
+    dropped = []
+    monkeypatch.setattr(_files, "drop_cached", dropped.append)
+    hashed, unhashed = str(tmp_path / "hashed"), str(tmp_path / "plain")
+    _write(hashed, b"h" * 10, mtime=1000.0)
+    syncer = _files.SyncWhileWriting(str(tmp_path), settle=0.5, hashing=True)
+    syncer.sweep(now=1001.0)
+    assert dropped == [hashed]
+    # Without hashing (a compressed backup: the archive is hashed after the copy), the file stays cached.
+    _write(unhashed, b"p" * 10, mtime=1000.0)
+    _files.SyncWhileWriting(str(tmp_path), settle=0.5).sweep(now=1001.0)
+    assert dropped == [hashed]
+
+
+def test_drop_cached_is_a_hint_that_never_raises(tmp_path):
+    path = str(tmp_path / "f")
+    _write(path, b"x" * 4096)
+    _files.drop_cached(path)
+    _files.drop_cached(str(tmp_path / "missing"))
+    with open(path, "rb") as handle:
+        assert handle.read() == b"x" * 4096

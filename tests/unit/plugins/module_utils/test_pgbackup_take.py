@@ -121,9 +121,9 @@ def test_plain_backup_hashes_each_file_once_beside_the_copy(tmp_path, layout, mo
     synced = []
     real_hash = _files.SyncWhileWriting._hash
 
-    def sync_hash(self, path, key):
+    def sync_hash(self, path, key, *rest):
         synced.append(os.path.relpath(path, self.top))
-        return real_hash(self, path, key)
+        return real_hash(self, path, key, *rest)
     monkeypatch.setattr(_files.SyncWhileWriting, '_hash', sync_hash)
     run = FakeBasebackup(tmp_path)
     entry = take(run, layout, False)
