@@ -89,15 +89,17 @@ def psql(query, db="postgres"):
     return docker("exec", "-u", "postgres", PG, "psql", "-XAt", "-d", db, "-c", query).stdout.strip()
 
 
-def runner(*cmd):
+def runner(*cmd, env=()):
     began = time.monotonic()
-    proc = docker("exec", RUNNER, *cmd, check=False)
+    proc = docker("exec", *["-e=" + item for item in env], RUNNER, *cmd, check=False)
     return time.monotonic() - began, proc
 
 
-def module(**args):
+def module(collections_path=None, **args):
+    """One pg_backup task in the runner; ``collections_path``: another copy of the collection than the mounted tree."""
     args.setdefault("backup_dir", "/backups/catalog")
-    seconds, proc = runner("ansible", "localhost", "-m", "psscript.infra.pg_backup", "-a", json.dumps(args))
+    seconds, proc = runner("ansible", "localhost", "-m", "psscript.infra.pg_backup", "-a", json.dumps(args),
+                           env=["ANSIBLE_COLLECTIONS_PATH=" + collections_path] if collections_path else ())
     result = parse_result(proc)
     if result.get("failed") or result["_rc"] != 0:
         raise SystemExit("pg_backup %s failed: %s" % (args.get("action"), result.get("msg")))

@@ -19,14 +19,12 @@ Usage:  bench/backup_ab.py --against REV [--scale 700] [--rounds 8] [--reuse] [-
 """
 import argparse
 import io
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 
 import backup as bench  # bench/backup.py: the stack, the runner, the raw command
 
@@ -47,16 +45,7 @@ def export(rev):
 
 
 def run_module(collections_path):
-    env = ["-e", "ANSIBLE_COLLECTIONS_PATH=%s" % collections_path] if collections_path else []
-    args = bench.backup_args(type="full", compress=False, backup_dir="/backups/catalog")
-    began = time.monotonic()
-    proc = subprocess.run(["docker", "exec"] + env + [bench.RUNNER, "ansible", "localhost", "-m",
-                                                      "psscript.infra.pg_backup", "-a", json.dumps(args)],
-                          capture_output=True, text=True)
-    seconds = time.monotonic() - began
-    result = bench.parse_result(proc)
-    if result.get("failed") or result["_rc"] != 0:
-        raise SystemExit("pg_backup failed: %s" % result.get("msg"))
+    seconds, result = bench.module(collections_path, **bench.backup_args(type="full", compress=False))
     bench.runner("rm", "-rf", "/backups/catalog/%s" % result["backup_id"])
     return seconds, result["backup"]["durations"]
 

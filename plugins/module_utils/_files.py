@@ -65,15 +65,22 @@ _HASH_CHUNK = 1024 * 1024
 def hash_file(path):
     """``(hex SHA-256, size)`` of the file at ``path``, read in chunks."""
     digest = hashlib.sha256()
-    size = 0
     with open(path, 'rb') as handle:
-        while True:
-            chunk = handle.read(_HASH_CHUNK)
-            if not chunk:
-                break
-            size += len(chunk)
-            digest.update(chunk)
+        size = _hash_from(handle, digest)
     return digest.hexdigest(), size
+
+
+def _hash_from(handle, digest, upto=None, stop=None):
+    """Feed ``digest`` what ``handle`` reads from its position on, in chunks, up to offset ``upto`` (None: its end)
+    or until ``stop`` (an Event) is set; returns the offset reached."""
+    offset = handle.tell()
+    while (upto is None or offset < upto) and not (stop is not None and stop.is_set()):
+        chunk = handle.read(_HASH_CHUNK if upto is None else min(_HASH_CHUNK, upto - offset))
+        if not chunk:
+            break
+        digest.update(chunk)
+        offset += len(chunk)
+    return offset
 
 
 def drop_cached(path):
@@ -188,17 +195,12 @@ class SyncWhileWriting(object):
         state = self._partial.get(path)
         if state is None or state[0] != inode or state[1] > upto:
             state = (inode, 0, hashlib.sha256())
-        digest, offset = state[2], state[1]
+        digest = state[2]
         with open(path, 'rb') as handle:
             if os.fstat(handle.fileno()).st_ino != inode:
                 raise OSError('%s was replaced while it was hashed' % path)
-            handle.seek(offset)
-            while offset < upto and not (stop is not None and stop.is_set()):
-                chunk = handle.read(min(_HASH_CHUNK, upto - offset))
-                if not chunk:
-                    break
-                digest.update(chunk)
-                offset += len(chunk)
+            handle.seek(state[1])
+            offset = _hash_from(handle, digest, upto, stop)
         self._partial[path] = (inode, offset, digest)
         return offset
 
