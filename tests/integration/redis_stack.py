@@ -89,7 +89,7 @@ sentinel resolve-hostnames no
 sentinel deny-scripts-reconfig yes
 # psscript: quorum {name} 2
 sentinel down-after-milliseconds {name} 5000
-sentinel failover-timeout {name} 60000
+sentinel failover-timeout {name} 20000
 sentinel parallel-syncs {name} 1
 sentinel auth-pass {name} {password}
 """
