@@ -85,6 +85,16 @@ def cleanup(workdir=None):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def build(workdir, scale):
+    """A new bench stack in ``workdir`` (anything left by an earlier run removed first), with pgbench data at
+    ``scale``."""
+    cleanup()
+    os.chmod(workdir, 0o755)
+    start(workdir)
+    docker("exec", "-u", "postgres", PG, "pgbench", "-i", "-q", "-s", str(scale), "postgres")
+    psql("VACUUM ANALYZE")
+
+
 def psql(query, db="postgres"):
     return docker("exec", "-u", "postgres", PG, "psql", "-XAt", "-d", db, "-c", query).stdout.strip()
 
@@ -318,14 +328,10 @@ def main():
         if docker("image", "inspect", image, check=False).returncode != 0:
             raise SystemExit("image %s is not built: run `make images`" % image)
     began = time.monotonic()
-    cleanup()
     workdir = tempfile.mkdtemp(prefix=NAME + "-")
-    os.chmod(workdir, 0o755)
     try:
-        start(workdir)
         step = time.monotonic()
-        docker("exec", "-u", "postgres", PG, "pgbench", "-i", "-q", "-s", str(args.scale), "postgres")
-        psql("VACUUM ANALYZE")
+        build(workdir, args.scale)
         db_bytes = int(psql("SELECT sum(pg_database_size(oid)) FROM pg_database"))
         print("pgbench -i -s %d: %.2f GiB in all databases, %.0f s" % (args.scale, gib(db_bytes), time.monotonic() - step),
               flush=True)

@@ -19,7 +19,6 @@ Usage:  bench/backup_ab.py --against REV [--scale 700] [--rounds 8] [--reuse] [-
 """
 import argparse
 import io
-import os
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import tempfile
 import backup as bench  # bench/backup.py: the stack, the runner, the raw command
 
 AGAINST_PATH = "/opt/against"
+TAIL_STEPS = ("hash", "wal_wait", "sync")
 
 
 def export(rev):
@@ -60,12 +60,8 @@ def main():
     args = parser.parse_args()
     workdir = None
     if not args.reuse:
-        bench.cleanup()
         workdir = tempfile.mkdtemp(prefix=bench.NAME + "-")
-        os.chmod(workdir, 0o755)
-        bench.start(workdir)
-        bench.docker("exec", "-u", "postgres", bench.PG, "pgbench", "-i", "-q", "-s", str(args.scale), "postgres")
-        bench.psql("VACUUM ANALYZE")
+        bench.build(workdir, args.scale)
     try:
         db_bytes = int(bench.psql("SELECT sum(pg_database_size(oid)) FROM pg_database"))
         bench.runner("rm", "-rf", AGAINST_PATH)
@@ -91,7 +87,10 @@ def main():
                     seconds, durations = run_module(AGAINST_PATH if name == args.against else None)
                     tail = durations["total"] - durations["basebackup"]
                     steps[name].append((durations["basebackup"], tail))
-                    line.append("%s %.1f s (basebackup %.1f, tail %.1f)" % (name, seconds, durations["basebackup"], tail))
+                    # The tail's parts: hashes still to take, the archive wait, the last fsyncs.
+                    line.append("%s %.1f s (basebackup %.1f, tail %.1f: %s)"
+                                % (name, seconds, durations["basebackup"], tail,
+                                   ", ".join("%s %.1f" % (key, durations[key]) for key in TAIL_STEPS if key in durations)))
                 times[name].append(seconds)
             print("round %d: %s" % (index + 1, " | ".join(line)), flush=True)
         raw = statistics.median(times["raw"])

@@ -41,7 +41,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
-import errno
 import fcntl
 import hashlib
 import hmac
@@ -51,7 +50,7 @@ import re
 import shutil
 import time
 
-from ansible_collections.psscript.infra.plugins.module_utils._files import fsync_path, hash_file, write_text_atomic
+from ansible_collections.psscript.infra.plugins.module_utils._files import fsync_path, hash_file, make_directory, write_text_atomic
 
 CATALOG_FILE = 'catalog.json'
 CATALOG_FORMAT = 1
@@ -1079,13 +1078,8 @@ def prune(root, keep_days, keep_count, grace_seconds, check_mode):
 
 
 def ensure_dir(path, mode=0o750):
-    try:
-        os.makedirs(path, mode)
-        return True
-    except OSError as err:
-        if err.errno != errno.EEXIST or not os.path.isdir(path):
-            raise
-        return False
+    """The backup root (and its parents): True when this call made it."""
+    return make_directory(path, mode, parents=True)
 
 
 def catalog_spec():

@@ -46,7 +46,7 @@ import pwd
 import re
 import stat
 
-from ansible_collections.psscript.infra.plugins.module_utils._files import fsync_path, write_text_atomic
+from ansible_collections.psscript.infra.plugins.module_utils._files import fsync_path, make_directory, write_text_atomic
 
 # What the diff carries at the most (ansible's own default for max_file_size_for_diff).
 DIFF_MAX_BYTES = 104448
@@ -256,17 +256,13 @@ def converge_directory(path, mode, uid, gid, check_mode):
                     attribute_changes({}, mode, uid, gid))[1])}
         if not check_mode:
             for missing in _missing_parents(path):
-                # Private until its mode is set, when one is wanted.
-                try:
-                    os.mkdir(missing, 0o700 if mode is not None else 0o777)
-                except FileExistsError:
-                    # Another run made it since: instances on one Docker host share their parent
-                    # directories and converge at the same time. A parent is theirs, as it would be
-                    # had they run first; the directory asked for gets this run's attributes.
-                    if not os.path.isdir(missing) or os.path.islink(missing):
-                        raise
-                    if missing != path:
-                        continue
+                # Private until its mode is set, when one is wanted. Not made here: another run made it
+                # since (instances on one Docker host share their parent directories and converge at the
+                # same time). A parent is theirs, as it would be had they run first; the directory asked
+                # for gets this run's attributes.
+                if not make_directory(missing, 0o700 if mode is not None else 0o777, follow_links=False) \
+                        and missing != path:
+                    continue
                 # As ansible.builtin.file: every directory it creates gets the wanted attributes.
                 _apply_attributes(missing, attribute_changes(inspect(missing), mode, uid, gid))
     elif action == 'attributes':

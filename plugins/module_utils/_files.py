@@ -28,6 +28,19 @@ def fsync_path(path, directory=False):
         os.close(fd)
 
 
+def make_directory(path, mode=0o777, parents=False, follow_links=True):
+    """Create the directory ``path`` (and its missing parents when ``parents``); True when this call made it, False
+    when a directory was there already, which another process may have made at the same moment. Anything else in its
+    place (a file, or a symbolic link unless ``follow_links``, even one to a directory) raises the OSError."""
+    try:
+        (os.makedirs if parents else os.mkdir)(path, mode)
+        return True
+    except FileExistsError:
+        if os.path.isdir(path) and (follow_links or not os.path.islink(path)):
+            return False
+        raise
+
+
 def _default_mode():
     """The mode open() would give a new file under the current umask."""
     umask = os.umask(0)
@@ -106,12 +119,16 @@ class SyncWhileWriting(object):
     A writer that copies file after file (pg_basebackup with ``--no-sync``) leaves all of its data
     to be flushed at the end: that flush then adds the disk's whole write time to the backup.
     Used as a context manager around the writer, a thread fsyncs every file whose modification
-    time is ``settle`` seconds old, so the flush overlaps with the copy; ``finish()`` afterwards
-    fsyncs what is left: every file whose (size, mtime) changed since it was synced or was never
-    synced, then every directory bottom-up. The result is what fsyncing the whole tree gives;
-    the stat is taken before each fsync, so a write that races with it shows as a change.
+    time is ``settle`` seconds old, so the flush overlaps with the copy; when the writer ends, the
+    same thread fsyncs what is left, beside what the caller does next, and ``finish()`` waits for it,
+    then fsyncs every file whose (size, mtime) changed since it was synced or was never synced, and
+    every directory bottom-up. The result is what fsyncing the whole tree gives; the stat is taken
+    before each fsync, so a write that races with it shows as a change. While the writer runs, the
+    threads stat only the files they have not done (a sweep over a thousand files done costs a few
+    milliseconds of CPU, four times a second, in each thread): a file that changes after its fsync or
+    its hash is caught by ``finish()`` and ``sha256()``, which stat every file once more.
 
-    With ``hashing``, the thread also takes the SHA-256 of the files while the copy goes on (hashlib
+    With ``hashing``, a second thread takes the SHA-256 of the files while the copy goes on (hashlib
     releases the GIL, so the hashing runs on another core than the writer's), reading them from the
     page cache: a file still being written is hashed as far as it is written, and the hash goes on
     from there at the next sweep, so the end of the copy leaves only the last bytes to hash. That
@@ -122,11 +139,12 @@ class SyncWhileWriting(object):
     while it is hashed is not recorded. Once a file is hashed and fsynced, its pages are dropped from
     the page cache (``POSIX_FADV_DONTNEED``): the backup then does not push the server's own data out.
 
-    The thread runs at nice 19: on two cores busy with the copy, its hashing slowed the writer
-    (pg_basebackup) by a tenth at 10 GiB; niced, it takes only the idle time. Leaving the context stops
-    it at the next file or read block (not at the end of a sweep), and what it has not done is done
-    then: a thread fsyncs the rest while the caller hashes the last bytes (``sha256``); ``finish()``
-    waits for it.
+    Hashing and fsyncing are two threads, not one, so the hashing never waits for the disk: an fsync
+    blocks until the disk has written the file, and a thread doing both fell behind the copy by as
+    much as the disk did. Both run at nice 19: on two cores busy with the copy, hashing at normal
+    priority slowed the writer (pg_basebackup) by a tenth at 10 GiB; niced, it takes only the idle
+    time. When the writer ends, the hashing stops at its next read block (the caller hashes the last
+    bytes, through ``sha256``, at full speed) and the syncing goes on with the rest.
     """
 
     def __init__(self, top, interval=0.25, settle=0.25, clock=None, hashing=False):
@@ -136,58 +154,88 @@ class SyncWhileWriting(object):
         self.hashing = hashing
         self._clock = clock or time.time
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name='sync-while-writing')
-        self._thread.daemon = True
+        self._rest = False
+        self._syncer = self._thread('sync-while-writing', True)
+        self._hasher = self._thread('hash-while-writing', False) if hashing else None
         self.synced = {}
         self.hashes = {}
         self._partial = {}
         self.synced_early = 0
-        self._rest = None
+
+    def _thread(self, name, syncing):
+        thread = threading.Thread(target=self._run, args=(syncing,), name=name)
+        thread.daemon = True
+        return thread
 
     @staticmethod
     def _key(stat):
         return (stat.st_size, stat.st_mtime_ns)
 
-    def _files(self):
+    def _settled(self, now, done):
+        """The regular files under ``top`` as ``(path, stat, settled)``, skipping any that disappears meanwhile and,
+        without a stat, those in ``done``."""
         for dirpath, dirnames, filenames in os.walk(self.top):
             for name in filenames:
-                yield os.path.join(dirpath, name)
+                path = os.path.join(dirpath, name)
+                if path in done:
+                    continue
+                try:
+                    stat = os.lstat(path)
+                except OSError:
+                    continue
+                if S_ISREG(stat.st_mode):  # lstat: a symbolic link is not a regular file either
+                    yield path, stat, now - stat.st_mtime >= self.settle
 
     def sweep(self, now=None, hashing=None, stop=None):
-        """fsync the settled files not synced at their current state (hashing them first when ``hashing``, by
-        default the syncer's, and the unsettled ones as far as they are written); returns how many it synced. A file
-        that disappears or cannot be opened meanwhile is left to finish(). ``stop`` (an Event): return at the next
-        file or read block once it is set."""
+        """One pass of both threads' work, hashing first when ``hashing`` (by default the syncer's); returns how many
+        files it synced."""
         now = self._clock() if now is None else now
-        hashing = self.hashing if hashing is None else hashing
+        if self.hashing if hashing is None else hashing:
+            self.hash_sweep(now, stop)
+        return self.sync_sweep(now, stop)
+
+    def sync_sweep(self, now=None, stop=None):
+        """fsync the settled files not synced yet; returns how many it synced. A file that disappears or cannot be
+        opened meanwhile, or changes after its fsync, is left to finish(). ``stop`` (an Event): return at the next file
+        once it is set."""
         count = 0
-        for path in self._files():
+        for path, stat, settled in self._settled(self._clock() if now is None else now, self.synced):
             if stop is not None and stop.is_set():
                 break
-            try:
-                stat = os.lstat(path)
-            except OSError:
-                continue
-            if not S_ISREG(stat.st_mode):  # lstat: a symbolic link is not a regular file either
-                continue
             key = self._key(stat)
-            if self.synced.get(path) == key:
+            if not settled:
                 continue
             try:
-                if now - stat.st_mtime < self.settle:
-                    if hashing:
-                        self._extend(path, stat.st_ino, stat.st_size, stop)
-                    continue
-                if hashing and self._hash(path, key, stat.st_ino, stop) is None:
-                    continue
                 fsync_path(path)
             except OSError:
                 continue
             self.synced[path] = key
             count += 1
-            if self.hashes.get(path, (None,))[0] == key:
-                drop_cached(path)
+            self._done_with(path, key)
         return count
+
+    def hash_sweep(self, now=None, stop=None):
+        """Hash the settled files not hashed yet, and the unsettled ones as far as they are written; returns how many
+        whole files it recorded (a file that changes after that is hashed on by ``sha256``). ``stop`` (an Event):
+        return at the next file or read block once it is set."""
+        count = 0
+        for path, stat, settled in self._settled(self._clock() if now is None else now, self.hashes):
+            if stop is not None and stop.is_set():
+                break
+            key = self._key(stat)
+            try:
+                if not settled:
+                    self._extend(path, stat.st_ino, stat.st_size, stop)
+                elif self._hash(path, key, stat.st_ino, stop) is not None:
+                    count += 1
+            except OSError:
+                continue
+        return count
+
+    def _done_with(self, path, key):
+        """Drop ``path`` from the page cache once it is both hashed and synced at ``key``."""
+        if self.hashes.get(path, (None,))[0] == key and self.synced.get(path) == key:
+            drop_cached(path)
 
     def _extend(self, path, inode, upto, stop=None):
         """Hash ``path`` on from where the last call left it, up to ``upto`` bytes (what a stat showed written), or from
@@ -214,6 +262,7 @@ class SyncWhileWriting(object):
             return None
         digest = self._partial[path][2].copy().hexdigest()
         self.hashes[path] = (key, digest)
+        self._done_with(path, key)
         return digest
 
     def sha256(self, path):
@@ -228,37 +277,42 @@ class SyncWhileWriting(object):
             raise OSError('%s changed while it was hashed' % path)
         return digest, stat.st_size
 
-    def _run(self):
+    def _run(self, syncing):
         # Below the writer (nice 19, this thread only): the thread takes the cores' idle time and never the writer's.
-        # What it has not done when the writer ends is done then, at full speed (the rest's fsync, sha256, finish).
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         except (AttributeError, OSError):
             pass
         while not self._stop.wait(self.interval):
-            self.synced_early += self.sweep(stop=self._stop)
+            if syncing:
+                self.synced_early += self.sync_sweep(stop=self._stop)
+            else:
+                self.hash_sweep(stop=self._stop)
+        if syncing and self._rest:
+            # The writer ended: every file is settled now. The caller hashes the last bytes meanwhile (from the page
+            # cache, while the disk writes them); finish() waits for this.
+            self.sync_sweep(now=float('inf'))
 
     def __enter__(self):
-        self._thread.start()
+        self._syncer.start()
+        if self._hasher is not None:
+            self._hasher.start()
         return self
 
     def __exit__(self, *exc):
+        self._rest = exc[0] is None
         self._stop.set()
-        self._thread.join()
-        if exc[0] is None:
-            # The writer ended: the files the thread has not synced are fsynced now, beside what the caller does next
-            # (hashing the last files reads them from the page cache while the disk writes them); finish() waits.
-            self._rest = threading.Thread(target=self.sweep, kwargs=dict(now=float('inf'), hashing=False),
-                                          name='sync-the-rest')
-            self._rest.daemon = True
-            self._rest.start()
+        if self._hasher is not None:
+            self._hasher.join()
+        if not self._rest:
+            self._syncer.join()
         return False
 
     def finish(self):
         """After the writer ended (and the context exited): fsync what the sweeps did not, then the
         directories bottom-up and ``top`` itself. Errors are raised here."""
-        if self._rest is not None:
-            self._rest.join()
+        if self._syncer.ident is not None:
+            self._syncer.join()
         for dirpath, dirnames, filenames in os.walk(self.top, topdown=False):
             for name in filenames:
                 path = os.path.join(dirpath, name)

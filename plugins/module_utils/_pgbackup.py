@@ -15,9 +15,10 @@ Decisions (and why):
   ``backup_manifest``, timeline history files included) is present in ``wal_archive_dir``,
   waiting a bounded time (and asking for ``pg_switch_wal()`` once, when the role may). Only
   then is the backup published.
-* **The files are hashed once, beside the copy, not in the stream** (plain): the module's sync
-  thread (``_files.SyncWhileWriting`` with ``hashing``) takes the SHA-256 of each file pg_basebackup
-  has finished, while the copy goes on and the file is still in the page cache, and then fsyncs it.
+* **The files are hashed once, beside the copy, not in the stream** (plain): a thread of the module
+  (``_files.SyncWhileWriting`` with ``hashing``) takes the SHA-256 of each file as far as pg_basebackup
+  has written it, while the copy goes on and the file is still in the page cache; another fsyncs
+  each file pg_basebackup has finished.
   A separate pass after the copy cost a third of a backup's time. Asking the server for SHA-256
   manifest checksums instead (``--manifest-checksums=SHA256``) made pg_basebackup itself 25 %
   slower on two cores: the walsender computes them inside the stream (docs/BENCHMARKS.md). So the

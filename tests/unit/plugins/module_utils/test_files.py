@@ -65,17 +65,22 @@ def _write(path, data, mtime=None):
         os.utime(path, (mtime, mtime))
 
 
-def test_sweep_syncs_settled_files_once_and_again_after_a_change(tmp_path, fsyncs):
+def test_sweep_syncs_settled_files_once_and_finish_what_changed_after(tmp_path, fsyncs, monkeypatch):
     old, fresh = str(tmp_path / "old"), str(tmp_path / "fresh")
     _write(old, b"a" * 10, mtime=1000.0)
     _write(fresh, b"b" * 10, mtime=1000.9)
     syncer = _files.SyncWhileWriting(str(tmp_path), settle=0.5)
     assert syncer.sweep(now=1001.0) == 1
     assert fsyncs == [(old, False)]
-    assert syncer.sweep(now=1001.0) == 0, "a file synced at its current state is not synced again"
+    real_lstat, stats = os.lstat, []
+    monkeypatch.setattr(os, "lstat", lambda path: stats.append(path) or real_lstat(path))
+    assert syncer.sweep(now=1001.0) == 0, "a file synced is not synced again"
+    assert stats == [fresh], "nor is it stat'ed again while the writer runs"
     assert syncer.sweep(now=1002.0) == 1 and fsyncs[-1] == (fresh, False)
     _write(old, b"c", mtime=1003.0)
-    assert syncer.sweep(now=1004.0) == 1 and fsyncs[-1] == (old, False)
+    assert syncer.sweep(now=1004.0) == 0
+    syncer.finish()
+    assert (old, False) in fsyncs[2:], "the change after its fsync is synced at the end"
 
 
 def test_finish_syncs_only_what_changed_or_was_never_synced_then_every_directory(tmp_path, fsyncs):
@@ -139,7 +144,7 @@ def test_hashing_sweep_records_the_sha256_of_each_settled_file_before_its_fsync(
     assert syncer.sha256(old) == (hashlib.sha256(b"a" * 3000000 + b"c").hexdigest(), 3000001)
 
 
-def test_a_file_that_changes_while_it_is_hashed_is_neither_recorded_nor_synced(tmp_path, fsyncs, monkeypatch):
+def test_a_file_that_changes_while_it_is_hashed_is_not_recorded_but_synced_as_it_is_now(tmp_path, fsyncs, monkeypatch):
     path = str(tmp_path / "moving")
     _write(path, b"a" * 10, mtime=1000.0)
     syncer = _files.SyncWhileWriting(str(tmp_path), settle=0.5, hashing=True)
@@ -152,10 +157,40 @@ def test_a_file_that_changes_while_it_is_hashed_is_neither_recorded_nor_synced(t
             _write(path, b"b", mtime=1000.5)
         return real_lstat(target)
     monkeypatch.setattr(os, "lstat", lstat)
-    assert syncer.sweep(now=2000.0) == 0
-    assert syncer.hashes == {} and syncer.synced == {} and fsyncs == []
+    assert syncer.sweep(now=2000.0) == 1
+    assert syncer.hashes == {} and fsyncs == [(path, False)]
+    assert syncer.synced[path][0] == 11, "synced at the state the syncing thread saw, after the change"
     monkeypatch.undo()
-    assert syncer.sweep(now=2000.0) == 1 and syncer.sha256(path)[1] == 11
+    assert syncer.sweep(now=2000.0) == 0, "synced at its current state already"
+    assert list(syncer.hashes) == [path] and syncer.sha256(path)[1] == 11
+
+
+def test_the_hashing_goes_on_while_an_fsync_waits_for_the_disk(tmp_path, monkeypatch):
+    import hashlib
+    import threading
+    import time
+
+    disk = threading.Event()
+    real = _files.fsync_path
+
+    def slow_fsync(path, directory=False):
+        disk.wait(10)
+        real(path, directory)
+    monkeypatch.setattr(_files, "fsync_path", slow_fsync)
+    paths = [str(tmp_path / ("f%d" % index)) for index in range(3)]
+    for path in paths:
+        _write(path, path.encode() * 1000, mtime=1000.0)
+    with _files.SyncWhileWriting(str(tmp_path), interval=0.01, settle=0.01, hashing=True) as syncer:
+        deadline = time.monotonic() + 10
+        while len(syncer.hashes) < len(paths) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        hashed, synced = sorted(syncer.hashes), dict(syncer.synced)
+        disk.set()
+    syncer.finish()
+    assert hashed == paths and synced == {}, "every file hashed while the first fsync still waited"
+    for path in paths:
+        assert syncer.sha256(path)[0] == hashlib.sha256(path.encode() * 1000).hexdigest()
+        assert path in syncer.synced
 
 
 def test_the_files_left_when_the_writer_ends_are_synced_beside_the_caller_and_finish_waits(tmp_path, monkeypatch):
@@ -176,8 +211,8 @@ def test_the_files_left_when_the_writer_ends_are_synced_beside_the_caller_and_fi
             _write(path, b"x" * 100)
     syncer.finish()
     files = sorted((path, name) for path, directory, name in calls if not directory)
-    # Each once, by the thread started when the context exited (not by finish after it, nor twice) ...
-    assert files == [(path, "sync-the-rest") for path in paths]
+    # Each once, by the syncing thread after the context exited (not by finish after it, nor twice) ...
+    assert files == [(path, "sync-while-writing") for path in paths]
     assert syncer.synced_early == 0
     # ... and finish waited for it before the directories.
     assert calls[-1] == (str(tmp_path), True, threading.current_thread().name)
@@ -191,7 +226,7 @@ def test_no_rest_is_synced_when_the_writer_raised(tmp_path, fsyncs):
     assert fsyncs == []
 
 
-def test_the_thread_runs_below_the_writer(tmp_path, monkeypatch):
+def test_the_threads_run_below_the_writer(tmp_path, monkeypatch):
     import threading
 
     seen = []
@@ -200,13 +235,12 @@ def test_the_thread_runs_below_the_writer(tmp_path, monkeypatch):
         seen.append((which, who, threading.get_native_id(), threading.current_thread().name, priority))
 
     monkeypatch.setattr(os, "setpriority", setpriority)
-    with _files.SyncWhileWriting(str(tmp_path), interval=3600):
+    with _files.SyncWhileWriting(str(tmp_path), interval=3600, hashing=True):
         pass
-    assert len(seen) == 1
-    which, who, native, name, priority = seen[0]
-    # nice 19 for the sweeping thread itself, not the process (the writer's caller).
-    assert (which, who, name, priority) == (os.PRIO_PROCESS, native, "sync-while-writing", 19)
-    assert who != threading.get_native_id()
+    # nice 19 for each thread itself, not the process (the writer's caller).
+    assert sorted((which, who == native, name, priority) for which, who, native, name, priority in seen) == [
+        (os.PRIO_PROCESS, True, "hash-while-writing", 19), (os.PRIO_PROCESS, True, "sync-while-writing", 19)]
+    assert threading.get_native_id() not in [who for which, who, native, name, priority in seen]
 
 
 def test_a_file_still_being_written_is_hashed_as_far_as_it_is_written_and_on_from_there(tmp_path, fsyncs, monkeypatch):
@@ -254,7 +288,7 @@ def test_a_file_replaced_or_shorter_than_what_was_hashed_is_hashed_from_its_star
     assert syncer.sha256(shorter) == (hashlib.sha256(b"t" * 10).hexdigest(), 10)
 
 
-def test_a_stop_ends_the_sweep_at_the_next_file_and_the_rest_is_hashed_when_asked(tmp_path, fsyncs, monkeypatch):
+def test_a_stop_ends_the_hashing_at_the_next_file_and_the_rest_is_hashed_when_asked(tmp_path, fsyncs):
     import hashlib
     import threading
 
@@ -262,11 +296,15 @@ def test_a_stop_ends_the_sweep_at_the_next_file_and_the_rest_is_hashed_when_aske
     for path in paths:
         _write(path, path.encode() * 100000, mtime=1000.0)
     stop = threading.Event()
+
+    class StopAtFirst(dict):
+        def __setitem__(self, key, value):
+            stop.set()
+            dict.__setitem__(self, key, value)
     syncer = _files.SyncWhileWriting(str(tmp_path), settle=0.5, hashing=True)
-    real_fsync = _files.fsync_path
-    monkeypatch.setattr(_files, "fsync_path", lambda path, directory=False: (stop.set(), real_fsync(path, directory)))
-    assert syncer.sweep(now=2000.0, stop=stop) == 1, "the stop came with the first file's fsync"
-    assert len(syncer.hashes) == 1
+    syncer.hashes = StopAtFirst()
+    assert syncer.hash_sweep(now=2000.0, stop=stop) == 1, "the stop came with the first file's record"
+    assert len(syncer.hashes) == 1 and fsyncs == []
     for path in paths:
         assert syncer.sha256(path) == (hashlib.sha256(path.encode() * 100000).hexdigest(), len(path) * 100000)
 
@@ -283,6 +321,11 @@ def test_a_file_leaves_the_page_cache_once_it_is_hashed_and_synced_not_before(tm
     _write(unhashed, b"p" * 10, mtime=1000.0)
     _files.SyncWhileWriting(str(tmp_path), settle=0.5).sweep(now=1001.0)
     assert dropped == [hashed]
+    # Synced first, hashed after: dropped by the hash.
+    later = str(tmp_path / "later")
+    _write(later, b"l" * 10, mtime=1000.0)
+    assert syncer.sync_sweep(now=1001.0) == 2 and dropped == [hashed]
+    assert syncer.hash_sweep(now=1001.0) == 2 and dropped == [hashed, later, unhashed]
 
 
 def test_drop_cached_is_a_hint_that_never_raises(tmp_path):
@@ -292,3 +335,26 @@ def test_drop_cached_is_a_hint_that_never_raises(tmp_path):
     _files.drop_cached(str(tmp_path / "missing"))
     with open(path, "rb") as handle:
         assert handle.read() == b"x" * 4096
+
+
+def test_make_directory_says_who_made_it_and_refuses_what_is_not_a_directory(tmp_path):
+    deep = str(tmp_path / "a" / "b")
+    assert _files.make_directory(deep, 0o750, parents=True) is True
+    assert os.stat(deep).st_mode & 0o777 == 0o750 & ~_umask()
+    assert _files.make_directory(deep, parents=True) is False, "there already (another process made it)"
+    assert _files.make_directory(str(tmp_path / "a")) is False
+    with pytest.raises(FileNotFoundError):
+        _files.make_directory(str(tmp_path / "x" / "y"))
+    _write(str(tmp_path / "file"), b"x")
+    with pytest.raises(FileExistsError):
+        _files.make_directory(str(tmp_path / "file"))
+    os.symlink(deep, str(tmp_path / "link"))
+    assert _files.make_directory(str(tmp_path / "link")) is False
+    with pytest.raises(FileExistsError):
+        _files.make_directory(str(tmp_path / "link"), follow_links=False)
+
+
+def _umask():
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
