@@ -29,11 +29,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "integration"))
 import redis_stack as rs  # noqa: E402  (the integration tests' Redis set)
 
 
-def logs(name):
-    proc = subprocess.run(["docker", "logs", "%s-%s" % (rs.PREFIX, name)], capture_output=True, text=True)
-    return proc.stdout + proc.stderr
-
-
 def priorities_seen(stack, sentinels, value):
     for name in sentinels:
         for replica in stack.sentinel(name).execute_command("SENTINEL", "REPLICAS", rs.MASTER_NAME):
@@ -63,7 +58,7 @@ def one(timeout_ms):
         while aborted is None:
             if time.monotonic() - killed > 120:
                 raise SystemExit("no -failover-abort-no-good-slave within 120 s")
-            if any("-failover-abort-no-good-slave" in logs(name) for name in left):
+            if any("-failover-abort-no-good-slave" in stack.logs(name, tail="all") for name in left):
                 aborted = time.monotonic() - killed
             else:
                 time.sleep(0.2)

@@ -171,11 +171,15 @@ class SyncWhileWriting(object):
     def _key(stat):
         return (stat.st_size, stat.st_mtime_ns)
 
-    def _settled(self, now, done):
-        """The regular files under ``top`` as ``(path, stat, settled)``, skipping any that disappears meanwhile and,
-        without a stat, those in ``done``."""
+    def _settled(self, now, done, stop):
+        """The regular files under ``top`` as ``(path, stat, settled)`` (``now``: None for the clock), skipping any
+        that disappears meanwhile and, without a stat, those in ``done``; ends at the next file once ``stop`` (an
+        Event) is set."""
+        now = self._clock() if now is None else now
         for dirpath, dirnames, filenames in os.walk(self.top):
             for name in filenames:
+                if stop is not None and stop.is_set():
+                    return
                 path = os.path.join(dirpath, name)
                 if path in done:
                     continue
@@ -199,16 +203,14 @@ class SyncWhileWriting(object):
         opened meanwhile, or changes after its fsync, is left to finish(). ``stop`` (an Event): return at the next file
         once it is set."""
         count = 0
-        for path, stat, settled in self._settled(self._clock() if now is None else now, self.synced):
-            if stop is not None and stop.is_set():
-                break
-            key = self._key(stat)
+        for path, stat, settled in self._settled(now, self.synced, stop):
             if not settled:
                 continue
             try:
                 fsync_path(path)
             except OSError:
                 continue
+            key = self._key(stat)
             self.synced[path] = key
             count += 1
             self._done_with(path, key)
@@ -219,14 +221,11 @@ class SyncWhileWriting(object):
         whole files it recorded (a file that changes after that is hashed on by ``sha256``). ``stop`` (an Event):
         return at the next file or read block once it is set."""
         count = 0
-        for path, stat, settled in self._settled(self._clock() if now is None else now, self.hashes):
-            if stop is not None and stop.is_set():
-                break
-            key = self._key(stat)
+        for path, stat, settled in self._settled(now, self.hashes, stop):
             try:
                 if not settled:
                     self._extend(path, stat.st_ino, stat.st_size, stop)
-                elif self._hash(path, key, stat.st_ino, stop) is not None:
+                elif self._hash(path, self._key(stat), stat.st_ino, stop) is not None:
                     count += 1
             except OSError:
                 continue

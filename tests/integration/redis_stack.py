@@ -174,8 +174,8 @@ class RedisStack(object):
         except AssertionError as err:
             raise AssertionError('%s: %s' % (err, dict((name, why) for name, why in seen.items() if why)))
 
-    def logs(self, name):
-        proc = docker('logs', '--tail', '40', '%s-%s' % (PREFIX, name), check=False)
+    def logs(self, name, tail='40'):
+        proc = docker('logs', '--tail', tail, '%s-%s' % (PREFIX, name), check=False)
         return proc.stdout + proc.stderr
 
     # -- the module, run inside the backup image -----------------------------------------------
