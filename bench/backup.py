@@ -10,9 +10,11 @@ runner container of psscript/backup:17 (the image the module runs in), both remo
    (both plain), then raw ``pg_basebackup -Ft -X none -c fast --compress=client-zstd`` vs pg_backup
    ``compress=true`` (both zstd in the stream): each the wall time of one ``docker exec`` in the
    same runner, ``--repeat`` times, the order alternating (raw first, then pg_backup first), so
-   both see the same load; the ratio raw time / pg_backup time of each repetition (= throughput
+   both see the same load, each after a ``CHECKPOINT``, a ``sync`` and the backups on disk evicted
+   from the page cache; the ratio raw time / pg_backup time of each repetition (= throughput
    ratio; goal >= 0.9) and their median; and the host's CPU during each run (busy and iowait
-   shares, from /proc/stat), which says whether it waited for the disk or for the cores.
+   shares, from /proc/stat), which says whether it waited for the disk or for the cores, and its
+   page cache before the run.
 3. Incremental size after changing ~1 % of the rows of pgbench_accounts, twice: clustered
    (one contiguous aid range) and scattered (every 100th aid); goal <= 5 % of the full.
 4. Restore time of the full backup with pg_backup ``action=restore`` (hash check,
@@ -186,6 +188,34 @@ def raw_basebackup(target, compressed):
     return seconds
 
 
+def evict(top):
+    """Drop the files under ``top`` (in the runner) from the page cache: they are clean after ``sync``."""
+    seconds, proc = runner("python3", "-c", EVICT, top)
+    if proc.returncode != 0:
+        raise SystemExit("could not evict %s from the page cache: %s" % (top, proc.stderr))
+
+
+EVICT = """
+import os, sys
+for dirpath, dirnames, filenames in os.walk(sys.argv[1]):
+    for name in filenames:
+        path = os.path.join(dirpath, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            fd = os.open(path, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+"""
+
+
+def cached_gib():
+    """The host's page cache (/proc/meminfo ``Cached``), GiB."""
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("Cached:"):
+                return int(line.split()[1]) / 1024.0 ** 2
+    return 0.0
+
+
 def cpu_times():
     """The host's CPU time so far (/proc/stat): all of it, and idle and iowait."""
     with open("/proc/stat") as handle:
@@ -220,6 +250,10 @@ def full_pair(db_bytes, compressed, overhead, repeat):
             # The previous run's writes and the removal of the previous backup (5 GiB at --scale 350) reach the disk
             # here, not inside the next timed run: without it, whichever tool ran right after a removal paid for it.
             runner("sync")
+            # And the backups on disk leave the page cache (pg_backup drops its own files, raw pg_basebackup's stay):
+            # every run starts with the same page cache, not the one after raw with raw's whole copy in it.
+            evict("/backups")
+            timed[which + "_cached"] = cached_gib()
             before = cpu_times()
             if which == "raw":
                 timed["raw"] = raw_basebackup("/backups/raw/%s" % label, compressed)
@@ -237,12 +271,14 @@ def full_pair(db_bytes, compressed, overhead, repeat):
                    first="raw" if index % 2 == 0 else "pg_backup")
         print("full %-5s #%d (%s first) raw pg_basebackup %6.1f s (%.2f GiB, %.0f MiB/s) | pg_backup %6.1f s (module %.1f s: "
               "%s; %.2f GiB, %.0f MiB/s) | throughput ratio %.2f (goal >= 0.9); %.2f without the fixed task start-up, "
-              "%.2f of the module's own work; CPU busy/iowait %%: raw %.0f/%.0f, pg_backup %.0f/%.0f"
+              "%.2f of the module's own work; CPU busy/iowait %%: raw %.0f/%.0f, pg_backup %.0f/%.0f; page cache before: "
+              "raw %.1f GiB, pg_backup %.1f GiB"
               % ((label, index + 1, row["first"], row["raw_seconds"], gib(row["raw_bytes"]), db_bytes / row["raw_seconds"] / 2 ** 20,
                  row["module_seconds"], backup["durations"]["total"],
                  ", ".join("%s %.1f" % kv for kv in sorted(backup["durations"].items()) if kv[0] != "total"),
                  gib(backup["bytes"]), db_bytes / row["module_seconds"] / 2 ** 20, row["ratio"], row["ratio_net"],
-                 row["ratio_inner"]) + timed["raw_cpu"] + timed["module_cpu"]), flush=True)
+                 row["ratio_inner"]) + timed["raw_cpu"] + timed["module_cpu"] + (timed["raw_cached"], timed["module_cached"])),
+              flush=True)
         # Both removals between the pairs, none between the two runs of a pair: the run that comes second never
         # follows a removal, whichever tool it is (removing the raw copy right after it made the module, when second,
         # pay for freeing 5 GiB at --scale 350).
