@@ -13,9 +13,11 @@ The stack is bench/backup.py's (``psscript-bench-backup``); ``--reuse`` takes on
 ``git archive REV`` copied into the runner and chosen with ``ANSIBLE_COLLECTIONS_PATH``.
 
 Prints each round and the medians (wall time of the whole task, and its ``basebackup`` step and tail); asserts
-nothing about timing.
+nothing about timing. With ``--job`` each pg_backup backup is followed, as in the backup role's job, by
+``action=verify`` of it (with the WAL archive), timed apart, and the medians of the job (backup + verify) are
+printed too: what a version saves in the backup and pays in the verify, or the reverse.
 
-Usage:  bench/backup_ab.py --against REV [--scale 700] [--rounds 8] [--reuse] [--keep]
+Usage:  bench/backup_ab.py --against REV [--scale 700] [--rounds 8] [--job] [--reuse] [--keep]
 """
 import argparse
 import io
@@ -44,10 +46,16 @@ def export(rev):
     return out.getvalue()
 
 
-def run_module(collections_path):
+def run_module(collections_path, job):
+    """One plain full backup by the version at ``collections_path`` (None: the tree): its wall time and durations, and
+    with ``job`` the wall time of its verify (else None)."""
     seconds, result = bench.module(collections_path, **bench.backup_args(type="full", compress=False))
+    verify = None
+    if job:
+        verify, dummy = bench.module(collections_path, action="verify", backup_id=result["backup_id"],
+                                     wal_archive_dir="/wal-archive")
     bench.runner("rm", "-rf", "/backups/catalog/%s" % result["backup_id"])
-    return seconds, result["backup"]["durations"]
+    return seconds, result["backup"]["durations"], verify
 
 
 def main():
@@ -55,6 +63,7 @@ def main():
     parser.add_argument("--against", required=True, help="the commit to compare the working tree with (e.g. HEAD)")
     parser.add_argument("--scale", type=int, default=700, help="pgbench scale when the stack is built (700: 10 GiB)")
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--job", action="store_true", help="time each backup's verify too, as the backup job runs it")
     parser.add_argument("--reuse", action="store_true", help="use the kept bench stack as it is")
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
     args = parser.parse_args()
@@ -73,6 +82,7 @@ def main():
                                                                                ", ".join(names)), flush=True)
         times = dict((name, []) for name in names)
         steps = dict((name, []) for name in names[1:])
+        verifies = dict((name, []) for name in names[1:])
         for index in range(args.rounds):
             order = names[index % 3:] + names[:index % 3]
             line = []
@@ -84,13 +94,16 @@ def main():
                     bench.runner("rm", "-rf", "/backups/raw/plain")
                     line.append("raw %.1f s" % seconds)
                 else:
-                    seconds, durations = run_module(AGAINST_PATH if name == args.against else None)
+                    seconds, durations, verify = run_module(AGAINST_PATH if name == args.against else None, args.job)
                     tail = durations["total"] - durations["basebackup"]
                     steps[name].append((durations["basebackup"], tail))
                     # The tail's parts: hashes still to take, the archive wait, the last fsyncs.
-                    line.append("%s %.1f s (basebackup %.1f, tail %.1f: %s)"
+                    line.append("%s %.1f s (basebackup %.1f, tail %.1f: %s)%s"
                                 % (name, seconds, durations["basebackup"], tail,
-                                   ", ".join("%s %.1f" % (key, durations[key]) for key in TAIL_STEPS if key in durations)))
+                                   ", ".join("%s %.1f" % (key, durations[key]) for key in TAIL_STEPS if key in durations),
+                                   "" if verify is None else " + verify %.1f s" % verify))
+                    if verify is not None:
+                        verifies[name].append(verify)
                 times[name].append(seconds)
             print("round %d: %s" % (index + 1, " | ".join(line)), flush=True)
         raw = statistics.median(times["raw"])
@@ -101,6 +114,11 @@ def main():
                   % (name, whole, raw / whole,
                      ", ".join("%.2f" % (r / m) for r, m in zip(times["raw"], times[name])),
                      statistics.median(s[0] for s in steps[name]), statistics.median(s[1] for s in steps[name])))
+            if verifies[name]:
+                jobs = [backup + verify for backup, verify in zip(times[name], verifies[name])]
+                print("  %-12s verify %.1f s, job (backup + verify) %.1f s (per round: %s)"
+                      % ("", statistics.median(verifies[name]), statistics.median(jobs),
+                         ", ".join("%.1f" % j for j in jobs)))
     finally:
         if args.keep or args.reuse:
             print("kept: %s, %s, %s" % (bench.PG, bench.RUNNER, bench.NETWORK))

@@ -65,6 +65,10 @@ WAL_FILE_RE = re.compile(r'^(?P<tli>[0-9A-F]{8})(?P<log>[0-9A-F]{8})(?P<seg>[0-9
 # The entry key holding the entry's HMAC, and the environment variable naming the key file (the backup
 # container sets it for cron jobs and docker exec alike; catalog_key_file overrides it).
 MAC_KEY = 'hmac'
+# An entry with ``sealed: false`` records the SHA-256 of its small files only (pg_backup's plain backups, until
+# their first verify hashes the rest: see _pgbackup); a verify outcome carries the map that seals it under SEAL_KEY.
+SEALED_KEY = 'sealed'
+SEAL_KEY = 'seal'
 KEY_FILE_ENV = 'PSSCRIPT_CATALOG_KEY_FILE'
 # The key in use (use_key): None = entries are neither signed nor checked. One per process: a module
 # run, or one script run.
@@ -352,16 +356,23 @@ def hash_tree(top, exclude=(CATALOG_FILE,)):
     return result
 
 
-def check_hashes(backup_path, entry):
-    """Compare a backup directory with the files its entry records; return the problems found."""
-    problems = []
+def check_hashes(backup_path, entry, seal=False):
+    """Compare a backup directory with the files its entry records; return the problems found.
+
+    Every recorded file must be there with its recorded size and, where the entry records one, its
+    SHA-256; no other file may be there. An unsealed entry (``sealed``) records no SHA-256 for its data
+    files: with ``seal`` those are taken here and returned as ``(problems, files)``, the file map that
+    seals it (``record_verify``); without, they are only checked for presence and size."""
+    problems, files = [], {}
     recorded = entry.get('files') or {}
     if not recorded:
-        return ['the catalog entry records no files: it cannot be checked']
+        problems = ['the catalog entry records no files: it cannot be checked']
+        return (problems, None) if seal else problems
     try:
         present = set(r for r in _walk_files(backup_path) if r != CATALOG_FILE)
     except (OSError, CatalogError) as err:
-        return ['cannot read %s: %s' % (backup_path, err)]
+        problems = ['cannot read %s: %s' % (backup_path, err)]
+        return (problems, None) if seal else problems
     for rel in sorted(recorded):
         want = recorded[rel]
         full = os.path.join(backup_path, rel)
@@ -372,11 +383,18 @@ def check_hashes(backup_path, entry):
         if size != want['size']:
             problems.append('%s: size %d, recorded %d' % (rel, size, want['size']))
             continue
-        digest, dummy = hash_file(full)
-        if digest != want['sha256']:
+        if 'sha256' not in want and not seal:
+            continue
+        digest, size = hash_file(full)
+        files[rel] = dict(sha256=digest, size=size)
+        if 'sha256' in want and digest != want['sha256']:
             problems.append('%s: SHA-256 %s, recorded %s' % (rel, digest, want['sha256']))
+        elif size != want['size']:
+            problems.append('%s: size %d while it was hashed, recorded %d' % (rel, size, want['size']))
     for rel in sorted(present - set(recorded)):
         problems.append('%s: not recorded in the catalog (added after the backup)' % rel)
+    if seal:
+        return problems, None if problems else files
     return problems
 
 
@@ -529,10 +547,21 @@ def write_entry(backup_path, entry):
     write_json_atomic(os.path.join(backup_path, CATALOG_FILE), sign_entry(entry))
 
 
+def is_sealed(entry):
+    """Whether the entry records the SHA-256 of every file (``sealed`` absent: written before unsealed
+    entries existed, when every entry did)."""
+    return entry.get(SEALED_KEY) is not False
+
+
 def record_verify(root, entry, outcome):
     """Record a verify outcome (``dict(ok, problems)``) in the backup's catalog.json; return whether the
-    recorded state changed."""
+    recorded state changed. An unsealed entry whose verify passed is sealed with the file map the verify
+    hashed (``outcome[SEAL_KEY]``, taken out of the outcome in any case)."""
+    seal = outcome.pop(SEAL_KEY, None)
     changed = entry.get('verified') is not outcome['ok']
+    if outcome['ok'] and seal and not is_sealed(entry):
+        entry.update({'files': seal, SEALED_KEY: True})
+        changed = True
     entry['verified'] = outcome['ok']
     entry['verified_at'] = format_time(utc_now())
     entry['verify_error'] = None if outcome['ok'] else '; '.join(outcome['problems'])[:2000]
@@ -561,14 +590,16 @@ def _problem_with_time(entry, key):
     return None
 
 
-def _problem_with_files(files):
+def _problem_with_files(files, sealed):
     if files is None:
         return 'has no files'
     if not isinstance(files, dict):
         return 'has files that are not a map of path to sha256 and size'
     for rel, item in sorted(files.items()):
-        if not isinstance(item, dict) or not isinstance(item.get('sha256'), str) or not _is_count(item.get('size')):
-            return 'records the file %s without a sha256 and a size' % rel
+        if not isinstance(item, dict) or not _is_count(item.get('size')):
+            return 'records the file %s without a size' % rel
+        if not isinstance(item.get('sha256'), str) and (sealed or 'sha256' in item):
+            return 'records the file %s without a sha256' % rel
     return None
 
 
@@ -581,8 +612,9 @@ def entry_problem(entry, backup_id):
 
     Checks every key ordering, chains, retention, verify and restore read: ``id`` (equal to
     ``backup_id``, the directory name), ``type`` (the one the id names), ``started_at`` and
-    ``stopped_at`` (times with an offset), ``files``, ``parent`` (a backup id, required for an
-    incremental), and the optional ``verified``, ``wal_start`` and byte counts.
+    ``stopped_at`` (times with an offset), ``files`` (each with its size, and its SHA-256 unless the entry
+    is unsealed), ``parent`` (a backup id, required for an incremental), and the optional ``sealed``,
+    ``verified``, ``wal_start`` and byte counts.
     """
     if not isinstance(entry, dict):
         return 'is not a JSON object but %s' % type(entry).__name__
@@ -599,7 +631,9 @@ def entry_problem(entry, backup_id):
         problem = _problem_with_time(entry, key)
         if problem:
             return problem
-    problem = _problem_with_files(entry.get('files'))
+    if entry.get(SEALED_KEY, True) not in (True, False):
+        return 'has %s %r (true or false)' % (SEALED_KEY, entry[SEALED_KEY])
+    problem = _problem_with_files(entry.get('files'), is_sealed(entry))
     if problem:
         return problem
     parent = entry.get('parent')

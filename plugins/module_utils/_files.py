@@ -77,23 +77,12 @@ _HASH_CHUNK = 1024 * 1024
 
 def hash_file(path):
     """``(hex SHA-256, size)`` of the file at ``path``, read in chunks."""
-    digest = hashlib.sha256()
+    digest, size = hashlib.sha256(), 0
     with open(path, 'rb') as handle:
-        size = _hash_from(handle, digest)
+        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b''):
+            digest.update(chunk)
+            size += len(chunk)
     return digest.hexdigest(), size
-
-
-def _hash_from(handle, digest, upto=None, stop=None):
-    """Feed ``digest`` what ``handle`` reads from its position on, in chunks, up to offset ``upto`` (None: its end)
-    or until ``stop`` (an Event) is set; returns the offset reached."""
-    offset = handle.tell()
-    while (upto is None or offset < upto) and not (stop is not None and stop.is_set()):
-        chunk = handle.read(_HASH_CHUNK if upto is None else min(_HASH_CHUNK, upto - offset))
-        if not chunk:
-            break
-        digest.update(chunk)
-        offset += len(chunk)
-    return offset
 
 
 def drop_cached(path):
@@ -124,64 +113,42 @@ class SyncWhileWriting(object):
     then fsyncs every file whose (size, mtime) changed since it was synced or was never synced, and
     every directory bottom-up. The result is what fsyncing the whole tree gives; the stat is taken
     before each fsync, so a write that races with it shows as a change. While the writer runs, the
-    threads stat only the files they have not done (a sweep over a thousand files done costs a few
-    milliseconds of CPU, four times a second, in each thread): a file that changes after its fsync or
-    its hash is caught by ``finish()`` and ``sha256()``, which stat every file once more.
+    thread stats only the files it has not done (a sweep over a thousand files done costs a few
+    milliseconds of CPU, four times a second): a file that changes after its fsync is caught by
+    ``finish()``, which stats every file once more. With ``drop``, a file's pages are dropped from the
+    page cache once it is fsynced (``POSIX_FADV_DONTNEED``): a backup that nothing reads right after
+    then does not push the server's own data out.
 
-    With ``hashing``, a second thread takes the SHA-256 of the files while the copy goes on (hashlib
-    releases the GIL, so the hashing runs on another core than the writer's), reading them from the
-    page cache: a file still being written is hashed as far as it is written, and the hash goes on
-    from there at the next sweep, so the end of the copy leaves only the last bytes to hash. That
-    relies on the writer only appending, as pg_basebackup's plain format does (each file written once,
-    front to back): a file that is shorter than what was hashed, or another file under the same name
-    (another inode), is hashed again from its start. ``sha256(path)`` answers from that record when
-    the file has not changed since, and goes on from the partial hash otherwise. A file that changes
-    while it is hashed is not recorded. Once a file is hashed and fsynced, its pages are dropped from
-    the page cache (``POSIX_FADV_DONTNEED``): the backup then does not push the server's own data out.
-
-    Hashing and fsyncing are two threads, not one, so the hashing never waits for the disk: an fsync
-    blocks until the disk has written the file, and a thread doing both fell behind the copy by as
-    much as the disk did. Both run at nice 19: on two cores busy with the copy, hashing at normal
-    priority slowed the writer (pg_basebackup) by a tenth at 10 GiB; niced, it takes only the idle
-    time. When the writer ends, the hashing stops at its next read block (the caller hashes the last
-    bytes, through ``sha256``, at full speed) and the syncing goes on with the rest.
+    The thread runs at nice 19, so it takes only the cores' idle time, never the writer's.
     """
 
-    def __init__(self, top, interval=0.25, settle=0.25, clock=None, hashing=False):
+    def __init__(self, top, interval=0.25, settle=0.25, clock=None, drop=False):
         self.top = top
+        self.drop = drop
         self.interval = interval
         self.settle = settle
-        self.hashing = hashing
         self._clock = clock or time.time
         self._stop = threading.Event()
         self._rest = False
-        self._syncer = self._thread('sync-while-writing', True)
-        self._hasher = self._thread('hash-while-writing', False) if hashing else None
+        self._syncer = threading.Thread(target=self._run, name='sync-while-writing')
+        self._syncer.daemon = True
         self.synced = {}
-        self.hashes = {}
-        self._partial = {}
         self.synced_early = 0
-
-    def _thread(self, name, syncing):
-        thread = threading.Thread(target=self._run, args=(syncing,), name=name)
-        thread.daemon = True
-        return thread
 
     @staticmethod
     def _key(stat):
         return (stat.st_size, stat.st_mtime_ns)
 
-    def _settled(self, now, done, stop):
-        """The regular files under ``top`` as ``(path, stat, settled)`` (``now``: None for the clock), skipping any
-        that disappears meanwhile and, without a stat, those in ``done``; ends at the next file once ``stop`` (an
-        Event) is set."""
+    def _settled(self, now, stop):
+        """The regular files under ``top`` not synced yet as ``(path, stat, settled)`` (``now``: None for the clock),
+        skipping any that disappears meanwhile; ends at the next file once ``stop`` (an Event) is set."""
         now = self._clock() if now is None else now
         for dirpath, dirnames, filenames in os.walk(self.top):
             for name in filenames:
                 if stop is not None and stop.is_set():
                     return
                 path = os.path.join(dirpath, name)
-                if path in done:
+                if path in self.synced:
                     continue
                 try:
                     stat = os.lstat(path)
@@ -190,119 +157,43 @@ class SyncWhileWriting(object):
                 if S_ISREG(stat.st_mode):  # lstat: a symbolic link is not a regular file either
                     yield path, stat, now - stat.st_mtime >= self.settle
 
-    def sweep(self, now=None, hashing=None, stop=None):
-        """One pass of both threads' work, hashing first when ``hashing`` (by default the syncer's); returns how many
-        files it synced."""
-        now = self._clock() if now is None else now
-        if self.hashing if hashing is None else hashing:
-            self.hash_sweep(now, stop)
-        return self.sync_sweep(now, stop)
-
-    def sync_sweep(self, now=None, stop=None):
+    def sweep(self, now=None, stop=None):
         """fsync the settled files not synced yet; returns how many it synced. A file that disappears or cannot be
         opened meanwhile, or changes after its fsync, is left to finish(). ``stop`` (an Event): return at the next file
         once it is set."""
         count = 0
-        for path, stat, settled in self._settled(now, self.synced, stop):
+        for path, stat, settled in self._settled(now, stop):
             if not settled:
                 continue
             try:
                 fsync_path(path)
             except OSError:
                 continue
-            key = self._key(stat)
-            self.synced[path] = key
+            self.synced[path] = self._key(stat)
             count += 1
-            self._done_with(path, key)
+            if self.drop:
+                drop_cached(path)
         return count
 
-    def hash_sweep(self, now=None, stop=None):
-        """Hash the settled files not hashed yet, and the unsettled ones as far as they are written; returns how many
-        whole files it recorded (a file that changes after that is hashed on by ``sha256``). ``stop`` (an Event):
-        return at the next file or read block once it is set."""
-        count = 0
-        for path, stat, settled in self._settled(now, self.hashes, stop):
-            try:
-                if not settled:
-                    self._extend(path, stat.st_ino, stat.st_size, stop)
-                elif self._hash(path, self._key(stat), stat.st_ino, stop) is not None:
-                    count += 1
-            except OSError:
-                continue
-        return count
-
-    def _done_with(self, path, key):
-        """Drop ``path`` from the page cache once it is both hashed and synced at ``key``."""
-        if self.hashes.get(path, (None,))[0] == key and self.synced.get(path) == key:
-            drop_cached(path)
-
-    def _extend(self, path, inode, upto, stop=None):
-        """Hash ``path`` on from where the last call left it, up to ``upto`` bytes (what a stat showed written), or from
-        its start when it is another file (``inode``) or shorter than that; returns the bytes hashed so far."""
-        state = self._partial.get(path)
-        if state is None or state[0] != inode or state[1] > upto:
-            state = (inode, 0, hashlib.sha256())
-        digest = state[2]
-        with open(path, 'rb') as handle:
-            if os.fstat(handle.fileno()).st_ino != inode:
-                raise OSError('%s was replaced while it was hashed' % path)
-            handle.seek(state[1])
-            offset = _hash_from(handle, digest, upto, stop)
-        self._partial[path] = (inode, offset, digest)
-        return offset
-
-    def _hash(self, path, key, inode, stop=None):
-        """SHA-256 of ``path``, recorded with ``key`` (its state when it was stat'ed before); None, and nothing
-        recorded, when the file changed meanwhile or ``stop`` came first."""
-        if self._extend(path, inode, key[0], stop) != key[0]:
-            return None
-        stat = os.lstat(path)
-        if self._key(stat) != key or stat.st_ino != inode:
-            return None
-        digest = self._partial[path][2].copy().hexdigest()
-        self.hashes[path] = (key, digest)
-        self._done_with(path, key)
-        return digest
-
-    def sha256(self, path):
-        """``(hex SHA-256, size)`` of ``path`` as it is now: recorded by the thread when the file has not changed
-        since, else hashed now (on from the thread's partial hash). Raises OSError when the file changes while it is
-        hashed."""
-        stat = os.lstat(path)
-        key = self._key(stat)
-        known = self.hashes.get(path)
-        digest = known[1] if known and known[0] == key else self._hash(path, key, stat.st_ino)
-        if digest is None:
-            raise OSError('%s changed while it was hashed' % path)
-        return digest, stat.st_size
-
-    def _run(self, syncing):
+    def _run(self):
         # Below the writer (nice 19, this thread only): the thread takes the cores' idle time and never the writer's.
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         except (AttributeError, OSError):
             pass
         while not self._stop.wait(self.interval):
-            if syncing:
-                self.synced_early += self.sync_sweep(stop=self._stop)
-            else:
-                self.hash_sweep(stop=self._stop)
-        if syncing and self._rest:
-            # The writer ended: every file is settled now. The caller hashes the last bytes meanwhile (from the page
-            # cache, while the disk writes them); finish() waits for this.
-            self.sync_sweep(now=float('inf'))
+            self.synced_early += self.sweep(stop=self._stop)
+        if self._rest:
+            # The writer ended: every file is settled now; finish() waits for this.
+            self.sweep(now=float('inf'))
 
     def __enter__(self):
         self._syncer.start()
-        if self._hasher is not None:
-            self._hasher.start()
         return self
 
     def __exit__(self, *exc):
         self._rest = exc[0] is None
         self._stop.set()
-        if self._hasher is not None:
-            self._hasher.join()
         if not self._rest:
             self._syncer.join()
         return False

@@ -15,16 +15,21 @@ Decisions (and why):
   ``backup_manifest``, timeline history files included) is present in ``wal_archive_dir``,
   waiting a bounded time (and asking for ``pg_switch_wal()`` once, when the role may). Only
   then is the backup published.
-* **The files are hashed once, beside the copy, not in the stream** (plain): a thread of the module
-  (``_files.SyncWhileWriting`` with ``hashing``) takes the SHA-256 of each file as far as pg_basebackup
-  has written it, while the copy goes on and the file is still in the page cache; another fsyncs
-  each file pg_basebackup has finished.
-  A separate pass after the copy cost a third of a backup's time. Asking the server for SHA-256
-  manifest checksums instead (``--manifest-checksums=SHA256``) made pg_basebackup itself 25 %
-  slower on two cores: the walsender computes them inside the stream (docs/BENCHMARKS.md). So the
-  manifest keeps PostgreSQL's default CRC32C, which pg_verifybackup checks. Before recording the
-  hashes we check that the files written are exactly the ones the manifest lists, with its sizes.
-  ``verify`` and ``restore`` re-hash the files against the catalog as before.
+* **A plain backup is published unsealed, and its first verify seals it.** The catalog's SHA-256 of
+  every file (what restores, S3 copies and the catalog key's HMAC rely on) costs a read of the whole
+  backup and 0.8 s of CPU per GiB. Taken during the copy, beside pg_basebackup, it made the backup
+  0.84-0.95 of raw pg_basebackup on two cores; asked of the server (``--manifest-checksums=SHA256``) it
+  made pg_basebackup itself 25 % slower, since the walsender computes it inside the stream
+  (docs/BENCHMARKS.md). Yet every backup job verifies its backup right after taking it, and that
+  verify read every file through SHA-256 once more. So the backup records what it has for free: the
+  files written, checked to be exactly those the manifest lists with its sizes, and our SHA-256 of
+  the manifest, whose CRC32C checksums cover every file (``sealed: false``, signed like any entry).
+  The first verify hashes every file, runs pg_verifybackup against that manifest, and only when both
+  pass records the hashes and ``sealed: true`` (``_catalog.record_verify``): one read of the data
+  fewer per job, and the job's second read is the verify it always was. Until then, a restore checks
+  an unsealed backup's sizes and the manifest's hash, and pg_verifybackup checks its contents against
+  the manifest, as a restore always does. An unsealed backup is never copied to S3: the copy is made
+  after the verify that seals it.
 * **Compression = one ``data.tar.zst`` per backup, compressed in the stream**
   (``-Ft --compress=client-zstd``: pg_basebackup writes ``base.tar.zst`` and a plain
   ``backup_manifest``, moved to ``data.tar.zst`` and ``backup_manifest``). No plain copy is ever
@@ -395,11 +400,10 @@ def manifest_files(manifest_text):
     return result
 
 
-def plain_files(staged, listed, sha256):
-    """The catalog's file map of a plain backup in ``<staged>/data``, once the files written are checked to be exactly
-    those the manifest lists (``listed``, from manifest_files), with those sizes: ``sha256(path)`` -> ``(hex, size)``
-    of each (the sync thread's, taken while the copy went on); plus our SHA-256 of the manifest (in ``data/`` and the
-    copy beside it, which this writes)."""
+def plain_files(staged, listed):
+    """The unsealed file map of a plain backup in ``<staged>/data``, once the files written are checked to be exactly
+    those the manifest lists (``listed``, from manifest_files), with those sizes: the size of each, and our SHA-256 of
+    the manifest (in ``data/`` and the copy beside it, which this writes)."""
     data = os.path.join(staged, DATA_DIR)
     written = _files_on_disk(data)
     written.pop(MANIFEST_FILE, None)
@@ -410,16 +414,7 @@ def plain_files(staged, listed, sha256):
     if problems:
         raise BackupError('pg_basebackup wrote a backup that differs from its own backup_manifest (%s%s): run the backup '
                           'again' % ('; '.join(problems[:5]), '; ...' if len(problems) > 5 else ''))
-    files = {}
-    for rel, item in listed.items():
-        try:
-            digest, size = sha256(os.path.join(data, rel))
-        except (IOError, OSError) as err:
-            raise BackupError('Cannot hash %s of the new backup: %s; run the backup again' % (rel, err))
-        if size != item['size']:
-            raise BackupError('%s changed after pg_basebackup wrote it (%d bytes, backup_manifest says %d): run the '
-                              'backup again' % (rel, size, item['size']))
-        files[DATA_DIR + '/' + rel] = dict(sha256=digest, size=size)
+    files = dict((DATA_DIR + '/' + rel, dict(size=item['size'])) for rel, item in listed.items())
     shutil.copyfile(os.path.join(data, MANIFEST_FILE), os.path.join(staged, MANIFEST_FILE))
     digest, size = _catalog.hash_file(os.path.join(staged, MANIFEST_FILE))
     files[DATA_DIR + '/' + MANIFEST_FILE] = files[MANIFEST_FILE] = dict(sha256=digest, size=size)
@@ -492,10 +487,10 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
             parent_manifest = manifest_path(os.path.join(root, parent['id']), parent)
         data = os.path.join(staged, DATA_DIR)
         cmd = basebackup_command(tools['pg_basebackup'], params, data, backup_id, parent_manifest, max_rate, compress)
-        # pg_basebackup runs with --no-sync; the files it has finished are fsynced while it copies the rest (and, when
-        # plain, hashed first).
+        # pg_basebackup runs with --no-sync; the files it has finished are fsynced while it copies the rest, and a plain
+        # backup's leave the page cache (a compressed one's archive is hashed next).
         with password_file(params.get('login_password')) as passfile, \
-                _files.SyncWhileWriting(staged, hashing=not compress) as syncer:
+                _files.SyncWhileWriting(staged, drop=not compress) as syncer:
             rc, out, err = run(cmd, environ_update=connection_env(params, passfile))
         if rc != 0:
             raise explain_basebackup_failure(rc, err or out, params, parent and parent['id'])
@@ -503,7 +498,7 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
         durations['basebackup'] = round(time.time() - began, 3)
 
         step = time.time()
-        # The file hashes: of the archive when compressed, else the sync thread's (see the decisions above).
+        # The file map: with the archive's hash when compressed, else unsealed (see the decisions above).
         if compress:
             files = packed_files(staged)
             label_text = archived_label(run, os.path.join(staged, ARCHIVE_FILE))
@@ -518,7 +513,7 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
         manifest = _catalog.parse_manifest(manifest_text)
         listed = manifest_files(manifest_text)
         if not compress:
-            files = plain_files(staged, listed, syncer.sha256)
+            files = plain_files(staged, listed)
         # Plain sizes (what a restore unpacks), compressed or not: the listed files plus the manifest.
         data_bytes = sum(item['size'] for item in listed.values()) + os.path.getsize(manifest_file)
         durations['hash'] = round(time.time() - step, 3)
@@ -549,6 +544,7 @@ def take_backup(run, tools, params, root, backup_type, parent, wal_archive_dir, 
             service='postgresql',
             layout='tar.zst' if compress else 'plain',
             compressed=bool(compress),
+            sealed=bool(compress),
             compression=STREAM_COMPRESSION if compress else None,
             manifest_checksums=MANIFEST_CHECKSUMS,
             data_bytes=data_bytes,
@@ -595,15 +591,23 @@ def verify_backup(run, tools, root, entry, entries, wal_archive_dir=None, scratc
     ``hashes_checked``: the caller has just compared every file with the catalog (``check_chain_hashes``,
     under the lock it still holds), so the SHA-256 step is not run again: a restore would otherwise read
     each local backup twice (the check is reported as ``sha256 (checked before)``).
+    An unsealed backup has its files hashed here (``sha256 (to seal)``); when every check passes, the
+    result carries the file map that seals it (``_catalog.SEAL_KEY``, recorded by ``record_verify``).
 
     Returns ``dict(id, ok, problems=[...], checks=[...])``; does not record anything.
     """
     result = dict(id=entry['id'], ok=False, problems=[], checks=[])
+    seal = None
     if hashes_checked:
         result['checks'].append('sha256 (checked before)')
     else:
-        problems = _catalog.check_hashes(os.path.join(root, entry['id']), entry)
-        result['checks'].append('sha256')
+        path = os.path.join(root, entry['id'])
+        if _catalog.is_sealed(entry):
+            problems = _catalog.check_hashes(path, entry)
+            result['checks'].append('sha256')
+        else:
+            problems, seal = _catalog.check_hashes(path, entry, seal=True)
+            result['checks'].append('sha256 (to seal)')
         if problems:
             result['problems'] = problems
             return result
@@ -647,6 +651,8 @@ def verify_backup(run, tools, root, entry, entries, wal_archive_dir=None, scratc
                 result['problems'].extend(line.strip() for line in (err or out).splitlines() if line.strip())
                 return result
         result['ok'] = True
+        if seal:
+            result[_catalog.SEAL_KEY] = seal
         return result
     except (BackupError, _catalog.CatalogError) as err:
         result['problems'].append(err.msg)
@@ -1414,6 +1420,8 @@ def oldest_wal_start(entries):
 
 def check_chain_hashes(root, members):
     """Re-hash every backup of the chain against the catalog; raise (kind ``checksum``) on any difference.
+    (Of an unsealed backup only the sizes and the manifest's hash: verify_backup's pg_verifybackup, which
+    every restore runs next, checks its files against that manifest.)
 
     Runs before a restore touches anything: a damaged backup is refused, not half restored."""
     problems = []

@@ -555,6 +555,9 @@ class S3Store(object):
         files = entry.get('files') or {}
         if not files:
             raise S3Error('Backup %s records no files: nothing to upload' % backup_id)
+        if not _catalog.is_sealed(entry):
+            raise S3Error('Backup %s is not sealed (its files have no SHA-256 yet): verify it first, which seals it'
+                          % backup_id)
         names = sorted(files)
         if self.recipients:
             stored = self._each(lambda rel: self._put_encrypted(os.path.join(path, rel), self.key(backup_id, rel),
@@ -924,6 +927,8 @@ def verify_backups(root, chosen, local_ids, verify_local, store=None, remote_ids
         local = entry['id'] in local_ids
         outcome = verify_local(entry) if local else dict(id=entry['id'], ok=True, problems=[], checks=[], local=False)
         record_here = local and record
+        if not record_here:
+            outcome.pop(_catalog.SEAL_KEY, None)  # a check-mode verify seals nothing
         if record_here and not remote_marks_local:
             changed = _catalog.record_verify(root, entry, outcome) or changed
         if entry['id'] in remote_ids:

@@ -15,17 +15,22 @@ description:
   - Keeps a catalog of PostgreSQL base backups in O(backup_dir). Each backup is taken with C(pg_basebackup)
     in plain format (tar compressed with zstd in the stream with O(compress)), checked, and only then published
     atomically, so an interrupted backup is never listed.
-  - The SHA-256 the catalog records of each file is the one C(pg_basebackup --manifest-checksums=SHA256) computed
-    while streaming it (read from its C(backup_manifest), after checking that the files written are exactly the ones
-    it lists), so the data is not read a second time. A compressed backup records the SHA-256 of its archive and of
-    its manifest.
+  - A plain backup is published unsealed (C(sealed=false)), at the speed of C(pg_basebackup) itself. Its catalog entry
+    records the size of each file, after checking that the files written are exactly the ones its C(backup_manifest)
+    lists with those sizes, and the SHA-256 of that manifest, whose CRC32C checksums cover every file. The module does
+    not read the data. The first O(action=verify) that passes seals it. That verify hashes every file, checks the
+    files against the manifest with C(pg_verifybackup), and records each file's SHA-256 (C(sealed=true)). The backup
+    jobs of the C(backup) role verify every backup right after taking it, and O(s3) verifies it before copying it, so
+    an unsealed backup is never copied to S3.
+  - A compressed backup records the SHA-256 of its archive and of its manifest, and is sealed when published.
   - Backups hold no WAL (C(pg_basebackup --wal-method=none)). The WAL archive in O(wal_archive_dir) is what makes
     them usable, so a backup is published only after every WAL file from its start to its end is in the archive.
     The archive is also what point-in-time recovery replays.
   - O(action=backup) takes a full backup, or a PostgreSQL 17 incremental one (C(--incremental)) on top of the
     newest backup of the same cluster that did not fail verification. It refuses to start when the free space
     in O(backup_dir) is below the expected size (the last full backup, or the size of all databases).
-  - O(action=verify) re-hashes every file against the SHA-256 recorded in the catalog, runs C(pg_verifybackup)
+  - O(action=verify) re-hashes every file against the SHA-256 recorded in the catalog (or, for an unsealed backup,
+    hashes it to seal it), runs C(pg_verifybackup)
     (parsing the archived WAL when O(wal_archive_dir) is given) and, for an incremental backup,
     C(pg_combinebackup --dry-run) over its chain. The result is recorded in the catalog; a failure fails the task.
   - O(action=list) returns the catalog, ordered by the recorded stop time (server clock), never by name.
@@ -39,7 +44,9 @@ description:
     afterwards; the directory keeps its C(backup_label) history and is ready to be started with the stack's
     configuration.
   - Before O(action=restore) changes anything it re-hashes every backup of the chain against the SHA-256 the catalog
-    recorded and refuses on any difference.
+    recorded and refuses on any difference. For an unsealed backup it checks the sizes and the manifest's SHA-256.
+    The C(pg_verifybackup) run that follows, before anything is built, checks the files' contents against that
+    manifest; in check mode it does not run.
   - It also checks the WAL replay will read, in check mode too. It walks the archive (and, with O(s3), the WAL in S3)
     the way PostgreSQL will, from the backup's start segment along the timeline history of
     C(recovery_target_timeline=latest), leaving aside branches abandoned by earlier restores and C(.partial) files.
@@ -82,7 +89,8 @@ attributes:
   check_mode:
     support: full
     details:
-      - O(action=list) and O(action=verify) only read the backups; in check mode verify does not record its result.
+      - O(action=list) and O(action=verify) only read the backups; in check mode verify does not record its result
+        and seals nothing.
         Verifying a compressed backup still unpacks it into a temporary directory in O(scratch_dir), removed afterwards.
       - O(action=backup) in check mode connects, runs every pre-check (versions, WAL summaries, parent, free space)
         and reports what it would take, without writing anything.
@@ -372,6 +380,7 @@ backup:
       taken by earlier versions of the collection say V(SHA256)); the catalog's own SHA-256 hashes are the
       module's, of each file of a plain backup and of the archive of a compressed one;
       C(compression) is how a compressed backup was compressed (V(client-zstd)), null when plain.
+    - C(sealed) is false for a plain backup until its first verify (see the description).
   returned: action is backup, not in check mode
   type: dict
   sample:
@@ -396,6 +405,7 @@ backup:
     manifest_checksums: CRC32C
     compression: null
     durations: {basebackup: 3.2, hash: 0.1, wal_wait: 0.0, sync: 0.2, total: 4.0}
+    sealed: false
     verified: null
   contains: &catalog_entry
     id:
@@ -428,10 +438,16 @@ backup:
       type: int
       sample: 3145728
     file_count:
-      description: Number of files the catalog records with their SHA-256.
+      description: Number of files the catalog records (with their SHA-256 once sealed).
       returned: always
       type: int
       sample: 1021
+    sealed:
+      description:
+        - Whether the catalog records the SHA-256 of every file. False for a plain backup until its first verify
+          passes; absent from entries written by earlier versions of the collection, which are sealed.
+      returned: when recorded
+      type: bool
     verified:
       description: Outcome of the last verification, null when never verified.
       returned: always
@@ -525,6 +541,15 @@ fell_back_to_full:
   returned: action is backup
   type: bool
   sample: false
+unsealed:
+  description:
+    - Ids of the other local backups that are still unsealed and did not fail verification, oldest first. A backup job
+      interrupted between its backup and its verify leaves one. The C(backup) role's job verifies these next, which
+      seals them.
+  returned: action is backup, not in check mode
+  type: list
+  elements: str
+  sample: []
 expected_bytes:
   description: Space the backup was expected to need when free space was checked (0 when unknown).
   returned: action is backup
@@ -682,7 +707,9 @@ results:
       returned: always
       type: bool
     checks:
-      description: The checks run, in order.
+      description:
+        - The checks run, in order. V(sha256) compared every file with the catalog; V(sha256 (to seal)) hashed the files
+          of an unsealed backup, whose hashes are recorded when every check passed (not in check mode).
       returned: always
       type: list
       elements: str
@@ -1214,6 +1241,7 @@ def do_backup(module, root):
                 raise
             entry = attempt(*_backupmod.full_instead(module, result, err.msg))
         _backupmod.took(result, entry, 'Took %s backup %s (%s)' % (entry['type'], entry['id'], human_bytes(entry['bytes'])))
+        result['unsealed'] = [e['id'] for e in entries if not _catalog.is_sealed(e) and _catalog.usable(e)]
         store = s3_store(module)
         if store is not None:
             copy_to_s3(module, root, entry, store, major, result)

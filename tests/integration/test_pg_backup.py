@@ -87,6 +87,7 @@ def test_full_then_small_incremental_verify_and_detect_damage(db):
     inc = ok(db.module(backups=backups, **db.backup_args(type='incremental')))
     assert inc['backup']['type'] == 'incremental'
     assert inc['backup']['parent'] == full['backup_id']
+    assert inc['unsealed'] == [full['backup_id']]  # never verified yet: the backup job verifies it next
     # A few rows changed: the incremental is a small fraction of the full one.
     assert inc['backup']['bytes'] * 5 < full['backup']['bytes'], (inc['backup']['bytes'], full['backup']['bytes'])
 
@@ -163,32 +164,66 @@ def test_compressed_chain_verifies_by_unpacking(db):
     assert 'data.tar.zst: SHA-256' in bad['msg']
 
 
-def test_file_hashes_are_the_files_own_and_a_changed_file_is_refused(db):
-    """The catalog records the module's SHA-256 of each file the manifest lists (taken beside the copy; the manifest
-    keeps CRC32C, so the server computes no SHA-256 in the stream); they are the files' real hashes, so a file
-    changed after the backup is refused by verify and, before anything is touched, by restore."""
+def test_a_plain_backup_is_sealed_by_its_first_verify_and_a_changed_file_is_refused_either_way(db):
+    """A plain backup is published unsealed: the sizes the manifest lists (checked against the files written) and our
+    SHA-256 of the manifest, whose CRC32C checksums cover every file; the server computes no SHA-256 in the stream and
+    the module reads no file. Its first verify hashes every file and, once pg_verifybackup agrees, records those
+    hashes (sealed). A file changed before that is refused by pg_verifybackup, in verify and restore, and nothing is
+    sealed; one changed after it, by the recorded SHA-256, before anything is touched."""
     backups = db.new_backup_dir('manifest-hashes')
     restores = db.new_backup_dir('manifest-hashes-restores')
     os.chmod(restores, 0o755)
+
+    def restore(backup_id):
+        return failed(db.module(backups=backups, volumes=['%s:/restore' % restores], action='restore',
+                                backup_id=backup_id, wal_archive_dir='/wal-archive', restore_dir='/restore/r'))
+
+    def victim_of(path):
+        return sorted(glob.glob(os.path.join(path, 'data', 'base', '*', '*')), key=os.path.getsize)[-1]
+
+    early = ok(db.module(backups=backups, **db.backup_args(type='full')))
+    assert early['backup']['sealed'] is False
+    path = os.path.join(backups, early['backup_id'])
+    victim = victim_of(path)
+    flip_byte(victim, os.path.getsize(victim) // 2)
+    refused = restore(early['backup_id'])
+    assert 'Restore refused: backup %s fails verification' % early['backup_id'] in refused['msg'], refused['msg']
+    assert os.path.relpath(victim, os.path.join(path, 'data')) in refused['msg'] and os.listdir(restores) == []
+    bad = failed(db.module(backups=backups, action='verify', backup_id=early['backup_id']))
+    assert bad['results'][0]['checks'] == ['sha256 (to seal)', 'pg_verifybackup']
+    assert entry(backups, early['backup_id'])['sealed'] is False
+    assert entry(backups, early['backup_id'])['verified'] is False
+
+    add_rows(db, 9001)  # ids no other test of this module inserts
     full = ok(db.module(backups=backups, **db.backup_args(type='full')))
+    path = os.path.join(backups, full['backup_id'])
     recorded = entry(backups, full['backup_id'])
     assert recorded['manifest_checksums'] == 'CRC32C' and recorded['compression'] is None
-    path = os.path.join(backups, full['backup_id'])
+    assert recorded['sealed'] is False and recorded['verified'] is None
     with open(os.path.join(path, 'data', 'backup_manifest')) as handle:
         listed = json.load(handle)['Files']
     assert listed and all(f['Checksum-Algorithm'] == 'CRC32C' for f in listed)
     assert sorted(recorded['files']) == sorted(['backup_manifest', 'data/backup_manifest'] +
                                                ['data/' + f['Path'] for f in listed])
+    assert all(recorded['files']['data/' + f['Path']] == dict(size=f['Size']) for f in listed)
+    with open(os.path.join(path, 'backup_manifest'), 'rb') as handle:
+        assert recorded['files']['backup_manifest']['sha256'] == hashlib.sha256(handle.read()).hexdigest()
+
+    sealed = ok(db.module(backups=backups, action='verify', backup_id=full['backup_id']))
+    assert sealed['changed'] and sealed['results'][0]['checks'] == ['sha256 (to seal)', 'pg_verifybackup']
+    recorded = entry(backups, full['backup_id'])
+    assert recorded['sealed'] is True and recorded['verified'] is True
     for item in listed:
         with open(os.path.join(path, 'data', item['Path']), 'rb') as handle:
             actual = hashlib.sha256(handle.read()).hexdigest()
         assert recorded['files']['data/' + item['Path']] == dict(sha256=actual, size=item['Size'])
+    assert ok(db.module(backups=backups, action='verify', backup_id=full['backup_id']))['results'][0]['checks'] == [
+        'sha256', 'pg_verifybackup']
 
-    victim = sorted(glob.glob(os.path.join(path, 'data', 'base', '*', '*')), key=os.path.getsize)[-1]
+    victim = victim_of(path)
     flip_byte(victim, os.path.getsize(victim) // 2)
     rel = os.path.relpath(victim, path)
-    refused = failed(db.module(backups=backups, volumes=['%s:/restore' % restores], action='restore',
-                               backup_id=full['backup_id'], wal_archive_dir='/wal-archive', restore_dir='/restore/r'))
+    refused = restore(full['backup_id'])
     assert 'Refusing to restore: backup files differ' in refused['msg'] and rel in refused['msg'], refused['msg']
     assert os.listdir(restores) == []
     bad = failed(db.module(backups=backups, action='verify', backup_id=full['backup_id'], wal_archive_dir='/wal-archive'))
@@ -596,6 +631,7 @@ def test_live_restore_moves_the_old_data_aside_and_refuses_when_unsafe(db, tmp_p
 
     db.sql('CREATE TABLE livecheck AS SELECT generate_series(1, 42) AS id')
     backup_id = ok(db.module(backups=backups, **db.backup_args(type='full')))['backup_id']
+    ok(db.module(backups=backups, action='verify', backup_id=backup_id))  # as every backup job does: sealed
     _archive_current_wal(db)
     start_live_server(db, volume, archive)
     try:

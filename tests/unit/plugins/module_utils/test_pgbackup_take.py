@@ -2,9 +2,9 @@
 # Copyright (c) psscript.infra developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Unit tests for take_backup of module_utils._pgbackup with a fake pg_basebackup: each file is hashed once, beside
-the copy (no second pass over the data), compression happens in its stream, and what the catalog records still
-catches a file changed after the backup."""
+"""Unit tests for take_backup of module_utils._pgbackup with a fake pg_basebackup: a plain backup is published
+unsealed (no pass over its data) and sealed by its first verify, compression happens in the stream, and what the
+catalog records still catches a file changed after the backup."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _files, _pgbackup
+from ansible_collections.psscript.infra.plugins.module_utils import _catalog, _pgbackup
 from ansible_collections.psscript.infra.plugins.module_utils._pgbackup import BackupError
 
 UTC = datetime.timezone.utc
@@ -116,41 +116,67 @@ def test_basebackup_command_asks_for_crc32c_checksums_and_compresses_in_the_stre
     assert packed[packed.index('--manifest-checksums') + 1] == 'CRC32C'
 
 
-def test_plain_backup_hashes_each_file_once_beside_the_copy(tmp_path, layout, monkeypatch):
-    hashed = counting_hash_file(monkeypatch)
-    synced = []
-    real_hash = _files.SyncWhileWriting._hash
+def damage(path, offset):
+    """Overwrite a few bytes of ``path`` at ``offset`` (in CONTENT's zeros, or inside an archive)."""
+    with open(path, 'r+b') as handle:
+        handle.seek(offset)
+        handle.write(b'damaged')
 
-    def sync_hash(self, path, key, *rest):
-        synced.append(os.path.relpath(path, self.top))
-        return real_hash(self, path, key, *rest)
-    monkeypatch.setattr(_files.SyncWhileWriting, '_hash', sync_hash)
+
+def test_a_plain_backup_is_published_unsealed_and_its_first_verify_seals_it(tmp_path, layout, monkeypatch):
+    hashed = counting_hash_file(monkeypatch)
     run = FakeBasebackup(tmp_path)
     entry = take(run, layout, False)
-    # Each data file was read once, by the sync thread (or right after the copy, for the last ones); no second pass
-    # over the data: the catalog's reads were the manifest's copy and the backup's WAL segment.
-    data_files = sorted('data/' + rel for rel in CONTENT)
-    assert sorted(p for p in synced if p != 'data/backup_manifest') == data_files
+    root = layout[0]
+    path = os.path.join(root, entry['id'])
+    # No pass over the data while the backup is taken: the catalog read the manifest's copy and the backup's WAL
+    # segment, and recorded the sizes the manifest lists (checked against the files written).
     assert sorted(hashed) == sorted(['backup_manifest', WAL])
+    assert entry['sealed'] is False and entry['verified'] is None
     assert entry['manifest_checksums'] == 'CRC32C' and entry['layout'] == 'plain' and entry['compression'] is None
-    path = os.path.join(layout[0], entry['id'])
     for rel, data in CONTENT.items():
-        assert entry['files']['data/' + rel] == dict(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-    # The recorded map is exactly what is on disk: the catalog's own check of the files is clean ...
-    monkeypatch.undo()
-    assert entry['files'] == _catalog.hash_tree(path)
-    assert _catalog.check_hashes(path, entry) == []
+        assert entry['files']['data/' + rel] == dict(size=len(data))
+    with open(os.path.join(path, 'backup_manifest'), 'rb') as handle:
+        manifest = dict(sha256=hashlib.sha256(handle.read()).hexdigest(), size=entry['files']['backup_manifest']['size'])
+    assert entry['files']['backup_manifest'] == entry['files']['data/backup_manifest'] == manifest
     assert entry['start_lsn'] == '0/2000028' and entry['wal_start'] == WAL and entry['wal_files'] == [WAL]
-    assert entry['data_bytes'] == sum(len(d) for d in CONTENT.values()) + entry['files']['backup_manifest']['size']
-    # ... and a file changed after the backup is refused, by verify's check and before a restore.
-    with open(os.path.join(path, 'data', 'base', '5', '16384'), 'r+b') as handle:
-        handle.seek(100)
-        byte = handle.read(1)
-        handle.seek(100)
-        handle.write(bytes([byte[0] ^ 0xFF]))
-    assert [p.split(':')[0] for p in _catalog.check_hashes(path, entry)] == ['data/base/5/16384']
+    assert entry['data_bytes'] == sum(len(d) for d in CONTENT.values()) + manifest['size']
+    assert [e['id'] for e in _catalog.list_backups(root)['backups']] == [entry['id']]  # a sound entry
+    # Unsealed, a restore's check reads the manifest only, and still refuses a file of another size or a changed
+    # manifest (pg_verifybackup checks the rest against it).
+    del hashed[:]
+    assert _pgbackup.check_chain_hashes(root, [entry]) == 1 and sorted(hashed) == ['backup_manifest', 'backup_manifest']
+    with open(os.path.join(path, 'data', 'PG_VERSION'), 'ab') as handle:
+        handle.write(b'x')
     with pytest.raises(BackupError) as caught:
-        _pgbackup.check_chain_hashes(layout[0], [entry])
+        _pgbackup.check_chain_hashes(root, [entry])
+    assert 'data/PG_VERSION: size 4, recorded 3' in caught.value.msg
+    with open(os.path.join(path, 'data', 'PG_VERSION'), 'wb') as handle:
+        handle.write(CONTENT['PG_VERSION'])
+
+    # A verify that fails (pg_verifybackup) seals nothing.
+    del hashed[:]
+    failed = _pgbackup.verify_backup(run, dict(pg_verifybackup='/bin/false'), root, entry, [entry])
+    assert failed['ok'] is False and _catalog.SEAL_KEY not in failed
+    assert failed['checks'] == ['sha256 (to seal)', 'pg_verifybackup']
+    assert _catalog.record_verify(root, entry, failed) is True
+    assert _catalog.read_entry(path)['sealed'] is False and _catalog.read_entry(path)['verified'] is False
+    # One that passes hashes every file once and seals the entry with what it hashed.
+    del hashed[:]
+    passed = _pgbackup.verify_backup(run, dict(pg_verifybackup='/bin/true'), root, entry, [entry])
+    assert passed['ok'] is True and sorted(hashed) == sorted(os.path.basename(rel) for rel in entry['files'])
+    assert _catalog.record_verify(root, entry, passed) is True and _catalog.SEAL_KEY not in passed
+    monkeypatch.undo()
+    recorded = _catalog.read_entry(path)
+    assert recorded['sealed'] is True and recorded['verified'] is True and recorded['bytes'] == entry['bytes']
+    assert recorded['files'] == _catalog.hash_tree(path)
+    # Sealed, the next verify compares (and seals nothing), and a flipped byte is refused before a restore.
+    again = _pgbackup.verify_backup(run, dict(pg_verifybackup='/bin/true'), root, recorded, [recorded])
+    assert again['ok'] and again['checks'] == ['sha256', 'pg_verifybackup'] and _catalog.SEAL_KEY not in again
+    damage(os.path.join(path, 'data', 'base', '5', '16384'), 3 * 8192 + 100)
+    assert [p.split(':')[0] for p in _catalog.check_hashes(path, recorded)] == ['data/base/5/16384']
+    with pytest.raises(BackupError) as caught:
+        _pgbackup.check_chain_hashes(root, [recorded])
     assert caught.value.kind == 'checksum' and 'data/base/5/16384' in caught.value.msg
 
 
@@ -167,6 +193,7 @@ def test_compressed_backup_is_compressed_by_pg_basebackup_and_unpacks_with_its_m
     path = os.path.join(layout[0], entry['id'])
     assert sorted(os.listdir(path)) == ['backup_manifest', 'catalog.json', 'data.tar.zst']
     assert entry['layout'] == 'tar.zst' and entry['compression'] == 'client-zstd' and entry['manifest_checksums'] == 'CRC32C'
+    assert entry['sealed'] is True
     assert sorted(entry['files']) == ['backup_manifest', 'data.tar.zst'] and _catalog.check_hashes(path, entry) == []
     assert entry['start_lsn'] == '0/2000028' and entry['timeline'] == 1
     assert entry['data_bytes'] == sum(len(d) for d in CONTENT.values()) + entry['files']['backup_manifest']['size']
@@ -175,11 +202,7 @@ def test_compressed_backup_is_compressed_by_pg_basebackup_and_unpacks_with_its_m
     assert sorted(_catalog.hash_tree(unpacked)) == sorted(list(CONTENT) + ['backup_manifest'])
     with open(os.path.join(unpacked, 'base', '5', '16384'), 'rb') as handle:
         assert handle.read() == CONTENT['base/5/16384']
-    with open(os.path.join(path, 'data.tar.zst'), 'r+b') as handle:
-        handle.seek(20)
-        byte = handle.read(1)
-        handle.seek(20)
-        handle.write(bytes([byte[0] ^ 0xFF]))
+    damage(os.path.join(path, 'data.tar.zst'), 20)
     with pytest.raises(BackupError) as caught:
         _pgbackup.check_chain_hashes(layout[0], [entry])
     assert 'data.tar.zst: SHA-256' in caught.value.msg

@@ -451,6 +451,34 @@ def test_upload_verified_refuses_a_failed_backup(s3_env, tmp_path):
     assert stored['verified'] is True and stored['s3']['url'] == summary['url'] and stored['s3']['wal'] == dict(uploaded=0)
 
 
+def test_an_unsealed_backup_is_copied_only_once_its_verify_sealed_it(s3_env, tmp_path):
+    """pg_backup publishes a plain backup unsealed (no SHA-256 of its data files): S3 never gets it before the verify
+    that seals it, and a check-mode verify seals nothing."""
+    root = str(tmp_path)
+    entry = make_backup(root, '20250101T000000Z-full')
+    path = os.path.join(root, entry['id'])
+    sealed_files = entry['files']
+    entry.update(files=dict((rel, dict(size=item['size'])) for rel, item in sealed_files.items()), sealed=False)
+    _catalog.write_entry(path, entry)
+    store = S3Store(params(), 'postgres', client=s3_env)
+    with pytest.raises(_s3.S3Error, match='is not sealed'):
+        store.upload(root, entry)
+    assert keys(s3_env) == []
+
+    results, changed = _s3.verify_backups(root, [entry], set([entry['id']]),
+                                          lambda e: dict(id=e['id'], ok=True, checks=[], problems=[],
+                                                         **{_catalog.SEAL_KEY: sealed_files}), record=False)
+    assert results[0]['ok'] and _catalog.SEAL_KEY not in results[0] and changed is False
+    assert _catalog.read_entry(path)['sealed'] is False
+
+    outcome = dict(ok=True, problems=[], **{_catalog.SEAL_KEY: sealed_files})
+    summary = store.upload_verified(root, entry, outcome, 'B %(id)s: %(problems)s')
+    assert summary['objects'] == len(sealed_files) + 1 and _catalog.SEAL_KEY not in outcome
+    stored = _catalog.read_entry(path)
+    assert stored['sealed'] is True and stored['files'] == sealed_files and stored['verified'] is True
+    assert store.get_entry(entry['id'])['files'] == sealed_files
+
+
 @pytest.mark.parametrize('remote_marks_local', [False, True])
 def test_verify_backups_local_remote_and_s3_only(s3_env, tmp_path, remote_marks_local):
     root = str(tmp_path)
