@@ -356,23 +356,33 @@ def hash_tree(top, exclude=(CATALOG_FILE,)):
     return result
 
 
-def check_hashes(backup_path, entry, seal=False):
+def check_hashes(backup_path, entry):
     """Compare a backup directory with the files its entry records; return the problems found.
 
     Every recorded file must be there with its recorded size and, where the entry records one, its
-    SHA-256; no other file may be there. An unsealed entry (``sealed``) records no SHA-256 for its data
-    files: with ``seal`` those are taken here and returned as ``(problems, files)``, the file map that
-    seals it (``record_verify``); without, they are only checked for presence and size."""
+    SHA-256; no other file may be there. The data files of an unsealed entry (``sealed``), which records
+    no SHA-256 for them, are checked for presence and size only."""
+    return _compare_files(backup_path, entry, False)[0]
+
+
+def seal_files(backup_path, entry):
+    """``check_hashes`` of an unsealed entry that also hashes the files it records no SHA-256 for:
+    ``(problems, files)``, ``files`` being the map that seals it (``record_verify``), None on a problem."""
+    problems, files = _compare_files(backup_path, entry, True)
+    return problems, None if problems else files
+
+
+def _compare_files(backup_path, entry, seal):
+    """``(problems, {rel: {sha256, size}} of the files hashed)``; with ``seal`` every recorded file is hashed,
+    else only those the entry records a SHA-256 for."""
     problems, files = [], {}
     recorded = entry.get('files') or {}
     if not recorded:
-        problems = ['the catalog entry records no files: it cannot be checked']
-        return (problems, None) if seal else problems
+        return ['the catalog entry records no files: it cannot be checked'], files
     try:
         present = set(r for r in _walk_files(backup_path) if r != CATALOG_FILE)
     except (OSError, CatalogError) as err:
-        problems = ['cannot read %s: %s' % (backup_path, err)]
-        return (problems, None) if seal else problems
+        return ['cannot read %s: %s' % (backup_path, err)], files
     for rel in sorted(recorded):
         want = recorded[rel]
         full = os.path.join(backup_path, rel)
@@ -393,9 +403,7 @@ def check_hashes(backup_path, entry, seal=False):
             problems.append('%s: size %d while it was hashed, recorded %d' % (rel, size, want['size']))
     for rel in sorted(present - set(recorded)):
         problems.append('%s: not recorded in the catalog (added after the backup)' % rel)
-    if seal:
-        return problems, None if problems else files
-    return problems
+    return problems, files
 
 
 def fsync_tree(top):

@@ -606,7 +606,7 @@ def verify_backup(run, tools, root, entry, entries, wal_archive_dir=None, scratc
             problems = _catalog.check_hashes(path, entry)
             result['checks'].append('sha256')
         else:
-            problems, seal = _catalog.check_hashes(path, entry, seal=True)
+            problems, seal = _catalog.seal_files(path, entry)
             result['checks'].append('sha256 (to seal)')
         if problems:
             result['problems'] = problems
